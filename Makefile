@@ -1,0 +1,33 @@
+# The only commands a contributor needs. Each creates .venv and installs what it needs when missing.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export RAY_TRAIN_HEALTH_CHECK_INTERVAL_S ?= 0.2
+
+.PHONY: quickstart test check bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# torch first, pinned: the CPU wheel here; an unpinned torch pulls a multi-GB CUDA build
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/cairn validate workflows/quickstart.yaml
+	$(BIN)/cairn run workflows/quickstart.yaml
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+check: $(STAMP)
+	$(BIN)/ruff check platform tests bench migrations
+	$(BIN)/ruff format --check platform tests bench migrations
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/overhead.py
+
+clean:
+	rm -rf .cairn

@@ -1,0 +1,382 @@
+"""`cairn` command line: parses arguments, delegates to the API, renders the answer.
+
+Every command that reports takes `--json` (one JSON object on stdout, nothing else there).
+Errors the user can fix are printed without a traceback and exit with 2 (bad input) or 1
+(a run that failed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cairn.errors import CairnError, SpecError
+
+app = typer.Typer(
+    help="Cairn: run a language model's whole life as one workflow on Ray, with lineage.\n\n"
+    "Start with `cairn validate workflows/quickstart.yaml`, then `cairn run` it. State lives "
+    "under $CAIRN_HOME (default ./.cairn) unless CAIRN_DATABASE_URL, MLFLOW_TRACKING_URI or "
+    "CAIRN_STORE point elsewhere.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Cairn's own database (schema migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+out = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+RunArg = Annotated[str, typer.Argument(help="run id (see `cairn runs`)")]
+
+
+def _emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _fail(e: CairnError, as_json: bool) -> None:
+    code = 2 if isinstance(e, SpecError) else 1
+    if as_json:
+        payload: dict[str, Any] = {"error": str(e)}
+        if isinstance(e, SpecError):
+            payload["issues"] = [i.__dict__ for i in e.issues]
+        _emit(payload)
+    else:
+        err.print("[bold red]error:[/] ", end="")
+        err.print(str(e), markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+def _engine(display: Any = None):  # type: ignore[no-untyped-def]
+    from cairn.engine import Engine
+    from cairn.settings import Settings
+
+    return Engine(Settings.from_env(), display=display)
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="workflow YAML file")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a workflow file without running anything (writes nothing anywhere)."""
+    from cairn.spec import load_workflow
+
+    try:
+        wf = load_workflow(file)
+    except CairnError as e:
+        _fail(e, as_json)
+    steps = [{"step": n, "kind": s.kind, "after": s.upstream()} for n, s in wf.steps.items()]
+    if as_json:
+        _emit({"valid": True, "workflow": wf.name, "steps": steps})
+        return
+    out.print(f"[green]✓[/] {file}: workflow [bold]{wf.name}[/] is valid, {len(steps)} steps")
+    for st in steps:
+        after = f"  (after {', '.join(st['after'])})" if st["after"] else ""
+        out.print(f"  {st['step']:<16} {st['kind']}{after}")
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="workflow YAML file")],
+    as_json: JsonOpt = False,
+    run_id: Annotated[
+        str | None, typer.Option(help="adopt this pending run id (used by submit)")
+    ] = None,
+) -> None:
+    """Run a workflow on the embedded default (local Ray) or on RAY_ADDRESS.
+
+    Cached steps (same fingerprint, verified artifact) are not re-run. Progress goes to stderr;
+    with `--json` stdout gets one object: run id, status, and each step's state and artifacts.
+    """
+    from cairn.display import PlainDisplay, RichDisplay
+    from cairn.spec import load_workflow
+
+    try:
+        wf = load_workflow(file)
+        if err.is_terminal and not as_json:
+            with RichDisplay(["run", *wf.steps], err) as display:
+                result = _engine(display).run(wf, run_id=run_id)
+        else:
+            result = _engine(PlainDisplay()).run(wf, run_id=run_id)
+    except CairnError as e:
+        _fail(e, as_json)
+    _report_result(result, as_json)
+
+
+def _report_result(result: Any, as_json: bool) -> None:
+    if as_json:
+        _emit(result.to_dict())
+    else:
+        colour = "green" if result.state == "succeeded" else "red"
+        out.print(f"run [bold]{result.run_id}[/] [{colour}]{result.state}[/]")
+        for name, r in result.steps.items():
+            arts = ", ".join(f"{k} {v['digest'][:12]}" for k, v in r.artifacts.items())
+            out.print(f"  {name:<16} {r.state:<10} {arts}  {r.error or ''}".rstrip())
+        if result.error:
+            err.print(f"[red]{result.error}[/]", markup=True, highlight=False)
+            err.print(
+                f"details: cairn logs {result.run_id}; retry with: cairn resume {result.run_id}"
+            )
+    if result.state != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(help="workflow YAML file")],
+    address: Annotated[str, typer.Option(help="Ray dashboard address, e.g. http://HEAD:8265")],
+    as_json: JsonOpt = False,
+    python: Annotated[
+        str | None,
+        typer.Option(help="python on the cluster (default: ours for a local head, else `python`)"),
+    ] = None,
+    working_dir: Annotated[
+        str | None, typer.Option(help="directory to upload as the job's working dir")
+    ] = None,
+) -> None:
+    """Run a workflow on a Ray cluster through the Ray Jobs API (submission id = run id)."""
+    from cairn import jobs
+    from cairn.spec import load_workflow
+
+    try:
+        wf = load_workflow(file)
+        run_id = jobs.submit(_engine(), wf, address, python=python, working_dir=working_dir)
+    except CairnError as e:
+        _fail(e, as_json)
+    if as_json:
+        _emit({"run_id": run_id, "status": "pending", "address": address})
+    else:
+        out.print(f"submitted run [bold]{run_id}[/] to {address}")
+        out.print(f"  follow it: cairn status {run_id}   ·   cairn logs {run_id}")
+
+
+@app.command()
+def status(run_id: RunArg, as_json: JsonOpt = False) -> None:
+    """A run's state, its steps (attempts, timings, artifacts) and its event log."""
+    from cairn.db.models import Run
+    from cairn.report import run_status
+
+    try:
+        engine = _engine()
+        with engine.sessions() as s:
+            row = s.get(Run, run_id)
+            alive = engine.driver_alive(row) if row is not None else None
+            data = run_status(s, run_id, alive)
+    except CairnError as e:
+        _fail(e, as_json)
+    if as_json:
+        _emit(data)
+        return
+    state = data["status"]
+    if state == "running" and data["driver_alive"] is False:
+        state += " [red](driver lost: no heartbeat — `cairn resume` it)[/]"
+    out.print(f"run [bold]{data['run_id']}[/] of [bold]{data['workflow']}[/]: {state}")
+    if data["resumed_from"]:
+        out.print(f"  resumed from {data['resumed_from']}")
+    t = Table(box=None, header_style="bold")
+    for col in ("step", "kind", "try", "state", "seconds", "artifacts", "error"):
+        t.add_column(col)
+    for st in data["steps"]:
+        arts = ", ".join(f"{k} {v['digest'][:12]}" for k, v in st["artifacts"].items())
+        secs = f"{st['seconds']:.1f}" if st["seconds"] is not None else ""
+        t.add_row(
+            st["step"],
+            st["kind"],
+            str(st["attempt"]),
+            st["state"],
+            secs,
+            arts,
+            (st["error"] or "")[:80],
+        )
+    out.print(t)
+    out.print("[bold]events[/]")
+    for ev in data["events"][-15:]:
+        out.print(
+            f"  {ev['ts'][11:19]} {ev['type']:<15} {ev['message']}", markup=False, highlight=False
+        )
+
+
+@app.command()
+def runs(
+    limit: Annotated[int, typer.Option(help="how many, newest first")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """List recent runs."""
+    from cairn.report import list_runs
+
+    try:
+        with _engine().sessions() as s:
+            data = list_runs(s, limit)
+    except CairnError as e:
+        _fail(e, as_json)
+    if as_json:
+        _emit({"runs": data})
+        return
+    t = Table(box=None, header_style="bold")
+    for col in ("run", "workflow", "status", "created", "seconds"):
+        t.add_column(col)
+    for r in data:
+        t.add_row(
+            r["run_id"],
+            r["workflow"],
+            r["status"],
+            r["created_at"][:19],
+            f"{r['seconds'] or 0:.1f}",
+        )
+    out.print(t)
+
+
+@app.command()
+def logs(
+    run_id: RunArg,
+    step: Annotated[
+        str | None, typer.Argument(help="one step (default: the run's own log and every step's)")
+    ] = None,
+) -> None:
+    """Show a run's logs: engine events and what each step reported; the Ray job's driver log if submitted."""
+    from cairn.db.models import Run
+    from cairn.settings import Settings
+
+    settings = Settings.from_env()
+    try:
+        with _engine().sessions() as s:
+            row = s.get(Run, run_id)
+            if row is None:
+                raise CairnError(f"no run {run_id}: see `cairn runs`")
+            address = row.ray_address
+    except CairnError as e:
+        _fail(e, False)
+    d = settings.logs_dir(run_id)
+    files = (
+        [d / f"{step}.log"]
+        if step
+        else sorted(d.glob("*.log"), key=lambda p: (p.stem != "run", p.stem))
+    )
+    if step and not files[0].exists():
+        known = ", ".join(p.stem for p in d.glob("*.log")) or "(none yet)"
+        err.print(f"no log for step '{step}' in run {run_id}; logs exist for: {known}")
+        raise typer.Exit(1)
+    for f in files:
+        if f.exists():
+            out.print(f"[bold]── {f.stem} ──[/]")
+            sys.stdout.write(f.read_text())
+    if address and not step:
+        from cairn import jobs
+
+        try:
+            out.print("[bold]── ray job driver ──[/]")
+            sys.stdout.write(jobs.job_logs(address, run_id))
+        except CairnError as e:
+            err.print(f"(ray job logs unavailable: {e})")
+
+
+@app.command()
+def cancel(run_id: RunArg, as_json: JsonOpt = False) -> None:
+    """Cancel a run: running steps are stopped, pending ones never start."""
+    from cairn.db.models import Run
+
+    try:
+        engine = _engine()
+        state = engine.request_cancel(run_id)
+        with engine.sessions() as s:
+            address = s.get(Run, run_id).ray_address
+        if address and state == "cancelling":
+            from cairn import jobs
+
+            jobs.stop_job(address, run_id)
+    except CairnError as e:
+        _fail(e, as_json)
+    if as_json:
+        _emit({"run_id": run_id, "status": state})
+    else:
+        out.print(f"run {run_id}: {state}")
+
+
+@app.command()
+def resume(run_id: RunArg, as_json: JsonOpt = False) -> None:
+    """Start a new run linked to RUN; steps it finished come from the cache, the rest run."""
+    from cairn.display import PlainDisplay
+
+    try:
+        result = _engine(PlainDisplay()).resume(run_id)
+    except CairnError as e:
+        _fail(e, as_json)
+    _report_result(result, as_json)
+
+
+@app.command()
+def lineage(
+    digest: Annotated[str, typer.Argument(help="artifact digest (or a unique prefix)")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show an artifact's ancestry: which steps, runs and sources produced it."""
+    from rich.tree import Tree
+
+    from cairn.report import lineage as lineage_of
+
+    try:
+        with _engine().sessions() as s:
+            data = lineage_of(s, digest)
+    except CairnError as e:
+        _fail(e, as_json)
+    if as_json:
+        _emit(data)
+        return
+
+    def label(n: dict[str, Any]) -> str:
+        made = (
+            f" ← {n['step']} ({n['kind']}, run {n['run_id']})"
+            if n["step"]
+            else f" ← source {n['uri']}"
+        )
+        return f"[bold]{n['type']}[/] {n['digest'][:16]}{made}"
+
+    def add(tree: Tree, n: dict[str, Any]) -> None:
+        for p in n["parents"]:
+            add(tree.add(f"[dim]{p['slot']}:[/] " + label(p)), p)
+
+    root = Tree(label(data))
+    add(root, data)
+    out.print(root)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply migrations to CAIRN_DATABASE_URL (runs happen to do this on first use too)."""
+    from cairn import db
+    from cairn.settings import Settings
+
+    url = Settings.from_env().database_url
+    try:
+        db.upgrade(url, revision)
+    except CairnError as e:
+        _fail(e, False)
+    out.print(f"database at {db._safe(url)} is at {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="target revision, e.g. base")],
+) -> None:
+    """Revert migrations (destroys data in the tables removed)."""
+    from cairn import db
+    from cairn.settings import Settings
+
+    url = Settings.from_env().database_url
+    db.downgrade(url, revision)
+    out.print(f"database at {db._safe(url)} is at {revision}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

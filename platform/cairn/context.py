@@ -1,0 +1,167 @@
+"""The `ctx` a stage receives, and the reporter channel that carries its reports to the engine.
+
+A stage runs wherever the executor puts it (inline, a Ray task, a Ray Train worker on another
+node). It reports metrics, progress and log lines into a `Reporter`; the engine drains the
+reporter and is the only one that writes them to the database, the step log and MLflow. Records
+are buffered and sent in batches so that a training loop never pays a round trip per scalar.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cairn.errors import StepCancelled
+from cairn.stages.base import Resources
+
+
+class Reporter(Protocol):
+    """A channel from a running stage to the engine."""
+
+    def push(self, records: list[dict[str, Any]]) -> None: ...
+    def drain(self) -> list[dict[str, Any]]: ...
+    def cancel(self) -> None: ...
+    def is_cancelled(self) -> bool: ...
+
+
+class LocalReporter:
+    """In-process reporter, for the inline executor and unit tests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: list[dict[str, Any]] = []
+        self._cancelled = False
+
+    def push(self, records: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._records.extend(records)
+
+    def drain(self) -> list[dict[str, Any]]:
+        with self._lock:
+            out, self._records = self._records, []
+        return out
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def is_cancelled(self) -> bool:
+        return self._cancelled
+
+
+class RayReporterHandle:
+    """Client side of a `ReporterActor`: the same `Reporter` methods over a Ray actor handle.
+
+    Picklable, so a stage can hand it (inside its ctx) to Ray Train workers on other nodes.
+    """
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def push(self, records: list[dict[str, Any]]) -> None:
+        self.actor.push.remote(records)  # fire and forget: reporting never blocks training
+
+    def drain(self) -> list[dict[str, Any]]:
+        import ray
+
+        return ray.get(self.actor.drain.remote())
+
+    def cancel(self) -> None:
+        import ray
+
+        ray.get(self.actor.cancel.remote())
+
+    def is_cancelled(self) -> bool:
+        import ray
+
+        return ray.get(self.actor.is_cancelled.remote())
+
+
+@dataclass
+class StepContext:
+    """The engine's implementation of `cairn.stages.base.Context`."""
+
+    run_id: str
+    step: str
+    resources: Resources
+    outputs_root: Path
+    checkpoint_dir: Path
+    scratch_dir: Path
+    reporter: Any
+    flush_interval_s: float = 1.0
+    _buffer: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    _last_flush: float = field(default=0.0, repr=False)
+    _last_cancel_check: float = field(default=0.0, repr=False)
+    _cancelled: bool = field(default=False, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Shipped to Ray Train workers: they start with an empty buffer of their own.
+        state = self.__dict__.copy()
+        state["_buffer"] = []
+        return state
+
+    def output_path(self, name: str) -> Path:
+        path = self.outputs_root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        values = {k: float(v) for k, v in metrics.items()}
+        self._emit({"type": "metrics", "values": values, "step": step, "ts": _now_ms()})
+
+    def progress(self, done: float, total: float | None = None, message: str = "") -> None:
+        self._emit(
+            {"type": "progress", "done": done, "total": total, "message": message, "ts": _now_ms()}
+        )
+
+    def log(self, message: str) -> None:
+        self._emit({"type": "log", "message": message, "ts": _now_ms()}, urgent=True)
+
+    def cancelled(self) -> bool:
+        now = time.monotonic()
+        if not self._cancelled and now - self._last_cancel_check >= 1.0:
+            self._last_cancel_check = now
+            self._cancelled = bool(self.reporter.is_cancelled())
+        return self._cancelled
+
+    def check_cancelled(self) -> None:
+        if self.cancelled():
+            raise StepCancelled(f"step '{self.step}' of run {self.run_id} was cancelled")
+
+    def flush(self) -> None:
+        if self._buffer:
+            records, self._buffer = self._buffer, []
+            self.reporter.push(records)
+        self._last_flush = time.monotonic()
+
+    def _emit(self, record: dict[str, Any], urgent: bool = False) -> None:
+        self._buffer.append(record)
+        if urgent or time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def local_context(
+    root: Path, step: str = "step", resources: Resources | None = None, run_id: str = "local"
+) -> StepContext:
+    """A context backed by a `LocalReporter` under `root`: for running a stage by hand or in tests.
+
+    Read what the stage reported with `ctx.reporter.drain()` after `ctx.flush()`.
+    """
+    root = Path(root)
+    for sub in ("outputs", "checkpoints", "scratch"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return StepContext(
+        run_id=run_id,
+        step=step,
+        resources=resources or Resources(),
+        outputs_root=root / "outputs",
+        checkpoint_dir=root / "checkpoints",
+        scratch_dir=root / "scratch",
+        reporter=LocalReporter(),
+    )

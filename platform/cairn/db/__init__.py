@@ -1,0 +1,78 @@
+"""Database access: engine creation, schema upgrades (Alembic), and sessions."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from cairn.errors import CairnError
+
+MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
+
+
+def make_engine(url: str, **kw: Any) -> Engine:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30}, **kw)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn, _record):  # type: ignore[no-untyped-def]
+            # WAL lets `cairn status` read while a run writes; foreign keys are off by default.
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kw)
+
+
+def alembic_config(url: str):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    if not (MIGRATIONS / "env.py").exists():
+        raise CairnError(
+            f"Alembic migrations not found at {MIGRATIONS}: install Cairn from its source tree "
+            "(`pip install -e .`), which keeps migrations/ beside platform/"
+        )
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str = "base") -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(url), revision)
+
+
+@cache
+def sessions(url: str) -> sessionmaker[Session]:
+    """A session factory for `url`, with the schema upgraded to head on first use."""
+    try:
+        upgrade(url)
+    except CairnError:
+        raise
+    except Exception as e:
+        raise CairnError(
+            f"cannot open Cairn's database at {_safe(url)}: {e}. Check CAIRN_DATABASE_URL and that "
+            "the server is up; `cairn db upgrade` applies migrations by hand."
+        ) from e
+    return sessionmaker(make_engine(url), expire_on_commit=False)
+
+
+def _safe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

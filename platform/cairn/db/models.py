@@ -1,0 +1,151 @@
+"""Cairn's own database: the durable state of runs, step runs, artifacts, lineage and events.
+
+Durable state lives here, never only in Ray (Ray Workflows was removed for keeping it there).
+The same models run on SQLite (embedded default) and PostgreSQL (production); the schema is
+owned by the Alembic migrations in `migrations/`, and a test checks the two never drift.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+RUN_STATES = ("pending", "running", "succeeded", "failed", "cancelled")
+STEP_STATES = ("pending", "running", "succeeded", "failed", "cancelled", "cached")
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "cached"})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workflow_name: Mapped[str] = mapped_column(String(128), index=True)
+    workflow_path: Mapped[str] = mapped_column(Text)
+    workflow_text: Mapped[str] = mapped_column(Text)
+    workflow_digest: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    resumed_from: Mapped[str | None] = mapped_column(ForeignKey("runs.id"))
+    code_version: Mapped[str | None] = mapped_column(String(64))
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    ray_address: Mapped[str | None] = mapped_column(Text)
+    driver_host: Mapped[str | None] = mapped_column(String(255))
+    driver_pid: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class StepRun(Base):
+    """One attempt of one step. Retries are new rows with attempt + 1."""
+
+    __tablename__ = "step_runs"
+    __table_args__ = (UniqueConstraint("run_id", "step", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    step: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(16))
+    fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    node_id: Mapped[str | None] = mapped_column(String(128))
+    worker: Mapped[str | None] = mapped_column(String(255))
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class ArtifactRow(Base):
+    """A sealed artifact (or a digested external source, with no producing step run)."""
+
+    __tablename__ = "artifacts"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    uri: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
+    output_name: Mapped[str | None] = mapped_column(String(64))
+    step_run_id: Mapped[int | None] = mapped_column(ForeignKey("step_runs.id"))
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    file_count: Mapped[int] = mapped_column(Integer, default=0)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="valid")  # valid | corrupt
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class StepRunArtifact(Base):
+    """What a step run read and produced (a cache hit 'produces' the artifact it reused)."""
+
+    __tablename__ = "step_run_artifacts"
+    __table_args__ = (UniqueConstraint("step_run_id", "role", "name", "artifact_digest"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    step_run_id: Mapped[int] = mapped_column(ForeignKey("step_runs.id"), index=True)
+    artifact_digest: Mapped[str] = mapped_column(ForeignKey("artifacts.digest"), index=True)
+    role: Mapped[str] = mapped_column(String(8))  # input | output
+    name: Mapped[str] = mapped_column(String(64))  # input slot or output name
+
+
+class LineageEdge(Base):
+    """parent artifact → child artifact, through the step run that made the child."""
+
+    __tablename__ = "lineage_edges"
+    __table_args__ = (UniqueConstraint("parent_digest", "child_digest", "slot"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    parent_digest: Mapped[str] = mapped_column(ForeignKey("artifacts.digest"), index=True)
+    child_digest: Mapped[str] = mapped_column(ForeignKey("artifacts.digest"), index=True)
+    step_run_id: Mapped[int] = mapped_column(ForeignKey("step_runs.id"))
+    slot: Mapped[str] = mapped_column(String(64))
+
+
+class Event(Base):
+    """Append-only log of everything that happened to a run: the audit trail."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_run_id_id", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"))
+    step_run_id: Mapped[int | None] = mapped_column(ForeignKey("step_runs.id"))
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    type: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

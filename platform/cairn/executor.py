@@ -1,0 +1,164 @@
+"""The executor seam: where step attempts run. Ray for real; a thread pool for unit tests.
+
+The engine submits `execute_step(payload, reporter)` with the step's placement and polls for
+completion. Retries are the engine's business (recorded as attempts), so Ray's own task retries
+are off.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+from typing import Any, Protocol
+
+from cairn.context import LocalReporter, RayReporterHandle, Reporter
+from cairn.runner import StepPayload, execute_step
+from cairn.stages.base import Resources
+
+# Ray Train V2 polls its workers every 2 s by default, so each report() blocks that long.
+TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+
+
+class Executor(Protocol):
+    def submit(self, payload: StepPayload, launcher: str, reporter: Reporter) -> Any: ...
+    def wait(self, handles: list[Any], timeout: float) -> list[Any]: ...
+    def result(self, handle: Any) -> dict[str, Any]: ...
+    def cancel(self, handle: Any) -> None: ...
+    def reporter(self) -> Reporter: ...
+    def shutdown(self) -> None: ...
+
+
+class InlineExecutor:
+    """Runs steps in threads of this process: no Ray, for unit tests of the engine."""
+
+    def __init__(self, max_workers: int = 2) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=max_workers)
+
+    def submit(self, payload: StepPayload, launcher: str, reporter: Reporter) -> Future:
+        return self.pool.submit(execute_step, payload, reporter)
+
+    def wait(self, handles: list[Future], timeout: float) -> list[Future]:
+        done, _ = futures_wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
+        return list(done)
+
+    def result(self, handle: Future) -> dict[str, Any]:
+        return handle.result()
+
+    def cancel(self, handle: Future) -> None:
+        handle.cancel()
+
+    def reporter(self) -> Reporter:
+        return LocalReporter()
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class RayExecutor:
+    """Runs each step attempt as a Ray task placed by its resources.
+
+    `address=None` starts Ray in this process (the embedded default); otherwise connects to a
+    cluster (`auto` inside a Ray job). Ray is initialised lazily, so a run whose steps are all
+    cached never pays Ray's start-up.
+    """
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        self.address = address
+        self.num_cpus = num_cpus
+        self._remote: Any = None
+        self._reporter_cls: Any = None
+
+    def _start(self) -> None:
+        if self._remote is not None:
+            return
+        for k, v in TRAIN_ENV.items():
+            os.environ.setdefault(k, v)
+        import ray
+
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"log_to_driver": False}
+            if self.address:
+                kwargs["address"] = self.address
+            else:
+                kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
+            ray.init(**kwargs, runtime_env={"env_vars": dict(TRAIN_ENV)})
+        self._remote = ray.remote(max_retries=0)(execute_step)
+
+        @ray.remote(num_cpus=0)
+        class ReporterActor:
+            def __init__(self) -> None:
+                self.r = LocalReporter()
+
+            def push(self, records: list[dict[str, Any]]) -> None:
+                self.r.push(records)
+
+            def drain(self) -> list[dict[str, Any]]:
+                return self.r.drain()
+
+            def cancel(self) -> None:
+                self.r.cancel()
+
+            def is_cancelled(self) -> bool:
+                return self.r.is_cancelled()
+
+        self._reporter_cls = ReporterActor
+
+    def reporter(self) -> Reporter:
+        self._start()
+        return RayReporterHandle(self._reporter_cls.remote())
+
+    def submit(self, payload: StepPayload, launcher: str, reporter: Reporter) -> Any:
+        self._start()
+        return self._remote.options(
+            **placement(Resources.model_validate(payload.resources), launcher)
+        ).remote(payload, reporter)
+
+    def wait(self, handles: list[Any], timeout: float) -> list[Any]:
+        import ray
+
+        done, _ = ray.wait(handles, num_returns=1, timeout=timeout)
+        if done:  # collect every other finished one too, without waiting
+            more, _ = ray.wait(handles, num_returns=len(handles), timeout=0)
+            done = list({h.hex(): h for h in [*done, *more]}.values())
+        return done
+
+    def result(self, handle: Any) -> dict[str, Any]:
+        import ray
+
+        try:
+            return ray.get(handle)
+        except ray.exceptions.RayTaskError as e:
+            # Re-raise the stage's own exception (StageError etc.) rather than Ray's wrapper.
+            cause = e.as_instanceof_cause()
+            raise cause from None
+
+    def cancel(self, handle: Any) -> None:
+        import ray
+
+        ray.cancel(handle, force=False, recursive=True)
+
+    def shutdown(self) -> None:
+        import ray
+
+        if ray.is_initialized() and not self.address:
+            ray.shutdown()
+
+
+def placement(res: Resources, launcher: str) -> dict[str, Any]:
+    """Ray task options for a step's driver.
+
+    A "trainer" stage's driver holds no CPU: its Ray Train workers ask for the step's resources,
+    and a driver holding a CPU would starve them on a small machine.
+    """
+    if launcher == "trainer":
+        return {"num_cpus": 0}
+    opts: dict[str, Any] = {
+        "num_cpus": res.cpus_per_worker * res.num_workers,
+        "num_gpus": res.gpus_per_worker * res.num_workers,
+    }
+    if res.memory_gb:
+        opts["memory"] = int(res.memory_gb * res.num_workers * 2**30)
+    if res.accelerator_type:
+        opts["accelerator_type"] = res.accelerator_type
+    return opts

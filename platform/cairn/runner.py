@@ -1,0 +1,128 @@
+"""What runs on the worker for one step attempt: call the stage, then seal its outputs.
+
+This is the only code that executes inside a Ray task. It touches the artifact store (the worker
+must write outputs where every node can read them) but never the database or MLflow: it returns
+the sealed artifacts' descriptions, and the engine records them. If anything fails, the staging
+directory is removed, so nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cairn import stages
+from cairn.context import StepContext
+from cairn.errors import StageError
+from cairn.stages.base import ArtifactType, InputArtifact, Resources
+from cairn.store import ArtifactStore
+
+
+@dataclass
+class StepPayload:
+    """Everything a worker needs for one attempt; plain data so it pickles across nodes."""
+
+    run_id: str
+    step: str
+    step_run_id: int
+    kind: str
+    config: dict[str, Any]
+    inputs: dict[str, list[dict[str, Any]]]  # slot -> [{uri, digest, type, metadata, name}]
+    resources: dict[str, Any]
+    fingerprint: str
+    store_root: str
+    checkpoint_dir: str
+
+
+def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
+    spec = stages.get(payload.kind)
+    config = spec.config_model.model_validate(payload.config)
+    store = ArtifactStore(payload.store_root)
+    inputs: dict[str, Any] = {}
+    for slot, items in payload.inputs.items():
+        arts = [
+            InputArtifact(
+                path=Path(i["uri"])
+                if i["type"] == ArtifactType.RAW and "://" not in i["uri"]
+                else store.local_path(i["uri"], i["digest"]),
+                type=ArtifactType(i["type"]),
+                digest=i["digest"],
+                metadata=i.get("metadata") or {},
+                name=i.get("name", ""),
+            )
+            for i in items
+        ]
+        inputs[slot] = arts if spec.inputs[slot].many else arts[0]
+
+    staging = store.staging_dir(f"{payload.run_id}-{payload.step}")
+    ckpt = Path(payload.checkpoint_dir)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    ctx = StepContext(
+        run_id=payload.run_id,
+        step=payload.step,
+        resources=Resources.model_validate(payload.resources),
+        outputs_root=staging / "outputs",
+        checkpoint_dir=ckpt,
+        scratch_dir=staging / "scratch",
+        reporter=reporter,
+    )
+    ctx.scratch_dir.mkdir(parents=True)
+    ctx.outputs_root.mkdir(parents=True)
+    try:
+        metadata = spec.run(config, inputs, ctx) or {}
+        ctx.flush()
+        sealed = {}
+        parents = [
+            {"slot": slot, "digest": i["digest"], "type": i["type"]}
+            for slot, items in payload.inputs.items()
+            for i in items
+        ]
+        for name, type_ in spec.outputs.items():
+            out = ctx.outputs_root / name
+            if not out.is_dir() or not any(out.iterdir()):
+                raise StageError(
+                    f"stage '{payload.kind}' finished without writing its output '{name}' "
+                    f"(expected files under ctx.output_path('{name}')): this is a bug in the stage"
+                )
+            art = store.seal(
+                out,
+                f"{payload.kind}/{payload.step}/{payload.fingerprint}/{name}",
+                {
+                    "type": type_.value,
+                    "kind": payload.kind,
+                    "step": payload.step,
+                    "output": name,
+                    "fingerprint": payload.fingerprint,
+                    "producer": {"run_id": payload.run_id, "step_run_id": payload.step_run_id},
+                    "parents": parents,
+                    "metadata": metadata.get(name, {}),
+                },
+            )
+            sealed[name] = {
+                "digest": art.digest,
+                "uri": art.uri,
+                "type": art.type,
+                "manifest": art.manifest,
+            }
+        return {
+            "artifacts": sealed,
+            "node": _node_id(),
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
+        }
+    finally:
+        ctx.flush()
+        store.discard(staging)
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: S110 - the node id is informational; the step's result is not
+        return None
+    return None

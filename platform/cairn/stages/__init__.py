@@ -1,0 +1,34 @@
+"""The registry of stage kinds: one explicit dict, no entry-point scanning.
+
+To add a kind, write `cairn/stages/<kind>.py` exposing `SPEC: StageSpec` and add it below.
+"""
+
+from __future__ import annotations
+
+from cairn.stages.base import ArtifactType, InputArtifact, InputSlot, Resources, StageSpec
+
+_KINDS = {
+    "curate": "cairn.stages.curate",
+    "pretrain": "cairn.stages.pretrain",
+}
+
+
+def registry() -> dict[str, StageSpec]:
+    """All registered kinds, imported on first use (stage modules import heavy libraries lazily)."""
+    import importlib
+
+    return {kind: importlib.import_module(mod).SPEC for kind, mod in _KINDS.items()}
+
+
+def get(kind: str) -> StageSpec:
+    """The spec of one kind, importing only its module."""
+    import importlib
+
+    return importlib.import_module(_KINDS[kind]).SPEC
+
+
+def kinds() -> list[str]:
+    return list(_KINDS)
+
+
+__all__ = ["ArtifactType", "InputArtifact", "InputSlot", "Resources", "StageSpec", "get", "kinds"]

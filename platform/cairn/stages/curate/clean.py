@@ -1,0 +1,83 @@
+"""Normalising documents and deciding which ones to keep.
+
+Filters run in a fixed order and a removed document is counted against the first filter that
+removed it, so the counts add up to the documents dropped and a user can see which setting to
+relax. Filter names are the config fields that control them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from dataclasses import dataclass, field
+
+from cairn.stages.curate.config import CurateConfig
+
+FILTERS = ("min_chars", "max_chars", "min_words", "dedup")
+
+
+def normalise(text: str) -> str:
+    """NFC, every run of whitespace (newlines included) made one space, ends stripped.
+
+    NFC first, so that the same text typed with combining accents or precomposed letters
+    becomes the same string and the same tokens, and dedup sees it as the same document.
+    """
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def length_filter(text: str, config: CurateConfig) -> str | None:
+    """The name of the first length filter that rejects a normalised text, or None to keep it."""
+    if len(text) < config.min_chars:
+        return "min_chars"
+    if config.max_chars is not None and len(text) > config.max_chars:
+        return "max_chars"
+    # After normalise() words are separated by exactly one space.
+    if config.min_words and (text.count(" ") + 1 if text else 0) < config.min_words:
+        return "min_words"
+    return None
+
+
+def digest(text: str) -> bytes:
+    """sha256 of a normalised text: the key of exact dedup and of the train/validation split."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+@dataclass
+class SourceStats:
+    """What happened to one input's documents, as written to dataset.json."""
+
+    documents_in: int = 0
+    documents_out: int = 0
+    tokens: int = 0
+    removed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FILTERS, 0))
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "documents_in": self.documents_in,
+            "documents_out": self.documents_out,
+            "removed": dict(self.removed),
+            "tokens": self.tokens,
+        }
+
+
+def explain_empty(removed: dict[str, int], config: CurateConfig) -> str:
+    """Why no document survived the filters, and which config field to relax."""
+    total = sum(removed.values())
+    parts = [f"{name} removed {n}" for name, n in removed.items() if n]
+    advice = []
+    # dedup never appears here: it keeps the first copy of every text.
+    for name, n in removed.items():
+        if not n:
+            continue
+        if name == "min_chars" and config.min_chars == 1:
+            advice.append(
+                "those documents are empty after normalising whitespace: check that the sources "
+                "hold text (and text_field names the field holding it)"
+            )
+        else:
+            advice.append(f"relax {name} (now {getattr(config, name)})")
+    return (
+        f"all {total} documents were filtered out ({', '.join(parts)}); "
+        + "; ".join(advice)
+        + " in the curate step's config"
+    )

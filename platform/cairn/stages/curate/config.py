@@ -1,0 +1,60 @@
+"""The settings of a `curate` step, kept apart so the pipeline modules can share them.
+
+Every field here is part of the step's identity: each one changes which documents are kept, how
+they are tokenized or how the shards are laid out, so two steps that differ in any of them must
+produce two different datasets.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from cairn.stages.base import StageConfig
+
+
+class CurateConfig(StageConfig):
+    """How raw text becomes a tokenized, packed dataset."""
+
+    text_field: str = Field(
+        "text", min_length=1, description="JSONL sources: the field of each object holding the text"
+    )
+    split_text_files: Literal["document", "paragraph"] = Field(
+        "document",
+        description="plain-text sources (.txt/.md/.rst): one document per file, or one per "
+        "blank-line-separated paragraph",
+    )
+    min_chars: int = Field(
+        1, ge=1, description="drop documents shorter than this many characters (after normalising)"
+    )
+    max_chars: int | None = Field(
+        None, ge=1, description="drop documents longer than this many characters; none: no limit"
+    )
+    min_words: int = Field(0, ge=0, description="drop documents with fewer words than this")
+    dedup: bool = Field(True, description="drop exact duplicates of the normalised text")
+    vocab_size: int = Field(
+        2048,
+        ge=260,  # 256 byte tokens + 2 special tokens, and room for at least a couple of merges
+        le=1_048_576,
+        description="target vocabulary of the byte-level BPE tokenizer (less if the data is small)",
+    )
+    seq_len: int = Field(128, ge=8, le=1_048_576, description="tokens per packed training sequence")
+    val_fraction: float = Field(
+        0.05, gt=0, lt=0.5, description="share of documents held out for validation"
+    )
+    seed: int = Field(0, ge=0, description="seeds the document order before packing")
+    # Left in the fingerprint on purpose: it does not change a single token, but it changes which
+    # files the artifact holds, and an artifact's files must match the config that asked for it.
+    shard_sequences: int = Field(
+        4096, ge=1, description="most sequences per .npy shard file (file layout only)"
+    )
+
+    @model_validator(mode="after")
+    def _max_at_least_min(self) -> CurateConfig:
+        if self.max_chars is not None and self.max_chars < self.min_chars:
+            raise ValueError(
+                f"max_chars ({self.max_chars}) is below min_chars ({self.min_chars}): every "
+                "document would be dropped; raise max_chars or lower min_chars"
+            )
+        return self

@@ -1,0 +1,171 @@
+"""The driver side of pretraining: check inputs, launch Ray Train, turn its result into the output.
+
+`run` executes this in a zero-CPU Ray task (launcher "trainer"); the workers it starts hold the
+step's CPUs/GPUs. Ray Train's own checkpoint directory stays under `ctx.checkpoint_dir` (the
+engine keeps it per fingerprint, so a re-run resumes); only the exported Hugging Face model, the
+metric history and an index of the checkpoints go into the output artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+from cairn.errors import CairnError, StageError, StepCancelled
+from cairn.stages.base import Context, InputArtifact, Inputs, Outputs, Resources
+from cairn.stages.pretrain import PretrainConfig
+from cairn.stages.pretrain.data import DatasetInfo, inspect_dataset
+from cairn.stages.pretrain.loop import read_state, train_loop
+from cairn.stages.pretrain.model import ARCHITECTURE, count_parameters, export_model, llama_config
+from cairn.stages.pretrain.relay import worker_context
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from transformers import AutoTokenizer
+
+# Ray Train's experiment name under ctx.checkpoint_dir; fixed, because resuming needs the same
+# RunConfig(name, storage_path) as the interrupted run.
+RUN_NAME = "train"
+
+
+def train(
+    config: PretrainConfig, inputs: Inputs, ctx: Context, *, fail_at_step: int | None = None
+) -> Outputs:
+    """Pretrain and export. `fail_at_step` is a test hook: every worker raises once at that step
+    unless it resumed from a checkpoint, which is how the tests exercise crash recovery."""
+    if not ray.is_initialized():
+        raise RuntimeError(
+            "pretrain needs a running Ray (the engine initialises it); call ray.init() first"
+        )
+    data = inspect_dataset(_dataset_input(inputs).path)
+    res = ctx.resources
+    _check_batch(config, data, res)
+    model_config = llama_config(config, data)
+    if config.dtype == "bfloat16" and res.gpus_per_worker == 0:
+        ctx.log("pretrain: dtype bfloat16 applies on CUDA only; these CPU workers use float32")
+
+    with worker_context(ctx) as worker_ctx:
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={
+                "config": config,
+                "dataset": data,
+                "llama_config": model_config,
+                "ctx": worker_ctx,
+                "cpus_per_worker": res.cpus_per_worker,
+                "fail_at_step": fail_at_step,
+            },
+            scaling_config=_scaling(res),
+            run_config=RunConfig(
+                name=RUN_NAME,
+                storage_path=str(ctx.checkpoint_dir),
+                failure_config=FailureConfig(max_failures=config.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
+            ),
+        )
+        try:
+            result = trainer.fit()
+        except ray.train.TrainingFailedError as e:
+            raise _explain_failure(e, config, ctx) from e
+
+    if result.checkpoint is None:
+        raise RuntimeError(f"pretrain: Ray Train finished without a checkpoint ({result.path})")
+    out = ctx.output_path("model")
+    with result.checkpoint.as_directory() as ckpt_dir:
+        state = read_state(Path(ckpt_dir))
+        if state.step < config.max_steps:
+            raise StepCancelled(
+                f"pretrain: step '{ctx.step}' was cancelled at step {state.step}/"
+                f"{config.max_steps}; its checkpoint is kept and a re-run resumes from it"
+            )
+        model = export_model(Path(ckpt_dir), model_config, out)
+    AutoTokenizer.from_pretrained(data.tokenizer_dir).save_pretrained(out)
+    (out / "training_metrics.jsonl").write_text(
+        "".join(json.dumps(row) + "\n" for row in state.history)
+    )
+    (out / "checkpoints.json").write_text(json.dumps(_checkpoint_index(result, ctx), indent=2))
+    ctx.log(f"pretrain: wrote {ARCHITECTURE} ({count_parameters(model):,} parameters) to {out}")
+    return {
+        "model": {
+            "parameters": count_parameters(model),
+            "final_train_loss": state.train_loss,
+            "final_val_loss": state.val_loss,
+            "steps": state.step,
+            "tokens_seen": state.tokens_seen,
+            "architecture": ARCHITECTURE,
+        }
+    }
+
+
+def _dataset_input(inputs: Inputs) -> InputArtifact:
+    art = inputs.get("dataset")
+    if not isinstance(art, InputArtifact):
+        raise StageError(
+            "pretrain: input 'dataset' must be exactly one dataset artifact; "
+            "fix: set inputs.dataset to one curate step's output (e.g. curate.dataset)"
+        )
+    return art
+
+
+def _check_batch(config: PretrainConfig, data: DatasetInfo, res: Resources) -> None:
+    """Checks that need the resources or the dataset, so they cannot live on the config model."""
+    if config.global_batch_size % res.num_workers:
+        lower = config.global_batch_size // res.num_workers * res.num_workers
+        raise StageError(
+            f"pretrain: config.global_batch_size ({config.global_batch_size}) must be divisible "
+            f"by resources.num_workers ({res.num_workers}); fix: set global_batch_size to "
+            f"{max(lower, res.num_workers)} or {lower + res.num_workers}, or change num_workers"
+        )
+    if config.global_batch_size > data.train_sequences:
+        raise StageError(
+            f"pretrain: config.global_batch_size ({config.global_batch_size}) exceeds the "
+            f"{data.train_sequences} train sequences of {data.root}; fix: lower "
+            "global_batch_size or curate more data"
+        )
+
+
+def _scaling(res: Resources) -> ScalingConfig:
+    per_worker: dict[str, float] = {"CPU": res.cpus_per_worker}
+    if res.gpus_per_worker > 0:
+        per_worker["GPU"] = res.gpus_per_worker
+    if res.memory_gb:
+        per_worker["memory"] = res.memory_gb * 2**30
+    return ScalingConfig(
+        num_workers=res.num_workers,
+        use_gpu=res.gpus_per_worker > 0,
+        resources_per_worker=per_worker,
+        accelerator_type=res.accelerator_type,
+    )
+
+
+def _explain_failure(error: Exception, config: PretrainConfig, ctx: Context) -> Exception:
+    """A worker's own user-facing error if it raised one, else the failure with what to do."""
+    failures = getattr(error, "worker_failures", None) or {}
+    for failure in failures.values():
+        cause = getattr(failure, "cause", failure)  # RayTaskError wraps the worker's exception
+        if isinstance(cause, CairnError):
+            return cause
+    return RuntimeError(
+        f"pretrain: training failed after {config.max_failures} restart(s): {error}\n"
+        f"checkpoints are kept in {ctx.checkpoint_dir}; re-running the step resumes from the "
+        "latest one"
+    )
+
+
+def _checkpoint_index(result: Any, ctx: Context) -> list[dict[str, Any]]:
+    """[{step, tokens_seen, path}] of the checkpoints Ray Train kept, paths relative to
+    ctx.checkpoint_dir (which is not part of the artifact)."""
+    root = os.path.realpath(ctx.checkpoint_dir)
+    rows = []
+    for checkpoint, metrics in result.best_checkpoints or []:
+        rows.append(
+            {
+                "step": int(metrics["step"]),
+                "tokens_seen": int(metrics["tokens_seen"]),
+                "path": os.path.relpath(os.path.realpath(checkpoint.path), root),
+            }
+        )
+    return sorted(rows, key=lambda r: r["step"])

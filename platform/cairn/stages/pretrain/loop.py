@@ -1,0 +1,281 @@
+"""The per-worker training loop that Ray Train runs on every rank.
+
+Everything a resumed run needs lives in its Ray Train checkpoint (weights, optimizer, LR
+schedule, step, RNG states and the metric history), and the data order is a function of the step
+(`data.BatchOrder`), so resuming from step N produces the same weights as never stopping.
+
+`ray.train.report()` is a barrier across ranks and costs ~0.2 s even with a short health-check
+interval, so it is called only together with a checkpoint. Metrics go from rank 0 straight to the
+engine through `ctx` (batched), and the few collectives the loop needs (loss average, cancel flag,
+validation loss) are plain `torch.distributed` calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from cairn.stages.pretrain.data import BatchOrder, DatasetInfo, Sequences
+from cairn.stages.pretrain.model import MODEL_STATE_FILE, build_model
+
+STATE_FILE = "state.json"
+METRICS_FILE = "metrics.jsonl"
+# How often (in steps) rank 0 asks the engine whether the step was cancelled, at the latest.
+CANCEL_CHECK_EVERY = 10
+
+
+def checkpoint_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+@dataclass
+class TrainState:
+    """Progress that is saved in every checkpoint (besides tensors)."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    train_loss: float | None = None
+    val_loss: float | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
+    """LR multiplier after `step` optimizer steps: linear warmup, then cosine down to min_lr."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = max(1, max_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def train_loop(args: dict[str, Any]) -> dict[str, Any]:
+    """Ray Train's `train_loop_per_worker`. `args` is built by `cairn.stages.pretrain.run`."""
+    cfg = args["config"]
+    data: DatasetInfo = args["dataset"]
+    ctx = args["ctx"]
+    fail_at_step: int | None = args.get("fail_at_step")
+
+    train_ctx = ray.train.get_context()
+    rank, world = train_ctx.get_world_rank(), train_ctx.get_world_size()
+    distributed = world > 1 and dist.is_available() and dist.is_initialized()
+    torch.set_num_threads(int(max(1, args["cpus_per_worker"])))
+    device = ray.train.torch.get_device()
+    autocast: Any = contextlib.nullcontext()
+    if device.type == "cuda" and cfg.dtype == "bfloat16":
+        autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+
+    model = ray.train.torch.prepare_model(build_model(args["llama_config"], cfg.seed))
+    raw = model.module if hasattr(model, "module") else model
+    optimizer = _optimizer(raw, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(s, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio),
+    )
+    state = TrainState()
+    resumed = False
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = _load_checkpoint(Path(d), raw, optimizer, scheduler, device)
+        resumed = True
+        if rank == 0:
+            ctx.log(f"pretrain: resumed from step {state.step} ({checkpoint.path})")
+
+    train = Sequences(data.train_shards)
+    val = Sequences(data.validation_shards)
+    order = BatchOrder(len(train), cfg.global_batch_size, cfg.seed)
+    pad = data.pad_token_id if data.pad_token_id not in (None, data.eos_token_id) else None
+    tokens_per_step = cfg.global_batch_size * data.seq_len
+
+    window_start, window_steps = time.perf_counter(), 0
+    stop = False
+    while state.step < cfg.max_steps and not stop:
+        ids = torch.from_numpy(train.take(order.rank_batch_at(state.step, rank, world)))
+        ids = ids.to(device)
+        labels = ids if pad is None else ids.masked_fill(ids == pad, -100)
+        model.train()
+        with autocast:
+            loss = model(input_ids=ids, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        state.step += 1
+        state.tokens_seen += tokens_per_step
+        window_steps += 1
+        step = state.step
+
+        if fail_at_step is not None and not resumed and step == fail_at_step:
+            raise RuntimeError(f"pretrain: injected failure at step {step} (test hook)")
+
+        last = step == cfg.max_steps
+        if last or step % cfg.log_every == 0 or step % CANCEL_CHECK_EVERY == 0:
+            # One collective for both: the rank-averaged loss and whether rank 0 saw a cancel.
+            cancel = 1.0 if rank == 0 and ctx.cancelled() else 0.0
+            sync = torch.tensor([loss.item(), float(grad_norm), cancel], dtype=torch.float64)
+            if distributed:
+                dist.all_reduce(sync)
+            state.train_loss = float(sync[0]) / world
+            stop = bool(sync[2] > 0) and not last
+            if last or step % cfg.log_every == 0:
+                elapsed = time.perf_counter() - window_start
+                row = {
+                    "train/loss": state.train_loss,
+                    "train/lr": scheduler.get_last_lr()[0],
+                    "train/grad_norm": float(sync[1]) / world,
+                    "train/tokens_per_s": window_steps * tokens_per_step / max(elapsed, 1e-9),
+                    "train/tokens_seen": float(state.tokens_seen),
+                }
+                _log(ctx, state, rank, row, step)
+                if rank == 0:
+                    ctx.progress(step, cfg.max_steps, f"loss {state.train_loss:.3f}")
+                window_start, window_steps = time.perf_counter(), 0
+
+        if last or (cfg.eval_every and step % cfg.eval_every == 0):
+            val_loss = _evaluate(raw, val, cfg, rank, world, device, autocast, pad, distributed)
+            if val_loss is not None:
+                state.val_loss = val_loss
+                _log(ctx, state, rank, {"val/loss": val_loss}, step)
+            window_start = time.perf_counter()
+
+        if last or stop or step % cfg.checkpoint_every == 0:
+            _save_checkpoint(state, rank, raw, optimizer, scheduler)
+            window_start = time.perf_counter()
+
+    if rank == 0 and stop:
+        ctx.log(f"pretrain: cancelled at step {state.step}; checkpoint saved")
+    ctx.flush()
+    # flush() sends fire-and-forget; a blocking call to the same reporter after it makes sure the
+    # records arrived before Ray Train tears this worker down (calls from one caller run in order).
+    ctx.reporter.is_cancelled()
+    return {"step": state.step, "cancelled": stop}
+
+
+def _optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
+    # Decay matrices (including the tied embedding), not norms or biases.
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        betas=tuple(cfg.betas),
+    )
+
+
+def _log(ctx: Any, state: TrainState, rank: int, row: dict[str, float], step: int) -> None:
+    """Rank 0 sends `row` to the engine and keeps it for the checkpoint's metric history."""
+    if rank != 0:
+        return
+    ctx.log_metrics(row, step=step)
+    state.history.append({"step": step, **row})
+
+
+@torch.no_grad()
+def _evaluate(
+    model: torch.nn.Module,
+    val: Sequences,
+    cfg: Any,
+    rank: int,
+    world: int,
+    device: torch.device,
+    autocast: Any,
+    pad: int | None,
+    distributed: bool,
+) -> float | None:
+    """Mean loss over the first `eval_batches` global batches of validation, split over ranks."""
+    n = min(len(val), cfg.eval_batches * cfg.global_batch_size)
+    if n == 0:
+        return None
+    model.eval()
+    mine = np.arange(rank, n, world)
+    per_rank = max(1, cfg.global_batch_size // world)
+    totals = torch.zeros(2, dtype=torch.float64)
+    for i in range(0, len(mine), per_rank):
+        ids = torch.from_numpy(val.take(mine[i : i + per_rank])).to(device)
+        labels = ids if pad is None else ids.masked_fill(ids == pad, -100)
+        with autocast:
+            loss = model(input_ids=ids, labels=labels).loss
+        totals += torch.tensor([loss.item() * len(ids), len(ids)], dtype=torch.float64)
+    if distributed:
+        dist.all_reduce(totals)
+    return float(totals[0] / totals[1])
+
+
+def _save_checkpoint(
+    state: TrainState,
+    rank: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+) -> None:
+    """All ranks report (it is a barrier); only rank 0 writes and passes a checkpoint."""
+    metrics = {"step": state.step, "tokens_seen": state.tokens_seen}
+    if state.train_loss is not None:
+        metrics["train_loss"] = state.train_loss
+    if state.val_loss is not None:
+        metrics["val_loss"] = state.val_loss
+    name = checkpoint_dir_name(state.step)
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
+        return
+    with tempfile.TemporaryDirectory(prefix="cairn-pretrain-") as tmp:
+        d = Path(tmp)
+        torch.save(model.state_dict(), d / MODEL_STATE_FILE)
+        torch.save(optimizer.state_dict(), d / "optimizer.pt")
+        torch.save(scheduler.state_dict(), d / "scheduler.pt")
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+        rng["python"] = random.getstate()
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, d / "rng.pt")
+        fields = asdict(state)
+        history = fields.pop("history")
+        (d / STATE_FILE).write_text(json.dumps(fields, indent=2))
+        (d / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in history))
+        ray.train.report(
+            metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name
+        )
+
+
+def _load_checkpoint(
+    d: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    device: torch.device,
+) -> TrainState:
+    model.load_state_dict(torch.load(d / MODEL_STATE_FILE, map_location=device))
+    optimizer.load_state_dict(torch.load(d / "optimizer.pt", map_location=device))
+    scheduler.load_state_dict(torch.load(d / "scheduler.pt"))
+    rng = torch.load(d / "rng.pt", weights_only=False)
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return read_state(d)
+
+
+def read_state(d: Path) -> TrainState:
+    """The `TrainState` saved in checkpoint directory `d` (used by the driver after fit, too)."""
+    fields = json.loads((Path(d) / STATE_FILE).read_text())
+    history_path = Path(d) / METRICS_FILE
+    lines = history_path.read_text().splitlines() if history_path.exists() else []
+    return TrainState(**fields, history=[json.loads(line) for line in lines if line])

@@ -1,0 +1,196 @@
+"""The artifact store: immutable, content-described directories sealed by a manifest.
+
+An artifact is a directory with `manifest.json` listing every file (path, size, sha256), its type,
+the step run that produced it and its parents. Its digest is the sha256 of the manifest bytes.
+An artifact becomes visible only when sealed: locally its staging directory is renamed into place
+in one `rename`; on remote fsspec stores the manifest is written last, and a directory without a
+manifest is not an artifact. So a crash at any point leaves no visible partial artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from cairn.errors import CairnError
+from fsspec.implementations.local import LocalFileSystem
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Artifact:
+    digest: str
+    uri: str
+    type: str
+    manifest: dict[str, Any]
+
+    @property
+    def size(self) -> int:
+        return sum(f["size"] for f in self.manifest.get("files", []))
+
+
+def canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, indent=1, ensure_ascii=False).encode() + b"\n"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_tree(root: Path, skip: tuple[str, ...] = (MANIFEST,)) -> list[dict[str, Any]]:
+    """Every regular file under `root` (or `root` itself if a file), sorted, with size and sha256."""
+    if root.is_file():
+        return [{"path": root.name, "size": root.stat().st_size, "sha256": sha256_file(root)}]
+    files = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and rel not in skip:
+            files.append({"path": rel, "size": p.stat().st_size, "sha256": sha256_file(p)})
+    return files
+
+
+class ArtifactStore:
+    """Artifacts under a root: a local directory or any fsspec URI (`s3://bucket/cairn`)."""
+
+    def __init__(self, root: str | Path, cache_dir: Path | None = None) -> None:
+        self.root = str(root)
+        self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        if self.is_local:
+            Path(self._root_path).mkdir(parents=True, exist_ok=True)
+        self.cache_dir = cache_dir or Path(self._root_path if self.is_local else ".") / ".cache"
+
+    # -- writing ---------------------------------------------------------------------------
+    def staging_dir(self, label: str) -> Path:
+        """A fresh local directory to write outputs into; on the store's filesystem if local."""
+        base = Path(self._root_path) / ".staging" if self.is_local else self.cache_dir / "staging"
+        path = base / f"{label}-{uuid.uuid4().hex[:8]}"
+        path.mkdir(parents=True)
+        return path
+
+    def seal(self, staging: Path, rel: str, fields: dict[str, Any]) -> Artifact:
+        """Write the manifest for `staging` and move it to `rel` under the root, atomically."""
+        manifest = {"cairn_manifest": FORMAT, **fields, "files": hash_tree(staging)}
+        if not manifest["files"]:
+            raise CairnError(
+                f"refusing to seal an empty artifact at {rel}: the stage wrote no files"
+            )
+        data = canonical_json(manifest)
+        (staging / MANIFEST).write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        uri = self._join(rel)
+        if self.is_local:
+            final = Path(uri)
+            if final.exists():
+                self._quarantine(final)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staging, final)
+        else:
+            if self.fs.exists(uri):
+                self.fs.rm(uri, recursive=True)
+            for f in manifest["files"]:
+                self.fs.put_file(str(staging / f["path"]), f"{uri}/{f['path']}")
+            self.fs.put_file(str(staging / MANIFEST), f"{uri}/{MANIFEST}")  # last: now visible
+            shutil.rmtree(staging, ignore_errors=True)
+        return Artifact(digest, uri, manifest["type"], manifest)
+
+    def discard(self, staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def _quarantine(self, final: Path) -> None:
+        # A path taken by an artifact that failed verification: keep it for inspection.
+        dest = Path(self._root_path) / ".quarantine" / f"{int(time.time())}-{uuid.uuid4().hex[:6]}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(final, dest)
+
+    def _join(self, rel: str) -> str:
+        return (
+            f"{self._root_path.rstrip('/')}/{rel}"
+            if self.is_local
+            else f"{self.root.rstrip('/')}/{rel}"
+        )
+
+    # -- reading ---------------------------------------------------------------------------
+    def read_manifest(self, uri: str) -> bytes:
+        with self.fs.open(f"{uri}/{MANIFEST}", "rb") as f:
+            return f.read()
+
+    def verify(self, uri: str, digest: str | None = None) -> list[str]:
+        """Re-hash an artifact. Returns the problems found (empty when it is intact)."""
+        try:
+            data = self.read_manifest(uri)
+        except FileNotFoundError:
+            return [f"{MANIFEST}: missing (artifact deleted or never sealed)"]
+        if digest and hashlib.sha256(data).hexdigest() != digest:
+            return [f"{MANIFEST}: changed (digest no longer {digest[:12]}…)"]
+        manifest = json.loads(data)
+        problems = []
+        listed = {f["path"] for f in manifest["files"]}
+        if self.is_local:
+            root = Path(uri)
+            for f in manifest["files"]:
+                p = root / f["path"]
+                if not p.is_file():
+                    problems.append(f"{f['path']}: missing")
+                elif p.stat().st_size != f["size"]:
+                    problems.append(f"{f['path']}: size {p.stat().st_size} != {f['size']}")
+                elif sha256_file(p) != f["sha256"]:
+                    problems.append(f"{f['path']}: sha256 mismatch")
+            extra = {e["path"] for e in hash_tree(root)} - listed
+        else:
+            for f in manifest["files"]:
+                fp = f"{uri}/{f['path']}"
+                if not self.fs.exists(fp):
+                    problems.append(f"{f['path']}: missing")
+                    continue
+                with self.fs.open(fp, "rb") as fh:
+                    if hashlib.sha256(fh.read()).hexdigest() != f["sha256"]:
+                        problems.append(f"{f['path']}: sha256 mismatch")
+            extra = set()
+        problems += [f"{p}: not in manifest" for p in sorted(extra)]
+        return problems
+
+    def local_path(self, uri: str, digest: str) -> Path:
+        """A local directory holding the artifact: itself if local, else a verified download."""
+        if self.is_local:
+            return Path(uri)
+        dest = self.cache_dir / "artifacts" / digest
+        if not (dest / MANIFEST).exists():
+            tmp = dest.with_name(f"{digest}.tmp-{uuid.uuid4().hex[:6]}")
+            self.fs.get(uri, str(tmp), recursive=True)
+            os.rename(tmp, dest)
+        return dest
+
+
+def describe_source(uri: str, type_: str) -> tuple[str, dict[str, Any]]:
+    """Digest external data where it lies (no copy): the root of a lineage graph."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if isinstance(fs, LocalFileSystem):
+        files = hash_tree(Path(path))
+    else:
+        files = []
+        entries = [path] if fs.isfile(path) else sorted(fs.find(path))
+        for e in entries:
+            with fs.open(e, "rb") as fh:
+                digest = hashlib.sha256(fh.read()).hexdigest()
+            rel = os.path.relpath(e, path) if e != path else os.path.basename(e)
+            files.append({"path": rel, "size": fs.size(e), "sha256": digest})
+    if not files:
+        raise CairnError(f"source {uri} has no files: point the input at the data")
+    manifest = {"cairn_manifest": FORMAT, "type": type_, "source": uri, "files": files}
+    return hashlib.sha256(canonical_json(manifest)).hexdigest(), manifest

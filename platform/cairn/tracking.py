@@ -1,0 +1,232 @@
+"""The `Tracker` seam: where the engine mirrors runs, metrics, datasets and models.
+
+`MlflowTracker` writes to a real MLflow tracking store (SQLite under `CAIRN_HOME` by default, or
+`MLFLOW_TRACKING_URI`); `MemoryTracker` keeps everything in dicts for unit tests. One parent run
+per workflow run, one nested run per step run; metrics always go in batches (one `log_batch` per
+1000 points, never one call per scalar); datasets carry Cairn's sha256 digest, not MLflow's
+sampled one; models become MLflow 3 LoggedModels linked to their source run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# MLflow's dataset digest column is String(36): the full sha256 rides in the profile and a tag.
+MLFLOW_DIGEST_LEN = 36
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    name: str
+    digest: str
+    uri: str
+    type: str
+    slot: str
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    key: str
+    value: float
+    step: int
+    ts: int
+
+
+class Tracker(Protocol):
+    def start_run(
+        self, run_id: str, workflow: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> str: ...
+    def start_step(
+        self, parent: str, run_id: str, step: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> str: ...
+    def log_metrics(self, mlflow_run_id: str, points: list[MetricPoint]) -> None: ...
+    def log_datasets(self, mlflow_run_id: str, datasets: list[DatasetRef]) -> None: ...
+    def log_model(
+        self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]
+    ) -> str: ...
+    def set_tags(self, mlflow_run_id: str, tags: dict[str, str]) -> None: ...
+    def end(self, mlflow_run_id: str, status: str) -> None: ...
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → MLflow params (`model.hidden_size` = `128`), values cut to MLflow's limit."""
+    out: dict[str, str] = {}
+    for k, v in params.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = (json.dumps(v) if not isinstance(v, str) else v)[:6000]
+    return out
+
+
+_STATUS = {"succeeded": "FINISHED", "cached": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
+
+
+class MlflowTracker:
+    def __init__(self, tracking_uri: str, artifact_root: str) -> None:
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri)
+        self.artifact_root = artifact_root
+        self._experiments: dict[str, str] = {}
+
+    def _experiment(self, workflow: str) -> str:
+        name = f"cairn/{workflow}"
+        if name not in self._experiments:
+            exp = self.client.get_experiment_by_name(name)
+            self._experiments[name] = (
+                exp.experiment_id
+                if exp
+                else self.client.create_experiment(
+                    name, artifact_location=f"{self.artifact_root}/{workflow}"
+                )
+            )
+        return self._experiments[name]
+
+    def start_run(
+        self, run_id: str, workflow: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> str:
+        exp = self._experiment(workflow)
+        run = self.client.create_run(exp, run_name=run_id, tags={"cairn.run_id": run_id, **tags})
+        self._params(run.info.run_id, params)
+        return run.info.run_id
+
+    def start_step(
+        self, parent: str, run_id: str, step: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> str:
+        exp = self.client.get_run(parent).info.experiment_id
+        run = self.client.create_run(
+            exp,
+            run_name=step,
+            tags={"mlflow.parentRunId": parent, "cairn.run_id": run_id, "cairn.step": step, **tags},
+        )
+        self._params(run.info.run_id, params)
+        return run.info.run_id
+
+    def _params(self, mlflow_run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = [Param(k, v) for k, v in flatten(params).items()]
+        for i in range(0, len(flat), 100):
+            self.client.log_batch(mlflow_run_id, params=flat[i : i + 100], synchronous=True)
+
+    def log_metrics(self, mlflow_run_id: str, points: list[MetricPoint]) -> None:
+        from mlflow.entities import Metric
+
+        metrics = [Metric(p.key, p.value, p.ts, p.step) for p in points]
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(mlflow_run_id, metrics=metrics[i : i + 1000], synchronous=True)
+
+    def log_datasets(self, mlflow_run_id: str, datasets: list[DatasetRef]) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [
+            DatasetInput(
+                Dataset(
+                    name=d.name,
+                    digest=d.digest[:MLFLOW_DIGEST_LEN],
+                    source_type="cairn",
+                    source=json.dumps({"uri": d.uri}),
+                    profile=json.dumps({"cairn_digest": d.digest, "type": d.type}),
+                ),
+                tags=[
+                    InputTag("mlflow.data.context", d.slot),
+                    InputTag("cairn.artifact_digest", d.digest),
+                ],
+            )
+            for d in datasets
+        ]
+        if inputs:
+            self.client.log_inputs(mlflow_run_id, datasets=inputs)
+
+    def log_model(self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]) -> str:
+        from mlflow.entities import LoggedModelOutput
+
+        exp = self.client.get_run(mlflow_run_id).info.experiment_id
+        model = self.client.create_logged_model(
+            exp, name=name, source_run_id=mlflow_run_id, tags=tags, model_type="cairn"
+        )
+        try:
+            self.client.log_model_artifacts(model.model_id, local_dir)
+        except Exception:
+            self.client.finalize_logged_model(model.model_id, "FAILED")
+            raise
+        self.client.finalize_logged_model(model.model_id, "READY")
+        self.client.log_outputs(mlflow_run_id, [LoggedModelOutput(model.model_id, step=0)])
+        return model.model_id
+
+    def set_tags(self, mlflow_run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(mlflow_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def end(self, mlflow_run_id: str, status: str) -> None:
+        self.client.set_terminated(mlflow_run_id, _STATUS.get(status, "FAILED"))
+
+
+@dataclass
+class MemoryRun:
+    parent: str | None
+    params: dict[str, str]
+    tags: dict[str, str]
+    metrics: list[MetricPoint] = field(default_factory=list)
+    datasets: list[DatasetRef] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    status: str = "RUNNING"
+
+
+class MemoryTracker:
+    """The in-memory fake: records what the engine logged, for unit tests to assert on."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, MemoryRun] = {}
+        self.models: dict[str, dict[str, Any]] = {}
+        self.calls = 0
+
+    def _new(self, parent: str | None, params: dict[str, Any], tags: dict[str, str]) -> str:
+        rid = f"mem-{len(self.runs)}"
+        self.runs[rid] = MemoryRun(parent, flatten(params), dict(tags))
+        return rid
+
+    def start_run(
+        self, run_id: str, workflow: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> str:
+        self.calls += 1
+        return self._new(None, params, {"cairn.run_id": run_id, **tags})
+
+    def start_step(
+        self, parent: str, run_id: str, step: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> str:
+        self.calls += 1
+        return self._new(parent, params, {"cairn.run_id": run_id, "cairn.step": step, **tags})
+
+    def log_metrics(self, mlflow_run_id: str, points: list[MetricPoint]) -> None:
+        self.calls += 1
+        self.runs[mlflow_run_id].metrics.extend(points)
+
+    def log_datasets(self, mlflow_run_id: str, datasets: list[DatasetRef]) -> None:
+        self.calls += 1
+        self.runs[mlflow_run_id].datasets.extend(datasets)
+
+    def log_model(self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]) -> str:
+        self.calls += 1
+        mid = f"m-{len(self.models)}"
+        self.models[mid] = {"name": name, "run": mlflow_run_id, "dir": local_dir, "tags": tags}
+        self.runs[mlflow_run_id].models.append(mid)
+        return mid
+
+    def set_tags(self, mlflow_run_id: str, tags: dict[str, str]) -> None:
+        self.calls += 1
+        self.runs[mlflow_run_id].tags.update(tags)
+
+    def end(self, mlflow_run_id: str, status: str) -> None:
+        self.calls += 1
+        self.runs[mlflow_run_id].status = _STATUS.get(status, "FAILED")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

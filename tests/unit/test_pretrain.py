@@ -1,0 +1,283 @@
+"""Tests of the `pretrain` stage kind: config checks, a tiny real run, determinism and resume.
+
+The Ray tests train a ~60k-parameter model for a few dozen steps on a dataset built here (a tiny
+byte-level BPE over patterned English-ish sentences, so the loss falls fast) with 2 workers × 1
+CPU. They share one reference run (module-scoped fixture) to stay well under a minute and a half.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from cairn.context import local_context
+from cairn.errors import StageError
+from cairn.stages.base import ArtifactType, InputArtifact, Resources
+from cairn.stages.pretrain import SPEC, PretrainConfig
+
+SEQ_LEN = 64
+TWO_WORKERS = Resources(num_workers=2, cpus_per_worker=1)
+# Small enough to run in seconds; head_dim 32 is the smallest vLLM accepts.
+TINY = dict(
+    hidden_size=64,
+    num_heads=2,
+    num_layers=2,
+    intermediate_size=128,
+    global_batch_size=8,
+    max_steps=40,
+    warmup_steps=5,
+    lr=1e-2,
+    checkpoint_every=20,
+    eval_every=20,
+    eval_batches=2,
+    log_every=5,
+)
+
+
+def build_dataset(root: Path, n_train: int = 192, n_val: int = 32, seq_len: int = SEQ_LEN) -> Path:
+    """A directory laid out like the curate stage's `dataset` output, built in about a second."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    rng = random.Random(0)
+    adjectives = ["quick", "lazy", "brown", "small", "old", "green", "happy", "quiet"]
+    nouns = ["fox", "dog", "cat", "bird", "king", "queen", "river", "tree"]
+    verbs = ["jumps over", "runs past", "looks at", "sings to", "waits for"]
+    docs = [
+        " ".join(
+            f"the {rng.choice(adjectives)} {rng.choice(nouns)} {rng.choice(verbs)} "
+            f"the {rng.choice(adjectives)} {rng.choice(nouns)}."
+            for _ in range(rng.randint(2, 6))
+        )
+        for _ in range(1500)
+    ]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(docs, trainer)
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|pad|>"
+    )
+    hf.save_pretrained(root / "tokenizer")
+    eos = hf.eos_token_id
+    stream: list[int] = []
+    for doc in docs:
+        stream.extend(hf.encode(doc) + [eos])
+    n_rows = min(len(stream) // seq_len, n_train + n_val)
+    rows = np.asarray(stream[: n_rows * seq_len], dtype=np.int32).reshape(n_rows, seq_len)
+    assert n_rows == n_train + n_val, f"generated text too short: {n_rows} rows"
+    for split, arr in (("train", rows[:n_train]), ("validation", rows[n_train:])):
+        (root / split).mkdir(parents=True)
+        np.save(root / split / "shard-00000.npy", arr)
+    meta = {
+        "seq_len": seq_len,
+        "vocab_size": len(hf),
+        "bos_token_id": hf.bos_token_id,
+        "eos_token_id": eos,
+        "pad_token_id": hf.pad_token_id,
+        "train_sequences": n_train,
+        "validation_sequences": n_val,
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def dataset_input(path: Path) -> dict[str, InputArtifact]:
+    return {"dataset": InputArtifact(path=path, type=ArtifactType.DATASET, digest="test")}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_dataset(tmp_path_factory.mktemp("pretrain-data"))
+
+
+# --- config ------------------------------------------------------------------------------------
+
+
+def test_spec_contract() -> None:
+    assert SPEC.kind == "pretrain" and SPEC.launcher == "trainer"
+    assert SPEC.inputs["dataset"].type is ArtifactType.DATASET
+    assert SPEC.outputs == {"model": ArtifactType.MODEL}
+    assert SPEC.default_resources.num_workers == 2
+
+
+def test_bad_head_dim_is_rejected_with_the_fix() -> None:
+    with pytest.raises(ValidationError) as err:
+        PretrainConfig(hidden_size=128, num_heads=8)  # head_dim 16
+    msg = str(err.value)
+    assert "head_dim" in msg and "vLLM" in msg and "num_heads: 4" in msg
+    with pytest.raises(ValidationError, match="divisible by num_heads"):
+        PretrainConfig(hidden_size=128, num_heads=3)
+
+
+def test_unknown_field_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="hidden_dim"):
+        PretrainConfig(hidden_dim=128)
+
+
+def test_defaults_resolve_and_runtime_fields_are_not_identity() -> None:
+    cfg = PretrainConfig()
+    assert cfg.num_kv_heads == cfg.num_heads and cfg.intermediate_size == 4 * cfg.hidden_size
+    ident = cfg.identity()
+    assert "log_every" not in ident and "max_failures" not in ident and "max_steps" in ident
+    assert PretrainConfig(log_every=1).identity() == ident
+    with pytest.raises(ValidationError, match="num_kv_heads"):
+        PretrainConfig(hidden_size=192, num_heads=3, num_kv_heads=2)
+
+
+def test_batch_not_divisible_by_workers_is_a_stage_error(dataset: Path, tmp_path: Path) -> None:
+    ctx = local_context(tmp_path, resources=Resources(num_workers=3))
+    # fails before Ray is touched, so no fixture needed
+    with pytest.raises(StageError, match="global_batch_size .* divisible by resources.num_workers"):
+        _check_only(PretrainConfig(**TINY), dataset, ctx)
+
+
+def test_malformed_dataset_is_a_stage_error(dataset: Path, tmp_path: Path) -> None:
+    from cairn.stages.pretrain.data import inspect_dataset
+
+    bad = tmp_path / "bad"
+    (bad / "train").mkdir(parents=True)
+    (bad / "tokenizer").mkdir()
+    meta = json.loads((dataset / "dataset.json").read_text())
+    (bad / "dataset.json").write_text(json.dumps(meta))
+    np.save(bad / "train" / "shard-00000.npy", np.zeros((4, SEQ_LEN + 1), dtype=np.int32))
+    with pytest.raises(StageError, match="shard-00000.npy has shape"):
+        inspect_dataset(bad)
+    with pytest.raises(StageError, match="no dataset.json"):
+        inspect_dataset(tmp_path)
+
+
+def test_batch_order_is_a_function_of_the_step() -> None:
+    from cairn.stages.pretrain.data import BatchOrder
+
+    a, b = BatchOrder(100, 16, seed=3), BatchOrder(100, 16, seed=3)
+    late = b.global_batch_at(13)  # b jumps straight to step 13, as a resumed run does
+    early = [a.global_batch_at(s) for s in range(14)]
+    assert np.array_equal(early[13], late)
+    epoch0 = np.concatenate(early[:6])  # 6 full batches per epoch of 100
+    assert len(set(epoch0.tolist())) == 96
+    halves = [a.rank_batch_at(2, r, 2) for r in range(2)]
+    assert np.array_equal(np.concatenate(halves), a.global_batch_at(2))
+
+
+def _check_only(config: PretrainConfig, dataset: Path, ctx) -> None:
+    from cairn.stages.pretrain.data import inspect_dataset
+    from cairn.stages.pretrain.driver import _check_batch
+
+    _check_batch(config, inspect_dataset(dataset), ctx.resources)
+
+
+# --- real runs on Ray --------------------------------------------------------------------------
+
+
+def _train(dataset: Path, root: Path, fail_at_step: int | None = None, **overrides):
+    from cairn.stages.pretrain.driver import train
+
+    ctx = local_context(root, resources=TWO_WORKERS)
+    config = PretrainConfig(**{**TINY, **overrides})
+    out = train(config, dataset_input(dataset), ctx, fail_at_step=fail_at_step)
+    ctx.flush()
+    return ctx, out, ctx.reporter.drain()
+
+
+@pytest.fixture(scope="module")
+def reference(ray_local, dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One uninterrupted tiny run that the other Ray tests compare against."""
+    return _train(dataset, tmp_path_factory.mktemp("reference"))
+
+
+@pytest.mark.ray
+def test_tiny_run_learns_and_writes_a_loadable_model(reference) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ctx, out, records = reference
+    info = out["model"]
+    assert info["steps"] == 40 and info["architecture"] == "LlamaForCausalLM"
+    assert info["tokens_seen"] == 40 * 8 * SEQ_LEN
+
+    metrics = [r for r in records if r["type"] == "metrics"]
+    train_rows = [r for r in metrics if "train/loss" in r["values"]]
+    steps = [r["step"] for r in train_rows]
+    assert steps == sorted(steps) and steps[0] == 5 and steps[-1] == 40
+    first, last = train_rows[0]["values"]["train/loss"], train_rows[-1]["values"]["train/loss"]
+    assert last < 0.6 * first, (first, last)
+    assert {"train/lr", "train/tokens_per_s", "train/tokens_seen"} <= set(train_rows[0]["values"])
+    val_steps = [r["step"] for r in metrics if "val/loss" in r["values"]]
+    assert val_steps == [20, 40]
+    assert info["final_val_loss"] < first
+    assert any(r["type"] == "progress" and r["done"] == 40 for r in records)
+
+    model_dir = ctx.output_path("model")
+    names = {p.name for p in model_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json"} <= names
+    assert {"tokenizer.json", "training_metrics.jsonl", "checkpoints.json"} <= names
+    assert not any(n.startswith("checkpoint") and (model_dir / n).is_dir() for n in names)
+    history = [json.loads(line) for line in (model_dir / "training_metrics.jsonl").open()]
+    assert [r["step"] for r in history if "train/loss" in r] == steps
+    index = json.loads((model_dir / "checkpoints.json").read_text())
+    assert [c["step"] for c in index] == [20, 40]
+    assert all((ctx.checkpoint_dir / c["path"]).is_dir() for c in index)
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    assert model.config.vocab_size % 64 == 0 and model.config.tie_word_embeddings
+    assert sum(p.numel() for p in model.parameters()) == info["parameters"]
+    ids = tok("the quick", return_tensors="pt").input_ids
+    with torch.no_grad():
+        gen = model.generate(ids, max_new_tokens=8, do_sample=False)
+    assert gen.shape[1] > ids.shape[1]
+    assert isinstance(tok.decode(gen[0]), str)
+
+
+@pytest.mark.ray
+def test_same_seed_gives_identical_weights(reference, dataset: Path, tmp_path: Path) -> None:
+    ctx, out, _ = reference
+    ctx2, out2, _ = _train(dataset, tmp_path)
+    a = (ctx.output_path("model") / "model.safetensors").read_bytes()
+    b = (ctx2.output_path("model") / "model.safetensors").read_bytes()
+    assert a == b
+    assert out2 == out
+
+
+@pytest.mark.ray
+def test_crash_then_rerun_resumes_from_checkpoint(reference, dataset: Path, tmp_path: Path) -> None:
+    ref_ctx, ref_out, _ = reference
+    # Crash at step 25 (after the step-20 checkpoint) with no automatic restarts: the step fails.
+    with pytest.raises(RuntimeError, match="re-running the step resumes"):
+        _train(dataset, tmp_path, fail_at_step=25, max_failures=0)
+    # The engine re-runs the same step with the same checkpoint_dir: training resumes at 20.
+    ctx, out, records = _train(dataset, tmp_path, fail_at_step=25, max_failures=0)
+    logs = [r["message"] for r in records if r["type"] == "log"]
+    assert any("resumed from step 20" in m for m in logs), logs
+    steps = [r["step"] for r in records if r["type"] == "metrics"]
+    assert min(steps) == 25 and steps == sorted(steps)
+    # Same batches, same LR schedule, same optimizer state: the same weights as never crashing.
+    a = (ref_ctx.output_path("model") / "model.safetensors").read_bytes()
+    assert (ctx.output_path("model") / "model.safetensors").read_bytes() == a
+    assert out == ref_out
+    # The output's metric history is whole: rows up to 20 come from the checkpoint.
+    history = [json.loads(line) for line in (ctx.output_path("model") / "training_metrics.jsonl").open()]
+    assert [r["step"] for r in history if "train/loss" in r] == list(range(5, 41, 5))
+
+
+@pytest.mark.ray
+def test_worker_failure_restarts_from_checkpoint_within_one_run(
+    reference, dataset: Path, tmp_path: Path
+) -> None:
+    ref_ctx, ref_out, _ = reference
+    ctx, out, records = _train(dataset, tmp_path, fail_at_step=25, max_failures=1)
+    assert any("resumed from step 20" in r.get("message", "") for r in records)
+    a = (ref_ctx.output_path("model") / "model.safetensors").read_bytes()
+    assert (ctx.output_path("model") / "model.safetensors").read_bytes() == a
+    assert out == ref_out
