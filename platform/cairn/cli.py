@@ -169,6 +169,13 @@ def status(run_id: RunArg, as_json: JsonOpt = False) -> None:
             row = s.get(Run, run_id)
             alive = engine.driver_alive(row) if row is not None else None
             data = run_status(s, run_id, alive)
+        if data["ray_address"] and data["status"] in ("pending", "running"):
+            from cairn import jobs
+
+            try:  # a job that died before its driver could record anything shows here
+                data["ray_job_status"] = jobs.job_status(data["ray_address"], run_id)
+            except Exception as e:  # the cluster may be gone; the database still answers
+                data["ray_job_status"] = f"unknown ({e})"
     except CairnError as e:
         _fail(e, as_json)
     if as_json:
@@ -178,6 +185,8 @@ def status(run_id: RunArg, as_json: JsonOpt = False) -> None:
     if state == "running" and data["driver_alive"] is False:
         state += " [red](driver lost: no heartbeat — `cairn resume` it)[/]"
     out.print(f"run [bold]{data['run_id']}[/] of [bold]{data['workflow']}[/]: {state}")
+    if data.get("ray_job_status"):
+        out.print(f"  ray job {run_id} at {data['ray_address']}: {data['ray_job_status']}")
     if data["resumed_from"]:
         out.print(f"  resumed from {data['resumed_from']}")
     t = Table(box=None, header_style="bold")

@@ -36,6 +36,7 @@ from cairn.tracking import DatasetRef, MetricPoint, MlflowTracker, Tracker
 HEARTBEAT_S = 5.0
 DRIVER_LOST_S = 30.0  # no heartbeat for this long: the driver is gone
 METRICS_FLUSH_S = 5.0
+PROGRESS_LOG_S = 5.0  # progress lines in the step log, at most this often
 
 
 @dataclass
@@ -86,6 +87,7 @@ class _Running:
     mlflow_run_id: str
     metrics: list[MetricPoint] = field(default_factory=list)
     last_flush: float = field(default_factory=time.monotonic)
+    last_progress_log: float = 0.0
 
 
 def new_run_id() -> str:
@@ -213,6 +215,14 @@ class Engine:
         return self.run(wf, run_id=run_id, resumed_from=old_run_id)
 
     def driver_alive(self, run: Run) -> bool:
+        """Is the process driving `run` still there? Exact on its own host, by heartbeat elsewhere."""
+        if run.driver_host == socket.gethostname() and run.driver_pid:
+            try:
+                os.kill(run.driver_pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                pass  # exists, owned by someone else
         if run.heartbeat_at is None:
             return run.state == "pending" and _age(run.created_at) < DRIVER_LOST_S * 4
         return _age(run.heartbeat_at) < DRIVER_LOST_S
@@ -232,7 +242,12 @@ class Engine:
                 self.tracker.end(sr.mlflow_run_id, "failed")
         if run.mlflow_run_id:
             self.tracker.end(run.mlflow_run_id, "failed")
-        s.add(Event(run_id=run.id, type="driver_lost", message=msg))
+        swept = self.store.discard_staging(run.id)
+        s.add(
+            Event(
+                run_id=run.id, type="driver_lost", message=f"{msg}; removed {swept} staging dir(s)"
+            )
+        )
 
     def request_cancel(self, run_id: str) -> str:
         with self.sessions.begin() as s:
@@ -343,8 +358,10 @@ class _Execution:
             self._cancel_all("interrupted")
         except BaseException as ex:
             error = f"{type(ex).__name__}: {ex}"
-            self._cancel_all(f"engine error: {error}")
-            self._finish(error)
+            try:
+                self._cancel_all(f"engine error: {error}")
+            finally:
+                self._finish(error)  # the run never stays `running` behind a dead driver
             raise
         return self._finish(error)
 
@@ -603,7 +620,15 @@ class _Execution:
             store_root=self.e.store.root,
             checkpoint_dir=str(self.e.settings.checkpoint_dir(step.name, fp)),
         )
-        handle = self.e.executor.submit(payload, step.spec.launcher, reporter)
+        try:
+            handle = self.e.executor.submit(payload, step.spec.launcher, reporter)
+        except BaseException as ex:
+            with self.e.sessions.begin() as s:
+                sr = s.get(StepRun, sr_id)
+                sr.state, sr.finished_at, sr.error = "failed", utcnow(), f"could not start: {ex}"
+            self.e.tracker.end(mid, "failed")
+            self.results[step.name].state, self.results[step.name].error = "failed", str(ex)
+            raise
         self.running[step.name] = _Running(step, sr_id, handle, reporter, fp, inputs, mid)
         self.results[step.name].attempts = attempt
         self.results[step.name].state = "running"
@@ -648,6 +673,12 @@ class _Execution:
                 self.e.display.update(
                     r.step.name, progress=(rec["done"], rec["total"]), message=rec["message"]
                 )
+                if time.monotonic() - r.last_progress_log >= PROGRESS_LOG_S:
+                    r.last_progress_log = time.monotonic()
+                    total = f"/{rec['total']:.0f}" if rec.get("total") else ""
+                    self.write_log(
+                        r.step.name, f"[progress] {rec['done']:.0f}{total} {rec['message']}"
+                    )
             elif t == "log":
                 self.write_log(r.step.name, rec["message"])
                 self.e.display.log(r.step.name, rec["message"])

@@ -82,7 +82,9 @@ class RayExecutor:
                 kwargs["address"] = self.address
             else:
                 kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
-            ray.init(**kwargs, runtime_env={"env_vars": dict(TRAIN_ENV)})
+            # Workers inherit this process's environment (TRAIN_ENV above); a runtime_env here
+            # would clash with the one a Ray job's driver already has.
+            ray.init(**kwargs)
         self._remote = ray.remote(max_retries=0)(execute_step)
 
         @ray.remote(num_cpus=0)

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
-from cairn.errors import CairnError
 from fsspec.implementations.local import LocalFileSystem
+
+from cairn.errors import CairnError
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -111,6 +112,15 @@ class ArtifactStore:
 
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
+
+    def discard_staging(self, label_prefix: str) -> int:
+        """Remove staging directories left by a dead driver's run (never visible artifacts)."""
+        base = Path(self._root_path) / ".staging" if self.is_local else self.cache_dir / "staging"
+        gone = 0
+        for d in base.glob(f"{label_prefix}-*"):
+            shutil.rmtree(d, ignore_errors=True)
+            gone += 1
+        return gone
 
     def _quarantine(self, final: Path) -> None:
         # A path taken by an artifact that failed verification: keep it for inspection.

@@ -167,7 +167,9 @@ def test_retry_records_attempts_and_leaves_no_partial_artifact(home):
     r = engine.run(load_workflow(write_wf(home, fit=fit, retries=1)))
     assert r.state == "succeeded" and r.steps["fit"].attempts == 2
     with engine.sessions() as s:
-        rows = s.scalars(select(StepRun).where(StepRun.step == "fit").order_by(StepRun.attempt)).all()
+        rows = s.scalars(
+            select(StepRun).where(StepRun.step == "fit").order_by(StepRun.attempt)
+        ).all()
         assert [(x.attempt, x.state) for x in rows] == [(1, "failed"), (2, "succeeded")]
         assert "planned failure 1" in rows[0].error
         assert s.scalar(select(func.count()).select_from(Event).where(Event.type == "retry")) == 1
@@ -184,7 +186,12 @@ def test_failure_cancels_downstream_and_fails_the_run(home):
     assert states(r) == {"count": "succeeded", "fit": "failed"}
     assert "planned failure 1" in r.error
     with engine.sessions() as s:
-        assert s.scalar(select(func.count()).select_from(ArtifactRow).where(ArtifactRow.type == "model")) == 0
+        assert (
+            s.scalar(
+                select(func.count()).select_from(ArtifactRow).where(ArtifactRow.type == "model")
+            )
+            == 0
+        )
 
 
 def test_cache_false_reruns(home):
@@ -204,7 +211,9 @@ def test_resume_after_lost_driver(home, fit_state, expected):
     with engine.sessions.begin() as s:
         run = s.get(Run, first.run_id)
         run.state, run.heartbeat_at = "running", utcnow() - timedelta(minutes=5)
-        fit = s.scalars(select(StepRun).where(StepRun.run_id == first.run_id, StepRun.step == "fit")).one()
+        fit = s.scalars(
+            select(StepRun).where(StepRun.run_id == first.run_id, StepRun.step == "fit")
+        ).one()
         fit.state = fit_state
     r = engine.resume(first.run_id)
     assert r.state == "succeeded"
@@ -236,7 +245,9 @@ def test_cancel_stops_a_running_step(home):
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         with engine.sessions() as s:
-            if s.scalars(select(StepRun).where(StepRun.run_id == rid, StepRun.step == "fit")).first():
+            if s.scalars(
+                select(StepRun).where(StepRun.run_id == rid, StepRun.step == "fit")
+            ).first():
                 break
         time.sleep(0.1)
     started = time.monotonic()

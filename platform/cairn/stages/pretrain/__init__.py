@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field, model_validator
+
 from cairn.stages.base import (
     ArtifactType,
     Context,
@@ -28,12 +30,9 @@ from cairn.stages.base import (
     StageConfig,
     StageSpec,
 )
-from pydantic import Field, model_validator
 
 # Head sizes vLLM's CPU attention kernels support; other sizes fail at the first forward pass.
 SUPPORTED_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 256)
-
-_RUNTIME = {"identity": False}
 
 
 class PretrainConfig(StageConfig):
@@ -83,19 +82,19 @@ class PretrainConfig(StageConfig):
 
     # --- runtime only: do not change the result ---
     log_every: int = Field(
-        10, ge=1, description="steps between train metrics", json_schema_extra=_RUNTIME
+        10, ge=1, description="steps between train metrics", json_schema_extra={"identity": False}
     )
     max_failures: int = Field(
         2,
         ge=-1,
         description="worker-group restarts from the last checkpoint before failing; -1: unlimited",
-        json_schema_extra=_RUNTIME,
+        json_schema_extra={"identity": False},
     )
     keep_checkpoints: int | None = Field(
         None,
         ge=1,
         description="keep only the newest N checkpoints; default all",
-        json_schema_extra=_RUNTIME,
+        json_schema_extra={"identity": False},
     )
 
     @model_validator(mode="after")

@@ -13,10 +13,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from cairn.errors import StageError
+
+if TYPE_CHECKING:
+    from cairn.stages.base import Resources
+    from cairn.stages.pretrain import PretrainConfig
 
 REQUIRED_KEYS = ("seq_len", "vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")
 
@@ -104,6 +109,23 @@ def inspect_dataset(root: Path) -> DatasetInfo:
         train_sequences=n_train,
         validation_sequences=n_val,
     )
+
+
+def check_batch(config: PretrainConfig, data: DatasetInfo, res: Resources) -> None:
+    """Checks that need the resources or the dataset, so they cannot live on the config model."""
+    if config.global_batch_size % res.num_workers:
+        lower = config.global_batch_size // res.num_workers * res.num_workers
+        raise StageError(
+            f"pretrain: config.global_batch_size ({config.global_batch_size}) must be divisible "
+            f"by resources.num_workers ({res.num_workers}); fix: set global_batch_size to "
+            f"{max(lower, res.num_workers)} or {lower + res.num_workers}, or change num_workers"
+        )
+    if config.global_batch_size > data.train_sequences:
+        raise StageError(
+            f"pretrain: config.global_batch_size ({config.global_batch_size}) exceeds the "
+            f"{data.train_sequences} train sequences of {data.root}; fix: lower "
+            "global_batch_size or curate more data"
+        )
 
 
 def _check_split(

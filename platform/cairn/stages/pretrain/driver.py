@@ -15,16 +15,17 @@ from typing import Any
 
 import ray
 import ray.train
-from cairn.errors import CairnError, StageError, StepCancelled
-from cairn.stages.base import Context, InputArtifact, Inputs, Outputs, Resources
-from cairn.stages.pretrain import PretrainConfig
-from cairn.stages.pretrain.data import DatasetInfo, inspect_dataset
-from cairn.stages.pretrain.loop import read_state, train_loop
-from cairn.stages.pretrain.model import ARCHITECTURE, count_parameters, export_model, llama_config
-from cairn.stages.pretrain.relay import worker_context
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from transformers import AutoTokenizer
+
+from cairn.errors import CairnError, StageError, StepCancelled
+from cairn.stages.base import Context, InputArtifact, Inputs, Outputs, Resources
+from cairn.stages.pretrain import PretrainConfig
+from cairn.stages.pretrain.data import DatasetInfo, check_batch, inspect_dataset
+from cairn.stages.pretrain.loop import read_state, train_loop
+from cairn.stages.pretrain.model import ARCHITECTURE, count_parameters, export_model, llama_config
+from cairn.stages.pretrain.relay import worker_context
 
 # Ray Train's experiment name under ctx.checkpoint_dir; fixed, because resuming needs the same
 # RunConfig(name, storage_path) as the interrupted run.
@@ -42,34 +43,16 @@ def train(
         )
     data = inspect_dataset(_dataset_input(inputs).path)
     res = ctx.resources
-    _check_batch(config, data, res)
+    check_batch(config, data, res)
     model_config = llama_config(config, data)
     if config.dtype == "bfloat16" and res.gpus_per_worker == 0:
         ctx.log("pretrain: dtype bfloat16 applies on CUDA only; these CPU workers use float32")
 
-    with worker_context(ctx) as worker_ctx:
-        trainer = TorchTrainer(
-            train_loop,
-            train_loop_config={
-                "config": config,
-                "dataset": data,
-                "llama_config": model_config,
-                "ctx": worker_ctx,
-                "cpus_per_worker": res.cpus_per_worker,
-                "fail_at_step": fail_at_step,
-            },
-            scaling_config=_scaling(res),
-            run_config=RunConfig(
-                name=RUN_NAME,
-                storage_path=str(ctx.checkpoint_dir),
-                failure_config=FailureConfig(max_failures=config.max_failures),
-                checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
-            ),
-        )
-        try:
-            result = trainer.fit()
-        except ray.train.TrainingFailedError as e:
-            raise _explain_failure(e, config, ctx) from e
+    result = _finished_run(config, ctx)
+    if result is not None:
+        ctx.log("pretrain: training already finished in an earlier attempt; exporting its result")
+    else:
+        result = _fit(config, data, model_config, ctx, fail_at_step)
 
     if result.checkpoint is None:
         raise RuntimeError(f"pretrain: Ray Train finished without a checkpoint ({result.path})")
@@ -100,6 +83,60 @@ def train(
     }
 
 
+def _fit(
+    config: PretrainConfig,
+    data: DatasetInfo,
+    model_config: Any,
+    ctx: Context,
+    fail_at_step: int | None,
+) -> ray.train.Result:
+    """Run the Ray Train job; with the same RunConfig(name, storage_path) as an earlier attempt,
+    Ray Train hands the workers that attempt's latest checkpoint (`ray.train.get_checkpoint`)."""
+    res = ctx.resources
+    with worker_context(ctx) as worker_ctx:
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={
+                "config": config,
+                "dataset": data,
+                "llama_config": model_config,
+                "ctx": worker_ctx,
+                "cpus_per_worker": res.cpus_per_worker,
+                "fail_at_step": fail_at_step,
+            },
+            scaling_config=_scaling(res),
+            run_config=RunConfig(
+                name=RUN_NAME,
+                storage_path=str(ctx.checkpoint_dir),
+                failure_config=FailureConfig(max_failures=config.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
+            ),
+        )
+        try:
+            return trainer.fit()
+        except ray.train.TrainingFailedError as e:
+            raise _explain_failure(e, config, ctx) from e
+
+
+def _finished_run(config: PretrainConfig, ctx: Context) -> ray.train.Result | None:
+    """The result of an earlier attempt that already trained to max_steps, if there is one.
+
+    Happens when a step is re-run after failing during export: reading Ray Train's checkpoint
+    index saves starting a worker group (~15 s here) only to find there is nothing to do.
+    """
+    run_dir = Path(ctx.checkpoint_dir) / RUN_NAME
+    if not run_dir.is_dir():
+        return None
+    try:
+        result = ray.train.Result.from_path(str(run_dir))
+    except RuntimeError:  # no checkpoint index: the earlier attempt saved no checkpoint
+        return None
+    if result.checkpoint is None:
+        return None
+    with result.checkpoint.as_directory() as d:
+        return result if read_state(Path(d)).step >= config.max_steps else None
+
+
 def _dataset_input(inputs: Inputs) -> InputArtifact:
     art = inputs.get("dataset")
     if not isinstance(art, InputArtifact):
@@ -108,23 +145,6 @@ def _dataset_input(inputs: Inputs) -> InputArtifact:
             "fix: set inputs.dataset to one curate step's output (e.g. curate.dataset)"
         )
     return art
-
-
-def _check_batch(config: PretrainConfig, data: DatasetInfo, res: Resources) -> None:
-    """Checks that need the resources or the dataset, so they cannot live on the config model."""
-    if config.global_batch_size % res.num_workers:
-        lower = config.global_batch_size // res.num_workers * res.num_workers
-        raise StageError(
-            f"pretrain: config.global_batch_size ({config.global_batch_size}) must be divisible "
-            f"by resources.num_workers ({res.num_workers}); fix: set global_batch_size to "
-            f"{max(lower, res.num_workers)} or {lower + res.num_workers}, or change num_workers"
-        )
-    if config.global_batch_size > data.train_sequences:
-        raise StageError(
-            f"pretrain: config.global_batch_size ({config.global_batch_size}) exceeds the "
-            f"{data.train_sequences} train sequences of {data.root}; fix: lower "
-            "global_batch_size or curate more data"
-        )
 
 
 def _scaling(res: Resources) -> ScalingConfig:

@@ -27,6 +27,8 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
 from cairn.stages.pretrain.data import BatchOrder, DatasetInfo, Sequences
 from cairn.stages.pretrain.model import MODEL_STATE_FILE, build_model
 
@@ -60,7 +62,7 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float)
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def train_loop(args: dict[str, Any]) -> dict[str, Any]:
+def train_loop(args: dict[str, Any]) -> None:
     """Ray Train's `train_loop_per_worker`. `args` is built by `cairn.stages.pretrain.run`."""
     cfg = args["config"]
     data: DatasetInfo = args["dataset"]
@@ -77,7 +79,7 @@ def train_loop(args: dict[str, Any]) -> dict[str, Any]:
         autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 
     model = ray.train.torch.prepare_model(build_model(args["llama_config"], cfg.seed))
-    raw = model.module if hasattr(model, "module") else model
+    raw: torch.nn.Module = model.module if isinstance(model, DistributedDataParallel) else model
     optimizer = _optimizer(raw, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -99,9 +101,10 @@ def train_loop(args: dict[str, Any]) -> dict[str, Any]:
     pad = data.pad_token_id if data.pad_token_id not in (None, data.eos_token_id) else None
     tokens_per_step = cfg.global_batch_size * data.seq_len
 
-    window_start, window_steps = time.perf_counter(), 0
+    window_time, window_steps = 0.0, 0  # time spent in train steps only (not eval/checkpoint)
     stop = False
     while state.step < cfg.max_steps and not stop:
+        step_start = time.perf_counter()
         ids = torch.from_numpy(train.take(order.rank_batch_at(state.step, rank, world)))
         ids = ids.to(device)
         labels = ids if pad is None else ids.masked_fill(ids == pad, -100)
@@ -115,6 +118,7 @@ def train_loop(args: dict[str, Any]) -> dict[str, Any]:
         scheduler.step()
         state.step += 1
         state.tokens_seen += tokens_per_step
+        window_time += time.perf_counter() - step_start
         window_steps += 1
         step = state.step
 
@@ -131,29 +135,26 @@ def train_loop(args: dict[str, Any]) -> dict[str, Any]:
             state.train_loss = float(sync[0]) / world
             stop = bool(sync[2] > 0) and not last
             if last or step % cfg.log_every == 0:
-                elapsed = time.perf_counter() - window_start
                 row = {
                     "train/loss": state.train_loss,
                     "train/lr": scheduler.get_last_lr()[0],
                     "train/grad_norm": float(sync[1]) / world,
-                    "train/tokens_per_s": window_steps * tokens_per_step / max(elapsed, 1e-9),
+                    "train/tokens_per_s": window_steps * tokens_per_step / max(window_time, 1e-9),
                     "train/tokens_seen": float(state.tokens_seen),
                 }
                 _log(ctx, state, rank, row, step)
                 if rank == 0:
                     ctx.progress(step, cfg.max_steps, f"loss {state.train_loss:.3f}")
-                window_start, window_steps = time.perf_counter(), 0
+                window_time, window_steps = 0.0, 0
 
         if last or (cfg.eval_every and step % cfg.eval_every == 0):
             val_loss = _evaluate(raw, val, cfg, rank, world, device, autocast, pad, distributed)
             if val_loss is not None:
                 state.val_loss = val_loss
                 _log(ctx, state, rank, {"val/loss": val_loss}, step)
-            window_start = time.perf_counter()
 
         if last or stop or step % cfg.checkpoint_every == 0:
             _save_checkpoint(state, rank, raw, optimizer, scheduler)
-            window_start = time.perf_counter()
 
     if rank == 0 and stop:
         ctx.log(f"pretrain: cancelled at step {state.step}; checkpoint saved")
@@ -161,7 +162,6 @@ def train_loop(args: dict[str, Any]) -> dict[str, Any]:
     # flush() sends fire-and-forget; a blocking call to the same reporter after it makes sure the
     # records arrived before Ray Train tears this worker down (calls from one caller run in order).
     ctx.reporter.is_cancelled()
-    return {"step": state.step, "cancelled": stop}
 
 
 def _optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
@@ -226,7 +226,7 @@ def _save_checkpoint(
     scheduler: Any,
 ) -> None:
     """All ranks report (it is a barrier); only rank 0 writes and passes a checkpoint."""
-    metrics = {"step": state.step, "tokens_seen": state.tokens_seen}
+    metrics: dict[str, float] = {"step": state.step, "tokens_seen": state.tokens_seen}
     if state.train_loss is not None:
         metrics["train_loss"] = state.train_loss
     if state.val_loss is not None:

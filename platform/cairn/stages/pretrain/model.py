@@ -34,7 +34,7 @@ def llama_config(config: PretrainConfig, data: DatasetInfo) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=padded_vocab_size(data.vocab_size),
         hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size,
+        intermediate_size=config.intermediate_size or 4 * config.hidden_size,
         num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_heads,
         num_key_value_heads=config.num_kv_heads or config.num_heads,

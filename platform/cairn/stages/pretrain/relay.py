@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import ray
-from cairn.context import LocalReporter, RayReporterHandle
+
+from cairn.context import LocalReporter, RayReporterHandle, StepContext
 
 RELAY_INTERVAL_S = 0.5
 
@@ -25,10 +26,10 @@ RELAY_INTERVAL_S = 0.5
 @contextmanager
 def worker_context(ctx: Any) -> Iterator[Any]:
     """Yield a context that can be shipped to Ray Train workers and reports into `ctx`."""
-    if isinstance(ctx.reporter, RayReporterHandle) or not dataclasses.is_dataclass(ctx):
+    if not isinstance(ctx, StepContext) or isinstance(ctx.reporter, RayReporterHandle):
         yield ctx
         return
-    actor = ray.remote(num_cpus=0)(LocalReporter).remote()
+    actor: Any = ray.remote(num_cpus=0)(LocalReporter).remote()
     remote_ctx = dataclasses.replace(ctx, reporter=RayReporterHandle(actor), _buffer=[])
     done = threading.Event()
 
