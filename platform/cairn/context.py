@@ -25,6 +25,7 @@ class Reporter(Protocol):
     def drain(self) -> list[dict[str, Any]]: ...
     def cancel(self) -> None: ...
     def is_cancelled(self) -> bool: ...
+    def close(self) -> None: ...
 
 
 class LocalReporter:
@@ -50,33 +51,68 @@ class LocalReporter:
     def is_cancelled(self) -> bool:
         return self._cancelled
 
+    def close(self) -> None:
+        pass
+
+
+class ReporterHub:
+    """Many steps' channels in one place: the Ray executor runs one of these as an actor for all
+    its steps (an actor per step would cost a worker process, and ~0.7 s, each)."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, LocalReporter] = {}
+
+    def _channel(self, key: str) -> LocalReporter:
+        return self._channels.setdefault(key, LocalReporter())
+
+    def push(self, key: str, records: list[dict[str, Any]]) -> None:
+        self._channel(key).push(records)
+
+    def drain(self, key: str) -> list[dict[str, Any]]:
+        return self._channel(key).drain()
+
+    def cancel(self, key: str) -> None:
+        self._channel(key).cancel()
+
+    def is_cancelled(self, key: str) -> bool:
+        return self._channel(key).is_cancelled()
+
+    def close(self, key: str) -> None:
+        self._channels.pop(key, None)
+
 
 class RayReporterHandle:
-    """Client side of a `ReporterActor`: the same `Reporter` methods over a Ray actor handle.
+    """One channel of a `ReporterHub` actor, with the `Reporter` methods.
 
     Picklable, so a stage can hand it (inside its ctx) to Ray Train workers on other nodes.
+    Calls from one process to the actor run in order, so a blocking call after `push` (such as
+    `is_cancelled`) returns only once the pushed records are in.
     """
 
-    def __init__(self, actor: Any) -> None:
+    def __init__(self, actor: Any, key: str) -> None:
         self.actor = actor
+        self.key = key
 
     def push(self, records: list[dict[str, Any]]) -> None:
-        self.actor.push.remote(records)  # fire and forget: reporting never blocks training
+        self.actor.push.remote(self.key, records)  # fire and forget: never blocks training
 
     def drain(self) -> list[dict[str, Any]]:
         import ray
 
-        return ray.get(self.actor.drain.remote())
+        return ray.get(self.actor.drain.remote(self.key))
 
     def cancel(self) -> None:
         import ray
 
-        ray.get(self.actor.cancel.remote())
+        ray.get(self.actor.cancel.remote(self.key))
 
     def is_cancelled(self) -> bool:
         import ray
 
-        return ray.get(self.actor.is_cancelled.remote())
+        return ray.get(self.actor.is_cancelled.remote(self.key))
+
+    def close(self) -> None:
+        self.actor.close.remote(self.key)
 
 
 @dataclass

@@ -8,11 +8,12 @@ are off.
 from __future__ import annotations
 
 import os
+import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from typing import Any, Protocol
 
-from cairn.context import LocalReporter, RayReporterHandle, Reporter
+from cairn.context import LocalReporter, RayReporterHandle, Reporter, ReporterHub
 from cairn.runner import StepPayload, execute_step
 from cairn.stages.base import Resources
 
@@ -67,7 +68,7 @@ class RayExecutor:
         self.address = address
         self.num_cpus = num_cpus
         self._remote: Any = None
-        self._reporter_cls: Any = None
+        self._hub: Any = None
 
     def _start(self) -> None:
         if self._remote is not None:
@@ -86,29 +87,11 @@ class RayExecutor:
             # would clash with the one a Ray job's driver already has.
             ray.init(**kwargs)
         self._remote = ray.remote(max_retries=0)(execute_step)
-
-        @ray.remote(num_cpus=0)
-        class ReporterActor:
-            def __init__(self) -> None:
-                self.r = LocalReporter()
-
-            def push(self, records: list[dict[str, Any]]) -> None:
-                self.r.push(records)
-
-            def drain(self) -> list[dict[str, Any]]:
-                return self.r.drain()
-
-            def cancel(self) -> None:
-                self.r.cancel()
-
-            def is_cancelled(self) -> bool:
-                return self.r.is_cancelled()
-
-        self._reporter_cls = ReporterActor
+        self._hub = ray.remote(num_cpus=0)(ReporterHub).remote()
 
     def reporter(self) -> Reporter:
         self._start()
-        return RayReporterHandle(self._reporter_cls.remote())
+        return RayReporterHandle(self._hub, uuid.uuid4().hex)
 
     def submit(self, payload: StepPayload, launcher: str, reporter: Reporter) -> Any:
         self._start()

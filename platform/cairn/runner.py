@@ -35,10 +35,11 @@ class StepPayload:
     fingerprint: str
     store_root: str
     checkpoint_dir: str
+    module: str | None = None  # where the kind's spec lives, for kinds registered at run time
 
 
 def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
-    spec = stages.get(payload.kind)
+    spec = stages.get(payload.kind, payload.module)
     config = spec.config_model.model_validate(payload.config)
     store = ArtifactStore(payload.store_root)
     inputs: dict[str, Any] = {}

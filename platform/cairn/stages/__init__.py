@@ -20,11 +20,19 @@ def registry() -> dict[str, StageSpec]:
     return {kind: importlib.import_module(mod).SPEC for kind, mod in _KINDS.items()}
 
 
-def get(kind: str) -> StageSpec:
-    """The spec of one kind, importing only its module."""
+def get(kind: str, module: str | None = None) -> StageSpec:
+    """The spec of one kind, importing only its module (or `module`, where a worker is told
+    which module the driver took the kind from)."""
     import importlib
 
-    return importlib.import_module(_KINDS[kind]).SPEC
+    mod = importlib.import_module(module or _KINDS[kind])
+    spec = getattr(mod, "SPEC", None)
+    if isinstance(spec, StageSpec) and spec.kind == kind:
+        return spec
+    for value in vars(mod).values():
+        if isinstance(value, StageSpec) and value.kind == kind:
+            return value
+    raise KeyError(f"module {mod.__name__} defines no stage kind '{kind}'")
 
 
 def kinds() -> list[str]:

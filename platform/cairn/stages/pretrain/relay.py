@@ -18,7 +18,7 @@ from typing import Any
 
 import ray
 
-from cairn.context import LocalReporter, RayReporterHandle, StepContext
+from cairn.context import RayReporterHandle, ReporterHub, StepContext
 
 RELAY_INTERVAL_S = 0.5
 
@@ -29,16 +29,17 @@ def worker_context(ctx: Any) -> Iterator[Any]:
     if not isinstance(ctx, StepContext) or isinstance(ctx.reporter, RayReporterHandle):
         yield ctx
         return
-    actor: Any = ray.remote(num_cpus=0)(LocalReporter).remote()
-    remote_ctx = dataclasses.replace(ctx, reporter=RayReporterHandle(actor), _buffer=[])
+    actor: Any = ray.remote(num_cpus=0)(ReporterHub).remote()
+    remote = RayReporterHandle(actor, "relay")
+    remote_ctx = dataclasses.replace(ctx, reporter=remote, _buffer=[])
     done = threading.Event()
 
     def relay() -> None:
-        records = ray.get(actor.drain.remote())
+        records = remote.drain()
         if records:
             ctx.reporter.push(records)
         if ctx.reporter.is_cancelled():
-            ray.get(actor.cancel.remote())
+            remote.cancel()
 
     def loop() -> None:
         while not done.wait(RELAY_INTERVAL_S):
