@@ -43,7 +43,9 @@ def toy_kinds(monkeypatch):
 
     specs = {"toy_count": toy.COUNT, "toy_fit": toy.FIT}
     real_get = stages.get
-    monkeypatch.setattr(stages, "get", lambda kind, module=None: specs.get(kind) or real_get(kind, module))
+    monkeypatch.setattr(
+        stages, "get", lambda kind, module=None: specs.get(kind) or real_get(kind, module)
+    )
 
 
 @pytest.fixture

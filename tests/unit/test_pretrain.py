@@ -230,7 +230,7 @@ def test_tiny_run_learns_and_writes_a_loadable_model(reference) -> None:
     model_dir = ctx.output_path("model")
     names = {p.name for p in model_dir.iterdir()}
     assert {"config.json", "model.safetensors", "generation_config.json"} <= names
-    assert {"tokenizer.json", "training_metrics.jsonl", "checkpoints.json"} <= names
+    assert {"tokenizer.json", "training_metrics.jsonl", "checkpoints.json", "loss.png"} <= names
     assert not any((model_dir / n).is_dir() for n in names)  # no Ray Train checkpoint copied in
     history = [json.loads(line) for line in (model_dir / "training_metrics.jsonl").open()]
     assert history == [{"step": r["step"], **r["values"]} for r in metrics]

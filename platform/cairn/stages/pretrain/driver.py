@@ -20,6 +20,7 @@ from ray.train.torch import TorchTrainer
 from transformers import AutoTokenizer
 
 from cairn.errors import CairnError, StageError, StepCancelled
+from cairn.plots import plot_losses
 from cairn.stages.base import Context, InputArtifact, Inputs, Outputs, Resources
 from cairn.stages.pretrain import PretrainConfig
 from cairn.stages.pretrain.data import DatasetInfo, check_batch, inspect_dataset
@@ -70,6 +71,9 @@ def train(
         "".join(json.dumps(row) + "\n" for row in state.history)
     )
     (out / "checkpoints.json").write_text(json.dumps(_checkpoint_index(result, ctx), indent=2))
+    plot_losses(
+        state.history, out / "loss.png", f"{ctx.step}: {count_parameters(model):,} parameters"
+    )
     ctx.log(f"pretrain: wrote {ARCHITECTURE} ({count_parameters(model):,} parameters) to {out}")
     return {
         "model": {
