@@ -89,7 +89,7 @@ def main() -> None:
     )
     for work_ms in args.work_ms:
         peer, cairn = [], []
-        for rep in range(args.repeats):
+        for _ in range(args.repeats):
             tmp = Path(tempfile.mkdtemp(prefix="cairn-bench-"))
             t0 = time.perf_counter()
             for i in range(args.steps):

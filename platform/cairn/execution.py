@@ -88,7 +88,7 @@ class Execution:
     def go(self) -> RunResult:
         e = self.e
         with e.sessions.begin() as s:
-            run = s.get(Run, self.run_id)
+            run = s.get_one(Run, self.run_id)
             run.state, run.started_at = "running", utcnow()
             run.driver_host, run.driver_pid, run.heartbeat_at = (
                 socket.gethostname(),
@@ -113,7 +113,7 @@ class Execution:
             },
         )
         with e.sessions.begin() as s:
-            s.get(Run, self.run_id).mlflow_run_id = self.parent_mlflow
+            s.get_one(Run, self.run_id).mlflow_run_id = self.parent_mlflow
         error = None
         try:
             self._loop()
@@ -154,7 +154,7 @@ class Execution:
             return
         self._last_beat = time.monotonic()
         with self.e.sessions.begin() as s:
-            run = s.get(Run, self.run_id)
+            run = s.get_one(Run, self.run_id)
             run.heartbeat_at = utcnow()
             if run.cancel_requested and not self.cancelled:
                 self.cancelled = True
@@ -179,9 +179,10 @@ class Execution:
         for slot, refs in step.inputs.items():
             items = []
             for ref in refs:
-                if ref.external:
+                if ref.uri is not None:
                     items.append(self._source(ref.uri, ref.text, step.spec.inputs[slot].type))
                 else:
+                    assert ref.step is not None and ref.output is not None  # validated spec
                     art = self.outputs[ref.step][ref.output]
                     items.append({**art, "name": ref.text})
             out[slot] = items
@@ -262,6 +263,35 @@ class Execution:
                 }
             return found
 
+    def _new_step_run(self, s: Any, step: Step, state: str, **fields: Any) -> StepRun:
+        """Insert a step run row (flushed, so it has an id) for `step` in this run."""
+        sr = StepRun(
+            run_id=self.run_id,
+            step=step.name,
+            kind=step.kind,
+            state=state,
+            config=step.config.model_dump(mode="json"),
+            resources=step.resources.model_dump(),
+            **{"attempt": 1, **fields},
+        )
+        s.add(sr)
+        s.flush()
+        return sr
+
+    def _open_mlflow_step(
+        self, step: Step, inputs: dict[str, list[dict[str, Any]]], tags: dict[str, str]
+    ) -> str:
+        """A nested MLflow run for a step run, with its inputs as datasets (placeholder id)."""
+        mid = self.e.tracker.start_step(
+            self.parent_mlflow,
+            self.run_id,
+            step.name,
+            step.config.model_dump(mode="json"),
+            {"cairn.kind": step.kind, **tags},
+        )
+        self.e.tracker.log_datasets(mid, _datasets(inputs))
+        return mid
+
     def _record_cached(
         self,
         step: Step,
@@ -270,21 +300,19 @@ class Execution:
         arts: dict[str, dict[str, Any]],
     ) -> None:
         now = utcnow()
+        tags = {"cairn.state": "cached", "cairn.fingerprint": fp, **_digest_tags(arts)}
+        mid = self._open_mlflow_step(step, inputs, tags)
+        self.e.tracker.end(mid, "cached")
         with self.e.sessions.begin() as s:
-            sr = StepRun(
-                run_id=self.run_id,
-                step=step.name,
-                kind=step.kind,
-                attempt=1,
-                state="cached",
+            sr = self._new_step_run(
+                s,
+                step,
+                "cached",
                 fingerprint=fp,
-                config=step.config.model_dump(mode="json"),
-                resources=step.resources.model_dump(),
                 started_at=now,
                 finished_at=now,
+                mlflow_run_id=mid,
             )
-            s.add(sr)
-            s.flush()
             self._link(s, sr.id, inputs, arts)
             self.event(
                 s,
@@ -294,23 +322,6 @@ class Execution:
                 step=step.name,
                 artifacts={k: v["digest"] for k, v in arts.items()},
             )
-            sr_id = sr.id
-        mid = self.e.tracker.start_step(
-            self.parent_mlflow,
-            self.run_id,
-            step.name,
-            step.config.model_dump(mode="json"),
-            {
-                "cairn.kind": step.kind,
-                "cairn.state": "cached",
-                "cairn.fingerprint": fp,
-                **_digest_tags(arts),
-            },
-        )
-        self.e.tracker.log_datasets(mid, _datasets(inputs))
-        self.e.tracker.end(mid, "cached")
-        with self.e.sessions.begin() as s:
-            s.get(StepRun, sr_id).mlflow_run_id = mid
         self._done(step, "cached", arts, attempts=1)
 
     def _link(
@@ -337,20 +348,18 @@ class Execution:
     def _submit(
         self, step: Step, fp: str, inputs: dict[str, list[dict[str, Any]]], attempt: int
     ) -> None:
+        tags = {"cairn.fingerprint": fp, "cairn.attempt": str(attempt)}
+        mid = self._open_mlflow_step(step, inputs, tags)
         with self.e.sessions.begin() as s:
-            sr = StepRun(
-                run_id=self.run_id,
-                step=step.name,
-                kind=step.kind,
+            sr = self._new_step_run(
+                s,
+                step,
+                "running",
                 attempt=attempt,
-                state="running",
                 fingerprint=fp,
-                config=step.config.model_dump(mode="json"),
-                resources=step.resources.model_dump(),
                 started_at=utcnow(),
+                mlflow_run_id=mid,
             )
-            s.add(sr)
-            s.flush()
             self._link(s, sr.id, inputs, {})
             self.event(
                 s,
@@ -361,16 +370,6 @@ class Execution:
                 attempt=attempt,
             )
             sr_id = sr.id
-        mid = self.e.tracker.start_step(
-            self.parent_mlflow,
-            self.run_id,
-            step.name,
-            step.config.model_dump(mode="json"),
-            {"cairn.kind": step.kind, "cairn.fingerprint": fp, "cairn.attempt": str(attempt)},
-        )
-        self.e.tracker.log_datasets(mid, _datasets(inputs))
-        with self.e.sessions.begin() as s:
-            s.get(StepRun, sr_id).mlflow_run_id = mid
         reporter = self.e.executor.reporter()
         payload = StepPayload(
             run_id=self.run_id,
@@ -389,7 +388,7 @@ class Execution:
             handle = self.e.executor.submit(payload, step.spec.launcher, reporter)
         except BaseException as ex:
             with self.e.sessions.begin() as s:
-                sr = s.get(StepRun, sr_id)
+                sr = s.get_one(StepRun, sr_id)
                 sr.state, sr.finished_at, sr.error = "failed", utcnow(), f"could not start: {ex}"
             self.e.tracker.end(mid, "failed")
             self.results[step.name].state, self.results[step.name].error = "failed", str(ex)
@@ -480,7 +479,7 @@ class Execution:
                             )
                         )
             self._link(s, r.step_run_id, {}, arts)
-            sr = s.get(StepRun, r.step_run_id)
+            sr = s.get_one(StepRun, r.step_run_id)
             sr.state, sr.finished_at = "succeeded", utcnow()
             sr.node_id, sr.worker = result.get("node"), result.get("worker")
             self.event(
@@ -524,7 +523,7 @@ class Execution:
         msg = f"{type(ex).__name__}: {ex}"
         attempt = self.results[r.step.name].attempts
         with self.e.sessions.begin() as s:
-            sr = s.get(StepRun, r.step_run_id)
+            sr = s.get_one(StepRun, r.step_run_id)
             sr.state, sr.finished_at, sr.error = state, utcnow(), msg
             detail = "".join(traceback.format_exception(ex))[-4000:]
             self.event(
@@ -555,19 +554,7 @@ class Execution:
 
     def _skip(self, step: Step, why: str) -> None:
         with self.e.sessions.begin() as s:
-            sr = StepRun(
-                run_id=self.run_id,
-                step=step.name,
-                kind=step.kind,
-                attempt=1,
-                state="cancelled",
-                config=step.config.model_dump(mode="json"),
-                resources=step.resources.model_dump(),
-                finished_at=utcnow(),
-                error=why,
-            )
-            s.add(sr)
-            s.flush()
+            sr = self._new_step_run(s, step, "cancelled", finished_at=utcnow(), error=why)
             self.event(s, "step_cancelled", f"{step.name}: not run ({why})", sr.id, step=step.name)
         self.results[step.name].error = why
         self._done(step, "cancelled", {}, attempts=0)
@@ -590,7 +577,7 @@ class Execution:
             except Exception as ex:  # already finished or its worker is gone: still mark it
                 self.write_log(r.step.name, f"[cancel] {ex}")
             with self.e.sessions.begin() as s:
-                sr = s.get(StepRun, r.step_run_id)
+                sr = s.get_one(StepRun, r.step_run_id)
                 sr.state, sr.finished_at, sr.error = "cancelled", utcnow(), why
                 self.event(
                     s,
@@ -623,7 +610,7 @@ class Execution:
         if state == "failed" and not error and failed:
             error = "; ".join(f"{n}: {self.results[n].error}" for n in failed)
         with self.e.sessions.begin() as s:
-            run = s.get(Run, self.run_id)
+            run = s.get_one(Run, self.run_id)
             run.state, run.finished_at, run.error = state, utcnow(), error
             self.event(s, "run_finished", f"run {state}" + (f": {error}" if error else ""))
         if self.parent_mlflow:
@@ -642,7 +629,7 @@ class Execution:
         """Placeholders the tracker thread resolved before the engine stored them."""
         with self.e.sessions.begin() as s:
             rows = [
-                s.get(Run, self.run_id),
+                s.get_one(Run, self.run_id),
                 *s.scalars(select(StepRun).where(StepRun.run_id == self.run_id)),
             ]
             for row in rows:
