@@ -248,6 +248,7 @@ def logs(
     step: Annotated[
         str | None, typer.Argument(help="one step (default: the run's own log and every step's)")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show a run's logs: engine events and what each step reported; the Ray job's driver log if submitted."""
     from cairn.db.models import Run
@@ -272,6 +273,17 @@ def logs(
         known = ", ".join(p.stem for p in d.glob("*.log")) or "(none yet)"
         err.print(f"no log for step '{step}' in run {run_id}; logs exist for: {known}")
         raise typer.Exit(1)
+    if as_json:
+        data: dict[str, Any] = {f.stem: f.read_text() for f in files if f.exists()}
+        if address and not step:
+            from cairn import jobs
+
+            try:
+                data["ray job driver"] = jobs.job_logs(address, run_id)
+            except CairnError as e:
+                data["ray job driver"] = f"(unavailable: {e})"
+        _emit({"run_id": run_id, "logs": data})
+        return
     for f in files:
         if f.exists():
             out.print(f"[bold]── {f.stem} ──[/]")

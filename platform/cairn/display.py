@@ -58,6 +58,7 @@ class _Row:
     total: float | None = None
     message: str = ""
     started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
 
 
 class PlainDisplay:
@@ -114,7 +115,8 @@ class RichDisplay:
             if r.total:
                 frac = min(1.0, r.done / r.total)
                 bar = "█" * int(frac * 20) + "░" * (20 - int(frac * 20)) + f" {frac:4.0%}"
-            elapsed = "" if r.state == "pending" else f"{time.monotonic() - r.started:5.1f}s"
+            end = r.finished or time.monotonic()
+            elapsed = "" if r.state == "pending" else f"{end - r.started:5.1f}s"
             t.add_row(name, f"[{STYLE.get(r.state, '')}]{r.state}[/]", bar, elapsed, r.message[:70])
         return t
 
@@ -131,6 +133,7 @@ class RichDisplay:
                 r.started = time.monotonic()
             if state in ("succeeded", "cached", "failed", "cancelled"):
                 r.done = r.total or r.done
+                r.finished = time.monotonic()
             r.state = state
         if progress:
             r.done, r.total = progress

@@ -98,6 +98,7 @@ class Execution:
             self.event(s, "run_started", f"running {self.wf.name} ({len(self.wf.steps)} steps)")
             if self.resumed_from:
                 self.reusable = self._reusable_from(s, self.resumed_from)
+        self.e.display.update("run", state="running", message=self.run_id)
         self.parent_mlflow = e.tracker.start_run(
             self.run_id,
             self.wf.name,
@@ -190,7 +191,6 @@ class Execution:
 
     def _source(self, uri: str, text: str, type_: ArtifactType) -> dict[str, Any]:
         if uri not in self.sources:
-            self.e.display.update("run", message=f"digesting source {text}")
             digest, manifest = describe_source(uri, type_.value)
             with self.e.sessions.begin() as s:
                 if s.get(ArtifactRow, digest) is None:

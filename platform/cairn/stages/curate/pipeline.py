@@ -140,7 +140,7 @@ def curate(config: CurateConfig, inputs: dict[str, Any], ctx: Context) -> dict[s
     ctx.log(
         f"wrote {len(train_rows)} train and {len(val_rows)} validation sequences of "
         f"{config.seq_len} tokens ({n_tokens - train_rows.size - val_rows.size} tail tokens "
-        f"dropped) to {out}"
+        "dropped)"
     )
     ctx.log_metrics(
         {

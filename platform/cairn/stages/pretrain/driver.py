@@ -74,7 +74,7 @@ def train(
     plot_losses(
         state.history, out / "loss.png", f"{ctx.step}: {count_parameters(model):,} parameters"
     )
-    ctx.log(f"pretrain: wrote {ARCHITECTURE} ({count_parameters(model):,} parameters) to {out}")
+    ctx.log(f"pretrain: wrote {ARCHITECTURE} ({count_parameters(model):,} parameters)")
     return {
         "model": {
             "parameters": count_parameters(model),
