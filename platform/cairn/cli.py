@@ -8,6 +8,7 @@ Errors the user can fix are printed without a traceback and exit with 2 (bad inp
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,8 +37,27 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on 
 RunArg = Annotated[str, typer.Argument(help="run id (see `cairn runs`)")]
 
 
+_json_out: Any = None
+
+
+def _claim_stdout() -> None:
+    """Reserve stdout for the one JSON object of a `--json` run.
+
+    Ray prints its own messages (e.g. "(raylet) A worker died…") to the driver's stdout, at any
+    time, even after the run: file descriptor 1 now points at stderr for the rest of the
+    process, and `_emit` writes to a duplicate of the real stdout.
+    """
+    global _json_out
+    if _json_out is None:
+        sys.stdout.flush()
+        _json_out = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
+
+
 def _emit(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    stream = _json_out or sys.stdout
+    stream.write(json.dumps(data, indent=2, default=str) + "\n")
+    stream.flush()
 
 
 def _fail(e: CairnError, as_json: bool) -> None:
@@ -98,6 +118,8 @@ def run(
     from cairn.display import PlainDisplay, RichDisplay
     from cairn.spec import load_workflow
 
+    if as_json:
+        _claim_stdout()
     try:
         wf = load_workflow(file)
         if err.is_terminal and not as_json:
@@ -325,6 +347,8 @@ def resume(run_id: RunArg, as_json: JsonOpt = False) -> None:
     """Start a new run linked to RUN; steps it finished come from the cache, the rest run."""
     from cairn.display import PlainDisplay
 
+    if as_json:
+        _claim_stdout()
     try:
         result = _engine(PlainDisplay()).resume(run_id)
     except CairnError as e:

@@ -196,3 +196,45 @@ def test_submit_to_a_ray_head_then_status_and_logs(tmp_path, ray_head):
     from cairn.jobs import job_status
 
     assert job_status(ray_head, run_id).endswith("SUCCEEDED")
+
+
+def test_cancel_stops_a_training_step(tmp_path):
+    home = tmp_path / "home"
+    wf = write_tiny(tmp_path / "wf", max_steps=5000, checkpoint_every=50)
+    driver = subprocess.Popen(
+        [*CAIRN, "run", str(wf), "--json"],
+        env=cli_env(home),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+
+        def training():
+            if not (home / "cairn.db").exists():
+                return None
+            runs = cairn_json(home, "runs").get("runs", [])
+            log = home / "logs" / runs[0]["run_id"] / "model.log" if runs else None
+            return runs[0]["run_id"] if log and log.exists() and "loss" in log.read_text() else None
+
+        run_id = wait_for(training, 300, "the model step to be training", every=2)
+        assert cairn_json(home, "cancel", run_id)["status"] == "cancelling"
+        out, _ = driver.communicate(timeout=120)  # the driver ends by itself
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    result = json.loads(out)
+    assert driver.returncode == 1
+    assert result["status"] == "cancelled"
+    assert result["steps"] == {
+        **result["steps"],
+        "model": {**result["steps"]["model"], "state": "cancelled"},
+    }
+    assert result["steps"]["corpus"]["state"] == "succeeded"
+    st = cairn_json(home, "status", run_id)
+    assert [e["type"] for e in st["events"]].count("cancel_requested") == 1
+    assert visible_artifacts_all_sealed(home / "store") == []
+    assert not list((home / "store" / "pretrain").glob("*/*/model")), (
+        "a cancelled step sealed a model"
+    )
