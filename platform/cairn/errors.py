@@ -49,7 +49,3 @@ class StageError(CairnError):
 
 class StepCancelled(CairnError):
     """Raised inside a stage when its run was cancelled."""
-
-
-class ArtifactCorrupt(CairnError):
-    """An artifact's files no longer match its manifest."""

@@ -36,10 +36,6 @@ class Artifact:
     type: str
     manifest: dict[str, Any]
 
-    @property
-    def size(self) -> int:
-        return sum(f["size"] for f in self.manifest.get("files", []))
-
 
 def canonical_json(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, indent=1, ensure_ascii=False).encode() + b"\n"

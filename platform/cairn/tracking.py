@@ -10,7 +10,6 @@ sampled one; models become MLflow 3 LoggedModels linked to their source run.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -230,10 +229,6 @@ class MemoryTracker:
     def end(self, mlflow_run_id: str, status: str) -> None:
         self.calls += 1
         self.runs[mlflow_run_id].status = _STATUS.get(status, "FAILED")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class TrackingError(Exception):

@@ -25,10 +25,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-RUN_STATES = ("pending", "running", "succeeded", "failed", "cancelled")
-STEP_STATES = ("pending", "running", "succeeded", "failed", "cancelled", "cached")
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "cached"})
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -53,6 +49,7 @@ class Run(Base):
     workflow_path: Mapped[str] = mapped_column(Text)
     workflow_text: Mapped[str] = mapped_column(Text)
     workflow_digest: Mapped[str] = mapped_column(String(64))
+    # pending → running → succeeded | failed | cancelled
     state: Mapped[str] = mapped_column(String(16), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -79,6 +76,7 @@ class StepRun(Base):
     step: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32))
     attempt: Mapped[int] = mapped_column(Integer, default=1)
+    # pending → running → succeeded | failed | cancelled, or cached (a verified cache hit)
     state: Mapped[str] = mapped_column(String(16))
     fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

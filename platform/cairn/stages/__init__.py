@@ -13,13 +13,6 @@ _KINDS = {
 }
 
 
-def registry() -> dict[str, StageSpec]:
-    """All registered kinds, imported on first use (stage modules import heavy libraries lazily)."""
-    import importlib
-
-    return {kind: importlib.import_module(mod).SPEC for kind, mod in _KINDS.items()}
-
-
 def get(kind: str, module: str | None = None) -> StageSpec:
     """The spec of one kind, importing only its module (or `module`, where a worker is told
     which module the driver took the kind from)."""
