@@ -46,9 +46,7 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
     for slot, items in payload.inputs.items():
         arts = [
             InputArtifact(
-                path=Path(i["uri"])
-                if i["type"] == ArtifactType.RAW and "://" not in i["uri"]
-                else store.local_path(i["uri"], i["digest"]),
+                path=store.local_path(i["uri"], i["digest"]),
                 type=ArtifactType(i["type"]),
                 digest=i["digest"],
                 metadata=i.get("metadata") or {},

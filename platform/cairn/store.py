@@ -41,12 +41,17 @@ def canonical_json(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, indent=1, ensure_ascii=False).encode() + b"\n"
 
 
-def sha256_file(path: Path) -> str:
+def sha256_stream(f: Any) -> str:
+    """sha256 of an open binary file, read in chunks (artifacts can be many GB)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
+    while chunk := f.read(_CHUNK):
+        h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return sha256_stream(f)
 
 
 def hash_tree(root: Path, skip: tuple[str, ...] = (MANIFEST,)) -> list[dict[str, Any]]:
@@ -165,20 +170,23 @@ class ArtifactStore:
                     problems.append(f"{f['path']}: missing")
                     continue
                 with self.fs.open(fp, "rb") as fh:
-                    if hashlib.sha256(fh.read()).hexdigest() != f["sha256"]:
+                    if sha256_stream(fh) != f["sha256"]:
                         problems.append(f"{f['path']}: sha256 mismatch")
             extra = set()
         problems += [f"{p}: not in manifest" for p in sorted(extra)]
         return problems
 
     def local_path(self, uri: str, digest: str) -> Path:
-        """A local directory holding the artifact: itself if local, else a verified download."""
-        if self.is_local:
-            return Path(uri)
+        """A local path holding `uri` (an artifact or an external source, on any filesystem):
+        itself where it is local, else a download cached by digest."""
+        fs, path = fsspec.core.url_to_fs(uri)
+        if isinstance(fs, LocalFileSystem):
+            return Path(path)
         dest = self.cache_dir / "artifacts" / digest
-        if not (dest / MANIFEST).exists():
+        if not dest.exists():  # renamed into place whole, so existing means complete
+            dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f"{digest}.tmp-{uuid.uuid4().hex[:6]}")
-            self.fs.get(uri, str(tmp), recursive=True)
+            fs.get(path, str(tmp), recursive=fs.isdir(path))
             os.rename(tmp, dest)
         return dest
 
@@ -193,7 +201,7 @@ def describe_source(uri: str, type_: str) -> tuple[str, dict[str, Any]]:
         entries = [path] if fs.isfile(path) else sorted(fs.find(path))
         for e in entries:
             with fs.open(e, "rb") as fh:
-                digest = hashlib.sha256(fh.read()).hexdigest()
+                digest = sha256_stream(fh)
             rel = os.path.relpath(e, path) if e != path else os.path.basename(e)
             files.append({"path": rel, "size": fs.size(e), "sha256": digest})
     if not files:

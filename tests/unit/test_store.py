@@ -113,3 +113,19 @@ def test_sources_are_digested_in_place_and_deterministically(tmp_path):
     with pytest.raises(CairnError, match="has no files"):
         (tmp_path / "empty").mkdir()
         describe_source(str(tmp_path / "empty"), "raw")
+
+
+def test_inputs_are_read_from_their_own_filesystem_not_the_stores(tmp_path):
+    # a local source feeding a remote store is read where it lies
+    remote = ArtifactStore(f"memory://cairn-{uuid.uuid4().hex}", cache_dir=tmp_path / "cache")
+    src = fill(tmp_path / "src")
+    assert remote.local_path(str(src), "d1") == src
+    # a remote source (another filesystem) feeding a local store is downloaded, once, by digest
+    local = ArtifactStore(tmp_path / "store", cache_dir=tmp_path / "cache2")
+    fs = remote.fs
+    uri = f"memory://src-{uuid.uuid4().hex}"
+    fs.pipe(f"{uri}/a.txt", b"alpha")
+    got = local.local_path(uri, "d2")
+    assert (got / "a.txt").read_bytes() == b"alpha"
+    fs.rm(uri, recursive=True)
+    assert local.local_path(uri, "d2") == got  # cached: not fetched again
