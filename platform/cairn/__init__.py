@@ -6,7 +6,7 @@ The documented Python API:
     result = cairn.run(wf)                                   # on the embedded default
     run_id = cairn.submit(wf, "http://HEAD:8265")            # on a Ray cluster (Jobs API)
     tree = cairn.lineage(result.steps["model"].artifacts["model"]["digest"])
-    problems = cairn.audit(uri)                              # re-hash an artifact; [] when intact
+    report = cairn.audit(".cairn/store/release/…/release")   # verify a release; report.ok
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ def lineage(digest: str) -> dict[str, Any]:
         return _lineage(s, digest)
 
 
-def audit(uri: str, digest: str | None = None) -> list[str]:
-    """Re-hash the artifact at `uri` against its manifest (and `digest`); returns the problems."""
-    from cairn.settings import Settings
-    from cairn.store import ArtifactStore
+def audit(path: str, load_model: bool = True) -> Any:
+    """Verify a release bundle (or re-hash one artifact) at `path`; returns an `AuditReport`
+    whose `.ok` is True only when every check holds and whose checks name each bad file."""
+    from cairn.audit import audit as _audit
 
-    return ArtifactStore(Settings.from_env().store).verify(uri, digest)
+    return _audit(path, load_model=load_model)

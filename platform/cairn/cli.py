@@ -358,27 +358,56 @@ def resume(run_id: RunArg, as_json: JsonOpt = False) -> None:
 
 @app.command()
 def lineage(
-    digest: Annotated[str, typer.Argument(help="artifact digest (or a unique prefix)")],
+    artifact: Annotated[
+        str,
+        typer.Argument(
+            help="artifact digest (or a unique prefix), a release bundle or an artifact directory"
+        ),
+    ],
+    fmt: Annotated[
+        str,
+        typer.Option("--format", "-f", help="tree (default), dot (Graphviz) or mermaid"),
+    ] = "tree",
     as_json: JsonOpt = False,
 ) -> None:
-    """Show an artifact's ancestry: which steps, runs and sources produced it."""
+    """Show an artifact's ancestry: which steps, runs and sources produced it.
+
+    `cairn lineage 3f2a` reads Cairn's database; `cairn lineage PATH` reads a release's
+    lineage.json or walks an artifact's manifests, so it works on a downloaded release too.
+    `--format dot | mermaid` prints a graph to paste into Graphviz or a Markdown file.
+    """
     from rich.tree import Tree
 
+    from cairn import graphs
     from cairn.report import lineage as lineage_of
 
+    if fmt not in ("tree", "dot", "mermaid"):
+        _fail(CairnError(f"--format {fmt}: use tree, dot or mermaid"), as_json)
     try:
-        with _engine().sessions() as s:
-            data = lineage_of(s, digest)
+        if Path(artifact).exists():
+            nodes, edges, root_digest = graphs.from_path(artifact)
+            data = graphs.nest(nodes, edges, root_digest)
+        else:
+            with _engine().sessions() as s:
+                data = lineage_of(s, artifact)
+            nodes, edges = graphs.flatten(data)
     except CairnError as e:
         _fail(e, as_json)
+    except (OSError, ValueError, KeyError) as e:
+        _fail(CairnError(f"{artifact}: not a release bundle or artifact directory ({e})"), as_json)
     if as_json:
-        _emit(data)
+        _emit(data if fmt == "tree" else {"nodes": nodes, "edges": edges})
+        return
+    if fmt != "tree":
+        sys.stdout.write(
+            graphs.to_dot(nodes, edges) if fmt == "dot" else graphs.to_mermaid(nodes, edges)
+        )
         return
 
     def label(n: dict[str, Any]) -> str:
         made = (
-            f" ← {n['step']} ({n['kind']}, run {n['run_id']})"
-            if n["step"]
+            f" ← {n['step']} ({n['kind']}, run {n.get('run_id')})"
+            if n.get("step")
             else f" ← source {n['uri']}"
         )
         return f"[bold]{n['type']}[/] {n['digest'][:16]}{made}"
@@ -390,6 +419,48 @@ def lineage(
     root = Tree(label(data))
     add(root, data)
     out.print(root)
+
+
+@app.command()
+def audit(
+    path: Annotated[str, typer.Argument(help="a release bundle directory (or one artifact)")],
+    no_load: Annotated[
+        bool, typer.Option("--no-load", help="skip loading the model (faster)")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify a release: checksums, lineage back to raw sources, copies, evals, model loads.
+
+    Exit code 0 only when every check holds; each failure names the file. Needs only the
+    bundle: no database, store or network.
+    """
+    from cairn.audit import audit as run_audit
+
+    if not Path(path).is_dir():
+        _fail(CairnError(f"{path}: no such directory; give the path of a release bundle"), as_json)
+    report = run_audit(path, load_model=not no_load)
+    if as_json:
+        _emit(report.to_dict())
+    else:
+        out.print(f"audit of {report.path}")
+        for c in report.checks:
+            mark = "[green]✓[/]" if c.ok else "[red]✗[/]"
+            out.print(f"  {mark} {c.name:<10} {c.detail}", highlight=False)
+            for problem in c.problems[:50]:
+                out.print(f"      [red]{problem}[/]", highlight=False)
+            if len(c.problems) > 50:
+                out.print(f"      … and {len(c.problems) - 50} more", highlight=False)
+        if report.bundle_digest:
+            out.print(f"  release digest (sha256 of SHA256SUMS): {report.bundle_digest}")
+        if report.model_digest:
+            out.print(f"  model digest: {report.model_digest}")
+        out.print(
+            "[bold green]PASS[/]: every check holds"
+            if report.ok
+            else "[bold red]FAIL[/]: the release does not verify (see above)"
+        )
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @db_app.command("upgrade")

@@ -126,6 +126,7 @@ class StepContext:
     checkpoint_dir: Path
     scratch_dir: Path
     reporter: Any
+    workflow: dict[str, Any] = field(default_factory=dict)
     flush_interval_s: float = 1.0
     _buffer: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _last_flush: float = field(default=0.0, repr=False)

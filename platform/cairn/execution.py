@@ -46,6 +46,7 @@ class Execution(Outcomes):
         self.sources: dict[str, dict[str, Any]] = {}
         self.reusable: set[str] = set()
         self.parent_mlflow: str = ""
+        self.workflow_info: dict[str, Any] = {}
         self.cancelled = False
         self.log_dir = engine.settings.logs_dir(run_id)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -65,6 +66,13 @@ class Execution(Outcomes):
             self.event(s, "run_started", f"running {self.wf.name} ({len(self.wf.steps)} steps)")
             if self.resumed_from:
                 self.reusable = self._reusable_from(s, self.resumed_from)
+            self.workflow_info = {
+                "name": self.wf.name,
+                "path": str(self.wf.path),
+                "digest": self.wf.digest,
+                "git": run.code_version,
+                "text": self.wf.text,
+            }
         self.e.display.update("run", state="running", message=self.run_id)
         self.parent_mlflow = e.tracker.start_run(
             self.run_id,
@@ -191,6 +199,8 @@ class Execution(Outcomes):
 
     def _lookup(self, step: Step, fp: str) -> dict[str, dict[str, Any]] | None:
         """A verified artifact for every output of `fp`, or None (recompute)."""
+        if not step.spec.cacheable:  # e.g. an endpoint: a live server cannot be reused
+            return None
         with self.e.sessions.begin() as s:
             rows = s.scalars(
                 select(ArtifactRow)
@@ -268,6 +278,7 @@ class Execution(Outcomes):
             store_root=self.e.store.root,
             checkpoint_dir=str(self.e.settings.checkpoint_dir(step.name, fp)),
             module=step.spec.run.__module__,
+            workflow=self.workflow_info,
         )
         try:
             handle = self.e.executor.submit(payload, step.spec.launcher, reporter)

@@ -7,6 +7,7 @@ through the engine's background tracker.
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -153,6 +154,29 @@ class Outcomes:
                 )
             )
 
+    def _mirror_results(self, r: RunningStep, arts: dict[str, Any]) -> None:
+        """Eval scores go to MLflow tied to the model they score; a release is registered."""
+        for a in arts.values():
+            meta = a["manifest"].get("metadata") or {}
+            if a["type"] == ArtifactType.EVAL_REPORT and meta.get("metrics"):
+                self.e.tracker.log_model_metrics(
+                    r.mlflow_run_id, str(meta.get("model_digest")), meta["metrics"]
+                )
+            if a["type"] == ArtifactType.RELEASE and meta.get("register", True):
+                local = self.e.store.local_path(a["uri"], a["digest"])
+                self.e.tracker.register_model(
+                    r.mlflow_run_id,
+                    str(meta["name"]),
+                    str(local / str(meta.get("bundle", "")) / "model"),
+                    {
+                        "cairn.run_id": self.run_id,
+                        "cairn.step": r.step.name,
+                        "cairn.artifact_digest": str(meta["model_digest"]),
+                        "cairn.release_digest": a["digest"],
+                        **_lineage_tags(local / str(meta.get("bundle", ""))),
+                    },
+                )
+
     def _succeeded(self, r: RunningStep, result: dict[str, Any]) -> None:
         arts = result["artifacts"]
         with self.e.sessions.begin() as s:
@@ -209,6 +233,7 @@ class Outcomes:
                         "cairn.artifact_digest": a["digest"],
                     },
                 )
+        self._mirror_results(r, arts)
         self.e.tracker.set_tags(r.mlflow_run_id, {"cairn.state": "succeeded", **_digest_tags(arts)})
         self.e.tracker.end(r.mlflow_run_id, "succeeded")
         info = {
@@ -360,3 +385,14 @@ def _digest_tags(arts: dict[str, dict[str, Any]]) -> dict[str, str]:
     if len(arts) == 1:
         return {"cairn.artifact_digest": next(iter(arts.values()))["digest"]}
     return {f"cairn.artifact_digest.{k}": v["digest"] for k, v in arts.items()}
+
+
+def _lineage_tags(release_dir: Path) -> dict[str, str]:
+    """`cairn.lineage.<step>` = digest for every artifact the release descends from, and the
+    raw sources' digests: enough to find the whole chain from the registered model."""
+    data = json.loads((release_dir / "lineage.json").read_text())
+    tags = {f"cairn.lineage.{n['step']}": n["digest"] for n in data["nodes"] if n.get("step")}
+    tags["cairn.lineage.sources"] = ",".join(
+        n["digest"] for n in data["nodes"] if n["type"] == "raw"
+    )[:5000]
+    return tags

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cairn import stages
 from cairn.context import StepContext
 from cairn.errors import StageError
+from cairn.fingerprint import fingerprint_payload
 from cairn.stages.base import ArtifactType, InputArtifact, Resources
 from cairn.store import ArtifactStore
 
@@ -36,6 +37,9 @@ class StepPayload:
     store_root: str
     checkpoint_dir: str
     module: str | None = None  # where the kind's spec lives, for kinds registered at run time
+    # The run's workflow: name, path, digest, git (commit of its repository) and text. Recorded
+    # in every manifest (all but the text) and given to stages that describe a run (release).
+    workflow: dict[str, Any] = field(default_factory=dict)
 
 
 def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
@@ -67,6 +71,7 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
         checkpoint_dir=ckpt,
         scratch_dir=staging / "scratch",
         reporter=reporter,
+        workflow=payload.workflow,
     )
     ctx.scratch_dir.mkdir(parents=True)
     ctx.outputs_root.mkdir(parents=True)
@@ -74,11 +79,20 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
         metadata = spec.run(config, inputs, ctx) or {}
         ctx.flush()
         sealed = {}
+        # Each parent's URI is kept beside its digest so the ancestry can be walked from
+        # manifests alone (the release stage and `cairn audit` need no database).
         parents = [
-            {"slot": slot, "digest": i["digest"], "type": i["type"]}
+            {
+                "slot": slot,
+                "digest": i["digest"],
+                "type": i["type"],
+                "uri": i["uri"],
+                "name": i.get("name", ""),
+            }
             for slot, items in payload.inputs.items()
             for i in items
         ]
+        provenance = _provenance(spec, config, payload)
         for name, type_ in spec.outputs.items():
             out = ctx.outputs_root / name
             if not out.is_dir() or not any(out.iterdir()):
@@ -98,6 +112,7 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
                     "producer": {"run_id": payload.run_id, "step_run_id": payload.step_run_id},
                     "parents": parents,
                     "metadata": metadata.get(name, {}),
+                    **provenance,
                 },
             )
             sealed[name] = {
@@ -114,6 +129,19 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
     finally:
         ctx.flush()
         store.discard(staging)
+
+
+def _provenance(spec: Any, config: Any, payload: StepPayload) -> dict[str, Any]:
+    """What made the artifact, in its manifest: the full config, everything its fingerprint is
+    computed from (stage code hash, identity config, input digests, result-changing package
+    versions) and the workflow it ran in. A release carries these manifests, so anyone can see
+    how each artifact was made without Cairn's database."""
+    inputs = {slot: [i["digest"] for i in items] for slot, items in payload.inputs.items()}
+    return {
+        "config": payload.config,
+        "fingerprint_inputs": fingerprint_payload(spec, config, inputs),
+        "workflow": {k: v for k, v in payload.workflow.items() if k != "text"},
+    }
 
 
 def _node_id() -> str | None:

@@ -10,6 +10,7 @@ sampled one; models become MLflow 3 LoggedModels linked to their source run.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -45,6 +46,12 @@ class Tracker(Protocol):
     def log_metrics(self, mlflow_run_id: str, points: list[MetricPoint]) -> None: ...
     def log_datasets(self, mlflow_run_id: str, datasets: list[DatasetRef]) -> None: ...
     def log_model(
+        self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]
+    ) -> str: ...
+    def log_model_metrics(
+        self, mlflow_run_id: str, model_digest: str, metrics: dict[str, float]
+    ) -> None: ...
+    def register_model(
         self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]
     ) -> str: ...
     def set_tags(self, mlflow_run_id: str, tags: dict[str, str]) -> None: ...
@@ -162,6 +169,54 @@ class MlflowTracker:
         self.client.log_outputs(mlflow_run_id, [LoggedModelOutput(model.model_id, step=0)])
         return model.model_id
 
+    def _model_id(self, mlflow_run_id: str, digest: str) -> str | None:
+        """The LoggedModel Cairn logged for artifact `digest`, in this run's experiment."""
+        exp = self.client.get_run(mlflow_run_id).info.experiment_id
+        found = self.client.search_logged_models(
+            experiment_ids=[exp],
+            filter_string=f"tags.`cairn.artifact_digest` = '{digest}'",
+            max_results=1,
+        )
+        return found[0].model_id if found else None
+
+    def log_model_metrics(
+        self, mlflow_run_id: str, model_digest: str, metrics: dict[str, float]
+    ) -> None:
+        """Scores of a model, logged on the evaluating run *and* tied to the model's
+        LoggedModel (so they show on the model's page and in `search_logged_models`)."""
+        from mlflow.entities import LoggedModelInput, Metric
+
+        model_id = self._model_id(mlflow_run_id, model_digest)
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, 0, model_id=model_id) for k, v in metrics.items()]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(mlflow_run_id, metrics=batch[i : i + 1000], synchronous=True)
+        if model_id:
+            self.client.log_inputs(mlflow_run_id, models=[LoggedModelInput(model_id)])
+
+    def register_model(
+        self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]
+    ) -> str:
+        """Log `local_dir` as a LoggedModel and register it as a new version of `name` in the
+        Model Registry, with `tags` on the version (the link is in a tag too: MLflow's
+        ModelVersion.model_id can come back empty). Returns the version number."""
+        from mlflow.exceptions import MlflowException
+
+        model_id = self.log_model(mlflow_run_id, name, local_dir, tags)
+        try:
+            self.client.create_registered_model(name, tags={"cairn.release": name})
+        except MlflowException as e:
+            if "already exists" not in str(e).lower():
+                raise
+        version = self.client.create_model_version(
+            name,
+            source=f"models:/{model_id}",
+            run_id=mlflow_run_id,
+            tags={**tags, "cairn.logged_model_id": model_id},
+            model_id=model_id,
+        )
+        return str(version.version)
+
     def set_tags(self, mlflow_run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
@@ -188,6 +243,7 @@ class MemoryTracker:
     def __init__(self) -> None:
         self.runs: dict[str, MemoryRun] = {}
         self.models: dict[str, dict[str, Any]] = {}
+        self.registry: dict[str, list[dict[str, Any]]] = {}
         self.calls = 0
 
     def _new(self, parent: str | None, params: dict[str, Any], tags: dict[str, str]) -> str:
@@ -221,6 +277,25 @@ class MemoryTracker:
         self.models[mid] = {"name": name, "run": mlflow_run_id, "dir": local_dir, "tags": tags}
         self.runs[mlflow_run_id].models.append(mid)
         return mid
+
+    def log_model_metrics(
+        self, mlflow_run_id: str, model_digest: str, metrics: dict[str, float]
+    ) -> None:
+        for mid, m in self.models.items():
+            if m["tags"].get("cairn.artifact_digest") == model_digest:
+                m.setdefault("metrics", {}).update(metrics)
+                self.runs[mlflow_run_id].tags.setdefault("cairn.evaluated_model", mid)
+        self.log_metrics(
+            mlflow_run_id, [MetricPoint(k, float(v), 0, 0) for k, v in metrics.items()]
+        )
+
+    def register_model(
+        self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]
+    ) -> str:
+        mid = self.log_model(mlflow_run_id, name, local_dir, tags)
+        versions = self.registry.setdefault(name, [])
+        versions.append({"model_id": mid, "tags": tags})
+        return str(len(versions))
 
     def set_tags(self, mlflow_run_id: str, tags: dict[str, str]) -> None:
         self.calls += 1
@@ -302,6 +377,22 @@ class BackgroundTracker:
     def log_model(self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]) -> str:
         return self._new_id(
             lambda: self.inner.log_model(self.real_id(mlflow_run_id), name, local_dir, tags)
+        )
+
+    def log_model_metrics(
+        self, mlflow_run_id: str, model_digest: str, metrics: dict[str, float]
+    ) -> None:
+        self._queue.put(
+            lambda: self.inner.log_model_metrics(
+                self.real_id(mlflow_run_id), model_digest, dict(metrics)
+            )
+        )
+
+    def register_model(
+        self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]
+    ) -> str:
+        return self._new_id(
+            lambda: self.inner.register_model(self.real_id(mlflow_run_id), name, local_dir, tags)
         )
 
     def set_tags(self, mlflow_run_id: str, tags: dict[str, str]) -> None:

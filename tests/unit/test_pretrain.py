@@ -231,7 +231,8 @@ def test_tiny_run_learns_and_writes_a_loadable_model(reference) -> None:
     names = {p.name for p in model_dir.iterdir()}
     assert {"config.json", "model.safetensors", "generation_config.json"} <= names
     assert {"tokenizer.json", "training_metrics.jsonl", "checkpoints.json", "loss.png"} <= names
-    assert not any((model_dir / n).is_dir() for n in names)  # no Ray Train checkpoint copied in
+    # Only the exported weights of each checkpoint, never Ray Train's optimizer state.
+    assert [n for n in names if (model_dir / n).is_dir()] == ["checkpoints"]
     history = [json.loads(line) for line in (model_dir / "training_metrics.jsonl").open()]
     assert history == [{"step": r["step"], **r["values"]} for r in metrics]
     index = json.loads((model_dir / "checkpoints.json").read_text())
@@ -239,7 +240,15 @@ def test_tiny_run_learns_and_writes_a_loadable_model(reference) -> None:
         (20, 20 * 8 * SEQ_LEN),
         (40, 40 * 8 * SEQ_LEN),
     ]
-    assert all((ctx.checkpoint_dir / c["path"]).is_dir() for c in index)
+    assert all((ctx.checkpoint_dir / c["ray_checkpoint"]).is_dir() for c in index)
+    assert [c["path"] for c in index] == ["checkpoints/step-0000020", "checkpoints/step-0000040"]
+    # The last checkpoint is the released model, weight for weight.
+    last_ckpt = AutoModelForCausalLM.from_pretrained(model_dir / index[-1]["path"])
+    final = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(last_ckpt.state_dict().values(), final.state_dict().values(), strict=True)
+    )
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     tok = AutoTokenizer.from_pretrained(model_dir)

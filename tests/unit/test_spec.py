@@ -213,8 +213,8 @@ CASES = [
         CORPUS + "    config:\n      vocab_size: 10\n",
         "steps.corpus.config.vocab_size",
         8,
-        "greater than or equal to 260",
-        ">= 260",
+        "greater than or equal to 263",
+        ">= 263",
     ),
     Bad(
         "config-choice",

@@ -93,6 +93,8 @@ class Context(Protocol):
     resources: Resources
     checkpoint_dir: Path
     scratch_dir: Path
+    # The run's workflow: {name, path, digest, git, text}; empty when a stage runs by hand.
+    workflow: dict[str, Any]
 
     def output_path(self, name: str) -> Path: ...
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
@@ -115,6 +117,7 @@ class StageSpec:
     the step's resources; "trainer" runs it as a zero-CPU task that starts its own Ray Train
     workers with the step's resources (so the driver does not take a CPU its workers need).
     `result_packages` are the packages whose versions change results and so enter the fingerprint.
+    `cacheable=False` makes the step run every time (its output describes something live).
     """
 
     kind: str
@@ -125,6 +128,7 @@ class StageSpec:
     default_resources: Resources = field(default_factory=Resources)
     launcher: str = "task"
     result_packages: tuple[str, ...] = ()
+    cacheable: bool = True
     doc: str = ""
 
     def code_version(self) -> str:

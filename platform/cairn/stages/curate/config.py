@@ -35,7 +35,7 @@ class CurateConfig(StageConfig):
     dedup: bool = Field(True, description="drop exact duplicates of the normalised text")
     vocab_size: int = Field(
         2048,
-        ge=260,  # 256 byte tokens + 2 special tokens, and room for at least a couple of merges
+        ge=263,  # 256 byte tokens + 5 special tokens, and room for at least a couple of merges
         le=1_048_576,
         description="target vocabulary of the byte-level BPE tokenizer (less if the data is small)",
     )

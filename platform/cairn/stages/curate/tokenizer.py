@@ -15,7 +15,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 
 EOS = "<|endoftext|>"  # ends every document; also serves as BOS, as in GPT-2
 PAD = "<|pad|>"
-SPECIAL = [EOS, PAD]  # in this order: EOS is id 0, PAD id 1
+# Chat roles, reserved now so post-training (sft, dpo) can use a chat template whose role markers
+# are single tokens, without resizing the embeddings of a pretrained model.
+ROLES = ["<|system|>", "<|user|>", "<|assistant|>"]
+SPECIAL = [EOS, PAD, *ROLES]  # in this order: EOS is id 0, PAD id 1, roles ids 2-4
 _BATCH = 1024  # documents per encode_batch call: big enough to use every core, small enough to
 # check for cancellation often and keep only one batch of Encoding objects alive
 
@@ -47,7 +50,11 @@ def save(tok: Tokenizer, directory: Path) -> None:
     from transformers import PreTrainedTokenizerFast  # heavy: imported only when saving
 
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=PAD
+        tokenizer_object=tok,
+        bos_token=EOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        additional_special_tokens=ROLES,
     )
     fast.save_pretrained(str(directory))
 

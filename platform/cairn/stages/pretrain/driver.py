@@ -3,7 +3,7 @@
 `run` executes this in a zero-CPU Ray task (launcher "trainer"); the workers it starts hold the
 step's CPUs/GPUs. Ray Train's own checkpoint directory stays under `ctx.checkpoint_dir` (the
 engine keeps it per fingerprint, so a re-run resumes); only the exported Hugging Face model, the
-metric history and an index of the checkpoints go into the output artifact.
+metric history, and every kept checkpoint's weights (with an index) go into the output artifact.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def train(
     (out / "training_metrics.jsonl").write_text(
         "".join(json.dumps(row) + "\n" for row in state.history)
     )
-    (out / "checkpoints.json").write_text(json.dumps(_checkpoint_index(result, ctx), indent=2))
+    checkpoints = _export_checkpoints(result, model_config, out, ctx)
+    (out / "checkpoints.json").write_text(json.dumps(checkpoints, indent=2))
     plot_losses(
         state.history, out / "loss.png", f"{ctx.step}: {count_parameters(model):,} parameters"
     )
@@ -179,17 +180,29 @@ def _explain_failure(error: Exception, config: PretrainConfig, ctx: Context) -> 
     )
 
 
-def _checkpoint_index(result: Any, ctx: Context) -> list[dict[str, Any]]:
-    """[{step, tokens_seen, path}] of the checkpoints Ray Train kept, paths relative to
-    ctx.checkpoint_dir (which is not part of the artifact)."""
+def _export_checkpoints(
+    result: Any, model_config: Any, out: Path, ctx: Context
+) -> list[dict[str, Any]]:
+    """Export every checkpoint Ray Train kept as a loadable Hugging Face directory under
+    `out/checkpoints/step-NNNNNNN/` (weights only: what a release publishes, as OLMo publishes
+    its intermediate revisions) and index them: [{step, tokens_seen, path, ray_checkpoint}].
+
+    `ray_checkpoint` (relative to ctx.checkpoint_dir, which is not part of the artifact) is the
+    full training state, optimizer included, that a resumed run restarts from.
+    """
     root = os.path.realpath(ctx.checkpoint_dir)
     rows = []
     for checkpoint, metrics in result.best_checkpoints or []:
+        step = int(metrics["step"])
+        rel = f"checkpoints/step-{step:07d}"
+        with checkpoint.as_directory() as d:
+            export_model(Path(d), model_config, out / rel)
         rows.append(
             {
-                "step": int(metrics["step"]),
+                "step": step,
                 "tokens_seen": int(metrics["tokens_seen"]),
-                "path": os.path.relpath(os.path.realpath(checkpoint.path), root),
+                "path": rel,
+                "ray_checkpoint": os.path.relpath(os.path.realpath(checkpoint.path), root),
             }
         )
     return sorted(rows, key=lambda r: r["step"])
