@@ -294,7 +294,7 @@ def _model(root: Path) -> Check:
         model = AutoModelForCausalLM.from_pretrained(root / "model")
         ids = tok("The", return_tensors="pt").input_ids
         with torch.no_grad():
-            out = model.generate(ids, max_new_tokens=4, do_sample=False)
+            out = model.generate(ids, max_new_tokens=4, do_sample=False)  # type: ignore[misc]
         check.detail = (
             f"{sum(p.numel() for p in model.parameters()):,} parameters; "
             f"generates {tok.decode(out[0][ids.shape[1] :])!r}"

@@ -109,11 +109,22 @@ def run(
     run_id: Annotated[
         str | None, typer.Option(help="adopt this pending run id (used by submit)")
     ] = None,
+    keep_serving: Annotated[
+        bool,
+        typer.Option(
+            "--keep-serving", help="leave the endpoints of `serve` steps running after the run"
+        ),
+    ] = False,
+    audit_releases: Annotated[
+        bool,
+        typer.Option("--audit", help="run `cairn audit` on every release the run produced"),
+    ] = False,
 ) -> None:
     """Run a workflow on the embedded default (local Ray) or on RAY_ADDRESS.
 
     Cached steps (same fingerprint, verified artifact) are not re-run. Progress goes to stderr;
     with `--json` stdout gets one object: run id, status, and each step's state and artifacts.
+    A `serve` step answers a smoke request and stops its server unless `--keep-serving`.
     """
     from cairn.display import PlainDisplay, RichDisplay
     from cairn.spec import load_workflow
@@ -122,6 +133,10 @@ def run(
         _claim_stdout()
     try:
         wf = load_workflow(file)
+        if keep_serving:  # a runtime choice: not part of any step's fingerprint
+            for step in wf.steps.values():
+                if hasattr(step.config, "keep_serving"):
+                    step.config.keep_serving = True
         if err.is_terminal and not as_json:
             with RichDisplay(["run", *wf.steps], err) as display:
                 result = _engine(display).run(wf, run_id=run_id)
@@ -129,12 +144,32 @@ def run(
             result = _engine(PlainDisplay()).run(wf, run_id=run_id)
     except CairnError as e:
         _fail(e, as_json)
-    _report_result(result, as_json)
+    _report_result(result, as_json, audit_releases)
 
 
-def _report_result(result: Any, as_json: bool) -> None:
+def _releases_and_endpoints(result: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    """Bundle paths of the run's releases, and the metadata of its endpoints."""
+    releases, endpoints = [], []
+    for r in result.steps.values():
+        for a in r.artifacts.values():
+            meta = a.get("metadata") or {}
+            if a.get("type") == "release" and meta.get("bundle"):
+                releases.append(f"{a['uri'].rstrip('/')}/{meta['bundle']}")
+            if a.get("type") == "endpoint":
+                endpoints.append(meta)
+    return releases, endpoints
+
+
+def _report_result(result: Any, as_json: bool, audit_releases: bool = False) -> None:
+    from cairn.audit import audit as run_audit
+
+    releases, endpoints = _releases_and_endpoints(result)
+    audits = [run_audit(p) for p in releases] if audit_releases else []
     if as_json:
-        _emit(result.to_dict())
+        data = result.to_dict()
+        data["releases"] = releases
+        data["audits"] = [a.to_dict() for a in audits]
+        _emit(data)
     else:
         colour = "green" if result.state == "succeeded" else "red"
         out.print(f"run [bold]{result.run_id}[/] [{colour}]{result.state}[/]")
@@ -146,7 +181,17 @@ def _report_result(result: Any, as_json: bool) -> None:
             err.print(
                 f"details: cairn logs {result.run_id}; retry with: cairn resume {result.run_id}"
             )
-    if result.state != "succeeded":
+        for e in endpoints:
+            if e.get("kept"):
+                out.print(
+                    f"serving {e.get('model_digest', '')[:12]} at [bold]{e.get('url')}[/] "
+                    f"({e.get('engine')}, pid {e.get('pid')}); stop it with: kill {e.get('pid')}"
+                )
+        for path in releases:
+            out.print(f"release: [bold]{path}[/]")
+        for a in audits:
+            _print_audit(a)
+    if result.state != "succeeded" or not all(a.ok for a in audits):
         raise typer.Exit(1)
 
 
@@ -442,25 +487,29 @@ def audit(
     if as_json:
         _emit(report.to_dict())
     else:
-        out.print(f"audit of {report.path}")
-        for c in report.checks:
-            mark = "[green]✓[/]" if c.ok else "[red]✗[/]"
-            out.print(f"  {mark} {c.name:<10} {c.detail}", highlight=False)
-            for problem in c.problems[:50]:
-                out.print(f"      [red]{problem}[/]", highlight=False)
-            if len(c.problems) > 50:
-                out.print(f"      … and {len(c.problems) - 50} more", highlight=False)
-        if report.bundle_digest:
-            out.print(f"  release digest (sha256 of SHA256SUMS): {report.bundle_digest}")
-        if report.model_digest:
-            out.print(f"  model digest: {report.model_digest}")
-        out.print(
-            "[bold green]PASS[/]: every check holds"
-            if report.ok
-            else "[bold red]FAIL[/]: the release does not verify (see above)"
-        )
+        _print_audit(report)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _print_audit(report: Any) -> None:
+    out.print(f"audit of {report.path}")
+    for c in report.checks:
+        mark = "[green]✓[/]" if c.ok else "[red]✗[/]"
+        out.print(f"  {mark} {c.name:<10} {c.detail}", highlight=False)
+        for problem in c.problems[:50]:
+            out.print(f"      [red]{problem}[/]", highlight=False)
+        if len(c.problems) > 50:
+            out.print(f"      … and {len(c.problems) - 50} more", highlight=False)
+    if report.bundle_digest:
+        out.print(f"  release digest (sha256 of SHA256SUMS): {report.bundle_digest}")
+    if report.model_digest:
+        out.print(f"  model digest: {report.model_digest}")
+    out.print(
+        "[bold green]PASS[/]: every check holds"
+        if report.ok
+        else "[bold red]FAIL[/]: the release does not verify (see above)"
+    )
 
 
 @db_app.command("upgrade")
