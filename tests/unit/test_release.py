@@ -179,7 +179,11 @@ def test_bundle_has_everything_the_issue_lists(bundle: Path, chain: dict) -> Non
         "checkpoints/pretrain/step-0000002/model.safetensors",
         "checkpoints/index.json",
     } <= files
-    assert {"data/manifest.json", "data/curate/dataset.json", "data/curate/documents.jsonl"} <= files
+    assert {
+        "data/manifest.json",
+        "data/curate/dataset.json",
+        "data/curate/documents.jsonl",
+    } <= files
     assert {
         "training/pretrain/training_metrics.csv",
         "training/sft/training_metrics.jsonl",
@@ -285,7 +289,11 @@ def test_consistently_rewritten_checksums_still_fail_on_the_manifests(
     report = audit(copy, load_model=False)
     assert {c.name: c.ok for c in report.checks}["checksums"] is True
     assert not report.ok
-    assert any("model/model.safetensors: differs from model.safetensors" in p for c in report.checks for p in c.problems)
+    assert any(
+        "model/model.safetensors: differs from model.safetensors" in p
+        for c in report.checks
+        for p in c.problems
+    )
 
 
 def test_eval_of_another_model_is_refused(chain: dict, tmp_path: Path) -> None:

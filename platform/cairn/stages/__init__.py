@@ -10,6 +10,11 @@ from cairn.stages.base import ArtifactType, InputArtifact, InputSlot, Resources,
 _KINDS = {
     "curate": "cairn.stages.curate",
     "pretrain": "cairn.stages.pretrain",
+    "sft": "cairn.stages.posttrain.sft",
+    "dpo": "cairn.stages.posttrain.dpo",
+    "evaluate": "cairn.stages.evaluate",
+    "serve": "cairn.stages.serve",
+    "release": "cairn.stages.release",
 }
 
 

