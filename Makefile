@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 quickstart: $(STAMP)
 	$(BIN)/cairn validate workflows/quickstart.yaml
-	$(BIN)/cairn run workflows/quickstart.yaml
+	$(BIN)/cairn run workflows/quickstart.yaml --audit
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -291,6 +291,9 @@ def _model(root: Path) -> Check:
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the report is the output
 
         tok = AutoTokenizer.from_pretrained(root / "model")
         model = AutoModelForCausalLM.from_pretrained(root / "model")

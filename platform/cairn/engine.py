@@ -39,7 +39,7 @@ class StepResult:
     state: str = "pending"
     fingerprint: str | None = None
     attempts: int = 0
-    artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str | None = None
 
 

@@ -294,7 +294,13 @@ class Outcomes:
         res = self.results[step.name]
         res.state, res.attempts = state, attempts
         res.artifacts = {
-            k: {"digest": v["digest"], "uri": v["uri"], "type": v["type"]} for k, v in arts.items()
+            k: {
+                "digest": v["digest"],
+                "uri": v["uri"],
+                "type": v["type"],
+                "metadata": v.get("metadata", {}),
+            }
+            for k, v in arts.items()
         }
         if state in ("succeeded", "cached"):
             self.outputs[step.name] = arts

@@ -24,12 +24,12 @@ LIFECYCLE = """
   chat:
     kind: sft
     inputs: {model: model.model, data: ./chat/sft.jsonl}
-    config: {max_steps: 6, global_batch_size: 4, max_length: 64, log_every: 2}
+    config: {max_steps: 6, warmup_steps: 1, global_batch_size: 4, max_length: 64, log_every: 2}
     resources: {num_workers: 1, cpus_per_worker: 1}
   aligned:
     kind: dpo
     inputs: {model: chat.model, data: ./chat/dpo.jsonl}
-    config: {max_steps: 4, global_batch_size: 4, max_length: 64, log_every: 2}
+    config: {max_steps: 4, warmup_steps: 1, global_batch_size: 4, max_length: 64, log_every: 2}
     resources: {num_workers: 1, cpus_per_worker: 1}
   scores:
     kind: evaluate
@@ -84,7 +84,7 @@ def test_release_passes_audit_and_names_a_tampered_file(lifecycle: dict, tmp_pat
 
     bundle: Path = lifecycle["bundle"]
     ok = CliRunner().invoke(app, ["audit", str(bundle), "--json"])
-    report = json.loads(ok.output)
+    report = json.loads(ok.stdout)
     assert ok.exit_code == 0 and report["ok"], report
     lineage = json.loads((bundle / "lineage.json").read_text())
     kinds = {n["kind"] for n in lineage["nodes"]}

@@ -262,7 +262,7 @@ def test_deleting_an_intermediate_checkpoint_fails_the_audit(bundle: Path, tmp_p
     assert not report.ok
     assert "checkpoints/pretrain/step-0000001/model.safetensors: missing" in problems
     result = CliRunner().invoke(app, ["audit", str(copy), "--no-load", "--json"])
-    assert result.exit_code == 1 and json.loads(result.output)["ok"] is False
+    assert result.exit_code == 1 and json.loads(result.stdout)["ok"] is False
 
 
 def test_consistently_rewritten_checksums_still_fail_on_the_manifests(
@@ -344,7 +344,7 @@ def test_lineage_formats_from_a_bundle(bundle: Path) -> None:
     mermaid = runner.invoke(app, ["lineage", str(bundle), "--format", "mermaid"])
     assert mermaid.exit_code == 0 and mermaid.output.startswith("flowchart LR")
     tree = runner.invoke(app, ["lineage", str(bundle), "--json"])
-    data = json.loads(tree.output)
+    data = json.loads(tree.stdout)
     assert data["kind"] == "sft"
     assert data["parents"][0]["kind"] == "pretrain"
     assert data["parents"][0]["parents"][0]["parents"][0]["type"] == "raw"
