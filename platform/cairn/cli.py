@@ -188,7 +188,7 @@ def _report_result(result: Any, as_json: bool, audit_releases: bool = False) -> 
                     f"({e.get('engine')}, pid {e.get('pid')}); stop it with: kill {e.get('pid')}"
                 )
         for path in releases:
-            out.print(f"release: [bold]{path}[/]")
+            out.print(f"release: [bold]{path}[/]", soft_wrap=True)
         for a in audits:
             _print_audit(a)
     if result.state != "succeeded" or not all(a.ok for a in audits):
@@ -493,18 +493,22 @@ def audit(
 
 
 def _print_audit(report: Any) -> None:
-    out.print(f"audit of {report.path}")
+    from rich.markup import escape
+
+    out.print(f"audit of {report.path}", soft_wrap=True)
     for c in report.checks:
         mark = "[green]✓[/]" if c.ok else "[red]✗[/]"
-        out.print(f"  {mark} {c.name:<10} {c.detail}", highlight=False)
+        out.print(f"  {mark} {c.name:<10} {escape(c.detail)}", highlight=False, soft_wrap=True)
         for problem in c.problems[:50]:
-            out.print(f"      [red]{problem}[/]", highlight=False)
+            out.print(f"      [red]{escape(problem)}[/]", highlight=False, soft_wrap=True)
         if len(c.problems) > 50:
             out.print(f"      … and {len(c.problems) - 50} more", highlight=False)
     if report.bundle_digest:
-        out.print(f"  release digest (sha256 of SHA256SUMS): {report.bundle_digest}")
+        out.print(
+            f"  release digest (sha256 of SHA256SUMS): {report.bundle_digest}", soft_wrap=True
+        )
     if report.model_digest:
-        out.print(f"  model digest: {report.model_digest}")
+        out.print(f"  model digest: {report.model_digest}", soft_wrap=True)
     out.print(
         "[bold green]PASS[/]: every check holds"
         if report.ok

@@ -238,3 +238,64 @@ def test_a_model_that_fails_to_load_reports_the_cause_and_leaves_nothing(tiny, t
     assert "Error" in message.split("exceptions in the log")[1]  # the cause, from the log
     assert str(tmp_path) in message  # where the whole log is
     assert processes_naming(str(broken)) == []
+
+
+@needs_vllm
+def test_cairn_serve_command_answers_the_openai_client_until_interrupted(tiny, tmp_path):
+    """`cairn serve MODEL` as a user runs it: vLLM behind the OpenAI API, Ctrl-C stops it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from openai import OpenAI
+
+    from tests.integration.conftest import free_port
+
+    port = free_port()
+    cairn = Path(sys.executable).with_name("cairn")
+    proc = subprocess.Popen(
+        [str(cairn), "serve", str(tiny), "--port", str(port), "--name", "tiny", "--enforce-eager"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not port_open("127.0.0.1", port) or not _models_answer(port):
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "cairn serve did not come up in 240 s"
+            time.sleep(1)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+        assert [m.id for m in client.models.list().data] == ["tiny"]
+        done = client.completions.create(
+            model="tiny", prompt=PROMPTS[0], max_tokens=8, temperature=0
+        )
+        assert done.choices[0].text and done.usage.completion_tokens > 0
+        chat = client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "Who?"}],
+            max_tokens=8,
+            temperature=0,
+        )
+        assert chat.choices[0].message.role == "assistant"
+        pieces = client.completions.create(
+            model="tiny", prompt=PROMPTS[0], max_tokens=8, temperature=0, stream=True
+        )
+        assert "".join(c.choices[0].text for c in pieces) == done.choices[0].text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert f"http://127.0.0.1:{port}/v1" in output and "vllm" in output.lower()
+    assert not port_open("127.0.0.1", port)
+
+
+def _models_answer(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False

@@ -10,6 +10,7 @@ Ray task, or as the driver of a Ray Train job.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,6 +119,8 @@ class StageSpec:
     workers with the step's resources (so the driver does not take a CPU its workers need).
     `result_packages` are the packages whose versions change results and so enter the fingerprint.
     `cacheable=False` makes the step run every time (its output describes something live).
+    `shared_code` names modules outside the kind's own package whose source changes its results
+    (e.g. `cairn.stages.raytrain`): they enter its code version too.
     """
 
     kind: str
@@ -128,6 +131,7 @@ class StageSpec:
     default_resources: Resources = field(default_factory=Resources)
     launcher: str = "task"
     result_packages: tuple[str, ...] = ()
+    shared_code: tuple[str, ...] = ()
     cacheable: bool = True
     doc: str = ""
 
@@ -142,4 +146,7 @@ class StageSpec:
         h = hashlib.sha256()
         for f in files:
             h.update(f.relative_to(path.parent).as_posix().encode() + b"\0" + f.read_bytes())
+        for name in self.shared_code:
+            shared = importlib.import_module(name)
+            h.update(name.encode() + b"\0" + Path(str(shared.__file__)).read_bytes())
         return h.hexdigest()

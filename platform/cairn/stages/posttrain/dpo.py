@@ -64,6 +64,7 @@ SPEC = StageSpec(
     outputs={"model": ArtifactType.MODEL},
     run=run,
     launcher="trainer",
+    shared_code=("cairn.stages.raytrain",),
     result_packages=("torch", "transformers", "trl"),
     default_resources=Resources(num_workers=2, cpus_per_worker=1),
     doc=(

@@ -21,16 +21,16 @@ from typing import Any
 
 import ray
 import ray.train
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
-from cairn.errors import CairnError, StageError, StepCancelled
+from cairn.errors import StageError, StepCancelled
 from cairn.plots import plot_losses
 from cairn.stages.base import Context, InputArtifact, Inputs, Outputs, Resources
 from cairn.stages.posttrain.chat import DataStats, inspect_model, measure
 from cairn.stages.posttrain.config import PosttrainConfig
 from cairn.stages.posttrain.data import Kind, read_examples
-from cairn.stages.pretrain.relay import worker_context
+from cairn.stages.raytrain import scaling, worker_context, worker_error
 
 # Ray Train's experiment name under ctx.checkpoint_dir; fixed, because resuming needs the same
 # RunConfig(name, storage_path) as the interrupted run.
@@ -170,7 +170,7 @@ def _fit(kind: str, config: PosttrainConfig, payload: dict[str, Any], ctx: Conte
                 "use_cpu": res.gpus_per_worker == 0,
                 "scratch_dir": str(ctx.scratch_dir),
             },
-            scaling_config=_scaling(res),
+            scaling_config=scaling(res),
             run_config=RunConfig(
                 name=RUN_NAME,
                 storage_path=str(ctx.checkpoint_dir),
@@ -209,28 +209,12 @@ def _final_state(result: Any) -> dict[str, Any] | None:
         return state
 
 
-def _scaling(res: Resources) -> ScalingConfig:
-    per_worker: dict[str, float] = {"CPU": res.cpus_per_worker}
-    if res.gpus_per_worker > 0:
-        per_worker["GPU"] = res.gpus_per_worker
-    if res.memory_gb:
-        per_worker["memory"] = res.memory_gb * 2**30
-    return ScalingConfig(
-        num_workers=res.num_workers,
-        use_gpu=res.gpus_per_worker > 0,
-        resources_per_worker=per_worker,
-        accelerator_type=res.accelerator_type,
-    )
-
-
 def _explain_failure(
     error: Exception, kind: str, config: PosttrainConfig, ctx: Context
 ) -> Exception:
     """A worker's own user-facing error if it raised one, else the failure with what to do."""
-    for failure in (getattr(error, "worker_failures", None) or {}).values():
-        cause = getattr(failure, "cause", failure)  # RayTaskError wraps the worker's exception
-        if isinstance(cause, CairnError):
-            return cause
+    if (own := worker_error(error)) is not None:
+        return own
     resume = (
         "re-running the step resumes from the latest checkpoint"
         if config.checkpoint_every

@@ -15,18 +15,18 @@ from typing import Any
 
 import ray
 import ray.train
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 from transformers import AutoTokenizer
 
-from cairn.errors import CairnError, StageError, StepCancelled
+from cairn.errors import StageError, StepCancelled
 from cairn.plots import plot_losses
-from cairn.stages.base import Context, InputArtifact, Inputs, Outputs, Resources
+from cairn.stages.base import Context, InputArtifact, Inputs, Outputs
 from cairn.stages.pretrain import PretrainConfig
 from cairn.stages.pretrain.data import DatasetInfo, check_batch, inspect_dataset
 from cairn.stages.pretrain.loop import read_state, train_loop
 from cairn.stages.pretrain.model import ARCHITECTURE, count_parameters, export_model, llama_config
-from cairn.stages.pretrain.relay import worker_context
+from cairn.stages.raytrain import scaling, worker_context, worker_error
 
 # Ray Train's experiment name under ctx.checkpoint_dir; fixed, because resuming needs the same
 # RunConfig(name, storage_path) as the interrupted run.
@@ -109,7 +109,7 @@ def _fit(
                 "cpus_per_worker": res.cpus_per_worker,
                 "fail_at_step": fail_at_step,
             },
-            scaling_config=_scaling(res),
+            scaling_config=scaling(res),
             run_config=RunConfig(
                 name=RUN_NAME,
                 storage_path=str(ctx.checkpoint_dir),
@@ -152,27 +152,10 @@ def _dataset_input(inputs: Inputs) -> InputArtifact:
     return art
 
 
-def _scaling(res: Resources) -> ScalingConfig:
-    per_worker: dict[str, float] = {"CPU": res.cpus_per_worker}
-    if res.gpus_per_worker > 0:
-        per_worker["GPU"] = res.gpus_per_worker
-    if res.memory_gb:
-        per_worker["memory"] = res.memory_gb * 2**30
-    return ScalingConfig(
-        num_workers=res.num_workers,
-        use_gpu=res.gpus_per_worker > 0,
-        resources_per_worker=per_worker,
-        accelerator_type=res.accelerator_type,
-    )
-
-
 def _explain_failure(error: Exception, config: PretrainConfig, ctx: Context) -> Exception:
     """A worker's own user-facing error if it raised one, else the failure with what to do."""
-    failures = getattr(error, "worker_failures", None) or {}
-    for failure in failures.values():
-        cause = getattr(failure, "cause", failure)  # RayTaskError wraps the worker's exception
-        if isinstance(cause, CairnError):
-            return cause
+    if (own := worker_error(error)) is not None:
+        return own
     return RuntimeError(
         f"pretrain: training failed after {config.max_failures} restart(s): {error}\n"
         f"checkpoints are kept in {ctx.checkpoint_dir}; re-running the step resumes from the "

@@ -1,4 +1,5 @@
-"""Lets Ray Train workers report through a `ctx` whose reporter lives only in this process.
+"""What every Ray Train stage kind (pretrain, sft, dpo) shares: relaying worker reports to `ctx`,
+turning a step's resources into a `ScalingConfig`, and surfacing a worker's own error.
 
 Workers get `ctx` pickled into another process. That works when its reporter is a
 `RayReporterHandle` (what the engine's Ray executor passes), but an in-process reporter such as
@@ -17,8 +18,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import ray
+from ray.train import ScalingConfig
 
 from cairn.context import RayReporterHandle, ReporterHub, StepContext
+from cairn.errors import CairnError
+from cairn.stages.base import Resources
 
 RELAY_INTERVAL_S = 0.5
 
@@ -45,7 +49,7 @@ def worker_context(ctx: Any) -> Iterator[Any]:
         while not done.wait(RELAY_INTERVAL_S):
             relay()
 
-    thread = threading.Thread(target=loop, name="cairn-pretrain-relay", daemon=True)
+    thread = threading.Thread(target=loop, name="cairn-raytrain-relay", daemon=True)
     thread.start()
     try:
         yield remote_ctx
@@ -54,3 +58,27 @@ def worker_context(ctx: Any) -> Iterator[Any]:
         thread.join()
         relay()  # whatever the workers flushed last
         ray.kill(actor)
+
+
+def scaling(res: Resources) -> ScalingConfig:
+    """The Ray Train worker group a step's resources ask for."""
+    per_worker: dict[str, float] = {"CPU": res.cpus_per_worker}
+    if res.gpus_per_worker > 0:
+        per_worker["GPU"] = res.gpus_per_worker
+    if res.memory_gb:
+        per_worker["memory"] = res.memory_gb * 2**30
+    return ScalingConfig(
+        num_workers=res.num_workers,
+        use_gpu=res.gpus_per_worker > 0,
+        resources_per_worker=per_worker,
+        accelerator_type=res.accelerator_type,
+    )
+
+
+def worker_error(error: Exception) -> CairnError | None:
+    """The user-facing error a worker raised, if one did (RayTaskError wraps it)."""
+    for failure in (getattr(error, "worker_failures", None) or {}).values():
+        cause = getattr(failure, "cause", failure)
+        if isinstance(cause, CairnError):
+            return cause
+    return None
