@@ -165,3 +165,38 @@ def test_mlflow_holds_the_whole_chain(lifecycle: dict) -> None:
     assert tags["cairn.artifact_digest"] == aligned
     assert tags["cairn.lineage.corpus"] == result.steps["corpus"].artifacts["dataset"]["digest"]
     assert tags["cairn.release_digest"] == result.steps["publish"].artifacts["release"]["digest"]
+
+
+def test_release_eval_scores_recompute_with_lm_eval_from_the_bundle_alone(
+    lifecycle: dict, tmp_path: Path
+) -> None:
+    """An auditor with only the bundle reruns the report's own `lm_eval` command on the
+    released model and task files and gets every score exactly."""
+    import os
+    import subprocess
+    import sys
+
+    bundle: Path = lifecycle["bundle"]
+    [report_dir] = [p.parent for p in (bundle / "evals").glob("*/report.json")]
+    report = json.loads((report_dir / "report.json").read_text())
+    argv = list(report["reproduce"]["argv"])
+    argv[0] = str(Path(sys.executable).parent / "lm_eval")
+    i = argv.index("--model_args")
+    assert argv[i + 1].startswith("pretrained=")
+    argv[i + 1] = f"pretrained={bundle / 'model'}," + argv[i + 1].split(",", 1)[1]
+    argv[argv.index("--output_path") + 1] = str(tmp_path / "out")
+    env = {**os.environ, **report["reproduce"]["env"], "HF_DATASETS_CACHE": str(tmp_path / "hf")}
+    run = subprocess.run(
+        argv, cwd=report_dir / "tasks", env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    [results_file] = (tmp_path / "out").rglob("results_*.json")
+    cli = json.loads(results_file.read_text())["results"]
+    recomputed = {
+        f"{task}/{key.split(',')[0]}": value
+        for task, values in cli.items()
+        for key, value in values.items()
+        if "," in key and "_stderr," not in key
+    }
+    released = lifecycle["result"].steps["scores"].artifacts["eval_report"]["metadata"]
+    assert released["metrics"] and recomputed == released["metrics"]

@@ -559,9 +559,17 @@ def test_quickstart_is_valid_and_in_order() -> None:
     wf = load_workflow(QUICKSTART)
     assert isinstance(wf, Workflow)
     assert wf.name == "quickstart"
-    assert wf.order() == ["corpus", "model"]
-    corpus, model = wf.steps["corpus"], wf.steps["model"]
-    assert (corpus.kind, model.kind) == ("curate", "pretrain")
+    assert wf.order() == ["corpus", "base", "chat", "aligned", "evals", "endpoint", "release"]
+    assert [s.kind for s in wf.steps.values()] == [
+        "curate",
+        "pretrain",
+        "sft",
+        "dpo",
+        "evaluate",
+        "serve",
+        "release",
+    ]
+    corpus, model = wf.steps["corpus"], wf.steps["base"]
     data = REPO / "workflows" / "data" / "shakespeare"
     assert [r.uri for r in corpus.inputs["sources"]] == [
         str(data / "plays.jsonl"),
@@ -570,6 +578,7 @@ def test_quickstart_is_valid_and_in_order() -> None:
     (ref,) = model.inputs["dataset"]
     assert (ref.step, ref.output, ref.external) == ("corpus", "dataset", False)
     assert model.upstream() == ["corpus"]
+    assert wf.steps["release"].upstream() == ["aligned", "evals"]
     assert model.config.hidden_size == 128
     assert model.resources.num_workers == 2
     assert model.retries == 1
@@ -693,7 +702,8 @@ def test_validate_of_a_valid_file_writes_nothing_either(workdir: Path) -> None:
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
     assert data["valid"] is True
-    assert [s["step"] for s in data["steps"]] == ["corpus", "model"]
+    assert [s["step"] for s in data["steps"]][:2] == ["corpus", "base"]
     assert data["steps"][1]["after"] == ["corpus"]
+    assert data["steps"][-1]["after"] == ["aligned", "evals"]
     assert not home.exists()
     assert tree(workdir) == before
