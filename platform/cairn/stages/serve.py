@@ -176,6 +176,7 @@ def run(config: ServeConfig, inputs: Inputs, ctx: Context) -> Outputs:
             "served_model_name": name,
             "model_digest": model.digest,
             "kept": keep,
+            "pid": endpoint.get("pid") if keep else None,
         }
     }
 
