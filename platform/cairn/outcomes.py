@@ -171,7 +171,9 @@ class Outcomes:
                     {
                         "cairn.run_id": self.run_id,
                         "cairn.step": r.step.name,
-                        "cairn.artifact_digest": str(meta["model_digest"]),
+                        # Not cairn.artifact_digest: that tag finds *the* LoggedModel of a
+                        # model artifact (eval scores are tied to it); this one is a copy.
+                        "cairn.model_digest": str(meta["model_digest"]),
                         "cairn.release_digest": a["digest"],
                         **_lineage_tags(local / str(meta.get("bundle", ""))),
                     },

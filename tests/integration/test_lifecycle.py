@@ -162,7 +162,7 @@ def test_mlflow_holds_the_whole_chain(lifecycle: dict) -> None:
     versions = client.search_model_versions("name = 'tiny-release'")
     assert len(versions) == 1
     tags = versions[0].tags
-    assert tags["cairn.artifact_digest"] == aligned
+    assert tags["cairn.model_digest"] == aligned
     assert tags["cairn.lineage.corpus"] == result.steps["corpus"].artifacts["dataset"]["digest"]
     assert tags["cairn.release_digest"] == result.steps["publish"].artifacts["release"]["digest"]
 
