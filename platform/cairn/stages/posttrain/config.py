@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cairn.stages.base import StageConfig
+from cairn.stages.base import ArtifactType, InputSlot, Resources, RunFn, StageConfig, StageSpec
 
 
 class PosttrainConfig(StageConfig):
@@ -84,3 +84,27 @@ class PosttrainConfig(StageConfig):
                 "fix: lower warmup_steps (about 10% of max_steps is typical)"
             )
         return self
+
+
+def posttrain_spec(
+    kind: str, config_model: type[PosttrainConfig], run: RunFn, data_doc: str, doc: str
+) -> StageSpec:
+    """The spec both post-training kinds share but for their config, data and description:
+    a model and a JSONL data input, a model output, TRL on Ray Train."""
+    return StageSpec(
+        kind=kind,
+        config_model=config_model,
+        inputs={
+            "model": InputSlot(
+                ArtifactType.MODEL, doc="Hugging Face model directory with tokenizer"
+            ),
+            "data": InputSlot(ArtifactType.RAW, doc=data_doc),
+        },
+        outputs={"model": ArtifactType.MODEL},
+        run=run,
+        launcher="trainer",
+        shared_code=("cairn.stages.raytrain",),
+        result_packages=("torch", "transformers", "trl"),
+        default_resources=Resources(num_workers=2, cpus_per_worker=1),
+        doc=doc,
+    )

@@ -16,15 +16,11 @@ from typing import Literal
 from pydantic import Field
 
 from cairn.stages.base import (
-    ArtifactType,
     Context,
     Inputs,
-    InputSlot,
     Outputs,
-    Resources,
-    StageSpec,
 )
-from cairn.stages.posttrain.config import PosttrainConfig
+from cairn.stages.posttrain.config import PosttrainConfig, posttrain_spec
 
 
 class DpoConfig(PosttrainConfig):
@@ -54,19 +50,11 @@ def run(config: DpoConfig, inputs: Inputs, ctx: Context) -> Outputs:
     return train("dpo", config, inputs, ctx)
 
 
-SPEC = StageSpec(
-    kind="dpo",
-    config_model=DpoConfig,
-    inputs={
-        "model": InputSlot(ArtifactType.MODEL, doc="Hugging Face model directory with tokenizer"),
-        "data": InputSlot(ArtifactType.RAW, doc="preference rows: .jsonl file or directory"),
-    },
-    outputs={"model": ArtifactType.MODEL},
-    run=run,
-    launcher="trainer",
-    shared_code=("cairn.stages.raytrain",),
-    result_packages=("torch", "transformers", "trl"),
-    default_resources=Resources(num_workers=2, cpus_per_worker=1),
+SPEC = posttrain_spec(
+    "dpo",
+    DpoConfig,
+    run,
+    data_doc="preference rows: .jsonl file or directory",
     doc=(
         "Direct Preference Optimization on prompt/chosen/rejected rows with TRL's DPOTrainer "
         "on Ray Train, against a frozen copy of the input model."

@@ -14,15 +14,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from cairn.stages.base import (
-    ArtifactType,
     Context,
     Inputs,
-    InputSlot,
     Outputs,
-    Resources,
-    StageSpec,
 )
-from cairn.stages.posttrain.config import PosttrainConfig
+from cairn.stages.posttrain.config import PosttrainConfig, posttrain_spec
 
 
 class SftConfig(PosttrainConfig):
@@ -43,19 +39,11 @@ def run(config: SftConfig, inputs: Inputs, ctx: Context) -> Outputs:
     return train("sft", config, inputs, ctx)
 
 
-SPEC = StageSpec(
-    kind="sft",
-    config_model=SftConfig,
-    inputs={
-        "model": InputSlot(ArtifactType.MODEL, doc="Hugging Face model directory with tokenizer"),
-        "data": InputSlot(ArtifactType.RAW, doc="chat rows: .jsonl file or directory"),
-    },
-    outputs={"model": ArtifactType.MODEL},
-    run=run,
-    launcher="trainer",
-    shared_code=("cairn.stages.raytrain",),
-    result_packages=("torch", "transformers", "trl"),
-    default_resources=Resources(num_workers=2, cpus_per_worker=1),
+SPEC = posttrain_spec(
+    "sft",
+    SftConfig,
+    run,
+    data_doc="chat rows: .jsonl file or directory",
     doc=(
         "Supervised fine-tuning on chat data (loss on assistant turns only) with TRL's "
         "SFTTrainer on Ray Train; writes the model with its chat template."
