@@ -125,20 +125,26 @@ def _checksums(root: Path, known: dict[str, str]) -> Check:
             check.problems.append(f"{SUMS} line {n}: malformed ({line[:60]!r})")
             continue
         listed[rel] = digest
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {SUMS}
+    unlisted = sorted(on_disk - set(listed))
     for rel, digest in sorted(listed.items()):
         p = root / rel
         if not p.is_file():
-            check.problems.append(f"{rel}: missing")
+            # A listed name with an unlisted file beside it whose sha256 is the listed one:
+            # the name in SHA256SUMS changed, not the bundle.
+            renamed = [u for u in unlisted if sha256_file(root / u) == digest]
+            check.problems.append(
+                f"{SUMS}: lists {rel}, which is not in the bundle ({renamed[0]} has its sha256)"
+                if renamed
+                else f"{rel}: missing"
+            )
         elif (actual := sha256_file(p)) != digest:
             check.problems.append(
                 f"{SUMS}: wrong sha256 for {rel} (the file matches its artifact's record)"
                 if known.get(rel) == actual
                 else f"{rel}: sha256 mismatch (file changed)"
             )
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        if p.is_file() and rel not in listed and rel != SUMS:
-            check.problems.append(f"{rel}: not listed in {SUMS}")
+    check.problems += [f"{rel}: not listed in {SUMS}" for rel in unlisted]
     check.detail = f"{len(listed)} files"
     return check
 

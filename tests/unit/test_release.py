@@ -253,6 +253,18 @@ def test_one_flipped_byte_in_any_file_fails_the_audit_naming_it(
         shutil.rmtree(copy)
 
 
+def test_an_edited_name_in_sha256sums_is_blamed_on_sha256sums(bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "rel"
+    shutil.copytree(bundle, copy)
+    sums = copy / "SHA256SUMS"
+    sums.write_text(sums.read_text().replace("  README.md\n", "  README.me\n"))
+    problems = [p for c in audit(copy, load_model=False).checks for p in c.problems]
+    assert problems == [
+        "SHA256SUMS: lists README.me, which is not in the bundle (README.md has its sha256)",
+        "README.md: not listed in SHA256SUMS",
+    ]
+
+
 def test_deleting_an_intermediate_checkpoint_fails_the_audit(bundle: Path, tmp_path: Path) -> None:
     copy = tmp_path / "rel"
     shutil.copytree(bundle, copy)
