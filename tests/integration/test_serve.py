@@ -181,6 +181,7 @@ def test_the_serve_stage_records_the_endpoint_and_stops_the_server(tiny, tmp_pat
         "served_model_name": "endpoint",
         "model_digest": "ab" * 32,
         "kept": False,
+        "pid": None,  # only a kept server has one to report
     }
     assert endpoint["model_digest"] == "ab" * 32 and endpoint["model_path"] == str(tiny)
     assert endpoint["kept"] is False and endpoint["running"] is False
