@@ -350,3 +350,40 @@ def test_curates_the_shipped_shakespeare_corpus(tmp_path):
     assert meta["train_sequences"] > 3500 and meta["validation_sequences"] > 100
     docs = documents(out)
     assert {d["source"] for d in docs} >= {"plays", "poems/sonnets.txt"}
+
+
+def test_quality_rules_and_pii_scrubbing_are_counted_per_source(tmp_path, corpus):
+    prose = (
+        "The ship left the harbour at dawn, and the crew stood silent on the deck while the "
+        "captain read the orders aloud. Nobody asked where they were going; it was enough to "
+        "know that the voyage would be long and that the sea would be cold. Write to "
+        "ishmael@pequod.example or call +1 415 555 0100 with news of the whale."
+    )
+    menu = "\n".join(f"- item {i}" for i in range(60))  # a list of bullets, no sentences
+    rows = [{"text": f"Log {i}. {prose}"} for i in range(6)] + [{"text": menu}]
+    path = write_jsonl(tmp_path / "web" / "web.jsonl", rows)
+    meta, out, _ = curate(
+        tmp_path / "run", [source(corpus, "docs"), source(path, "web")], quality={}, pii=True
+    )
+    web = meta["sources"]["web"]
+    assert web["documents_in"] == 7 and web["documents_out"] == 6
+    removed = {k: v for k, v in web["removed"].items() if v}
+    assert len(removed) == 1 and next(iter(removed)).startswith("gopher_")
+    assert web["pii"] == {"email": 6, "phone": 6}
+    # The generated corpus is short, stop-word-poor "Doc N:" lines: the word-count rule
+    # (50 words at least) decides, and is counted against that source only.
+    assert meta["sources"]["docs"]["removed"]["gopher_word_count"] > 0
+    assert meta["filters"]["dedup"] == 0 and list(meta["filters"])[-1] == "dedup"
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(out / "tokenizer")
+    kept_text = "".join(
+        tok.decode(row) for s in shards(out, "train") + shards(out, "validation") for row in s
+    )
+    assert "<EMAIL>" in kept_text and "ishmael@pequod" not in kept_text
+
+
+def test_default_config_applies_no_quality_rules_and_records_no_pii(tmp_path, corpus):
+    meta, _, _ = curate(tmp_path / "run", [source(corpus, "docs")])
+    assert list(meta["filters"]) == ["min_chars", "max_chars", "min_words", "dedup"]
+    assert "pii" not in meta["sources"]["docs"]

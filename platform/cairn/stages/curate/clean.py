@@ -2,7 +2,9 @@
 
 Filters run in a fixed order and a removed document is counted against the first filter that
 removed it, so the counts add up to the documents dropped and a user can see which setting to
-relax. Filter names are the config fields that control them.
+relax. Filter names are the config fields that control them, or the names of the quality rules
+(`quality.FILTERS`) when `quality` is set. Quality rules see the raw text, before whitespace is
+collapsed, because several of them count lines and paragraphs.
 """
 
 from __future__ import annotations
@@ -11,9 +13,24 @@ import hashlib
 import unicodedata
 from dataclasses import dataclass, field
 
+from cairn.stages.curate import quality
 from cairn.stages.curate.config import CurateConfig
 
 FILTERS = ("min_chars", "max_chars", "min_words", "dedup")
+
+
+def filter_names(config: CurateConfig) -> tuple[str, ...]:
+    """Every filter a step applies, in the order they run: length, quality rules, dedup."""
+    rules = quality.FILTERS if config.quality is not None else ()
+    return (*FILTERS[:3], *rules, FILTERS[3])
+
+
+def quality_filter(raw: str, config: CurateConfig) -> str | None:
+    """The first quality rule that rejects the raw text (lines intact), or None."""
+    if config.quality is None:
+        return None
+    failed = quality.check(raw, config.quality)
+    return failed[0].split(":", 1)[0] if failed else None
 
 
 def normalise(text: str) -> str:
@@ -50,14 +67,18 @@ class SourceStats:
     documents_out: int = 0
     tokens: int = 0
     removed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FILTERS, 0))
+    pii: dict[str, int] | None = None  # placeholders inserted, by type, when scrubbing is on
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "documents_in": self.documents_in,
             "documents_out": self.documents_out,
             "removed": dict(self.removed),
             "tokens": self.tokens,
         }
+        if self.pii is not None:
+            out["pii"] = dict(self.pii)
+        return out
 
 
 def explain_empty(removed: dict[str, int], config: CurateConfig) -> str:
@@ -74,6 +95,8 @@ def explain_empty(removed: dict[str, int], config: CurateConfig) -> str:
                 "those documents are empty after normalising whitespace: check that the sources "
                 "hold text (and text_field names the field holding it)"
             )
+        elif name in quality.FILTERS:
+            advice.append(f"relax the quality rule {name} (or set quality: null)")
         else:
             advice.append(f"relax {name} (now {getattr(config, name)})")
     return (

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from cairn.stages.base import StageConfig
+from cairn.stages.curate.quality import QualityConfig
 
 
 class CurateConfig(StageConfig):
@@ -32,6 +33,16 @@ class CurateConfig(StageConfig):
         None, ge=1, description="drop documents longer than this many characters; none: no limit"
     )
     min_words: int = Field(0, ge=0, description="drop documents with fewer words than this")
+    quality: QualityConfig | None = Field(
+        None,
+        description="Gopher/C4 quality rules, checked on the raw text (lines and paragraphs "
+        "intact); `quality: {}` turns them on with the papers' thresholds; none: off",
+    )
+    pii: bool = Field(
+        False,
+        description="replace emails, phone numbers, IP addresses, card numbers and SSNs with "
+        "typed placeholders (<EMAIL>, <PHONE>, ...) before anything else, and count them",
+    )
     dedup: bool = Field(True, description="drop exact duplicates of the normalised text")
     vocab_size: int = Field(
         2048,

@@ -28,7 +28,7 @@ from typing import Any
 
 from cairn.errors import StageError
 from cairn.stages.base import Context, InputArtifact
-from cairn.stages.curate import clean, pack, sources, tokenizer
+from cairn.stages.curate import clean, pack, pii, sources, tokenizer
 from cairn.stages.curate.config import CurateConfig
 
 PHASES = 5  # read+filter, split, train tokenizer, tokenize, write
@@ -55,7 +55,9 @@ def curate(config: CurateConfig, inputs: dict[str, Any], ctx: Context) -> dict[s
 
     ctx.progress(0, PHASES, "reading and filtering sources")
     stats, kept = _read_and_filter(config, artifacts, ctx)
-    total = {name: sum(s.removed[name] for s in stats.values()) for name in clean.FILTERS}
+    total = {
+        name: sum(s.removed[name] for s in stats.values()) for name in clean.filter_names(config)
+    }
     n_in = sum(s.documents_in for s in stats.values())
     ctx.log(
         f"read {n_in} documents from {len(stats)} source(s); kept {len(kept)} "
@@ -188,7 +190,10 @@ def _read_and_filter(
     for artifact in artifacts:
         name = _unique(artifact.name or artifact.path.name, stats)
         label = artifact.name or str(artifact.path)
-        st = stats[name] = clean.SourceStats()
+        st = stats[name] = clean.SourceStats(
+            removed=dict.fromkeys(clean.filter_names(config), 0),
+            pii={} if config.pii else None,
+        )
         files, skipped = sources.source_files(artifact, label)
         if skipped:
             ctx.log(
@@ -202,8 +207,12 @@ def _read_and_filter(
             ):
                 doc_id = _doc_id(artifact.digest, position)
                 position += 1
+                if st.pii is not None:
+                    raw, found = pii.scrub(raw)
+                    for kind, n in found.items():
+                        st.pii[kind] = st.pii.get(kind, 0) + n
                 text = clean.normalise(raw)
-                reason = clean.length_filter(text, config)
+                reason = clean.length_filter(text, config) or clean.quality_filter(raw, config)
                 if reason is None:
                     key = clean.digest(text)
                     if config.dedup and key in seen:
