@@ -18,13 +18,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import ray
-from ray.train import ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
 from cairn.context import RayReporterHandle, ReporterHub, StepContext
 from cairn.errors import CairnError
 from cairn.stages.base import Resources
 
 RELAY_INTERVAL_S = 0.5
+# Ray Train's experiment name under ctx.checkpoint_dir; fixed, because resuming needs the same
+# RunConfig(name, storage_path) as the interrupted run.
+RUN_NAME = "train"
 
 
 @contextmanager
@@ -82,3 +85,13 @@ def worker_error(error: Exception) -> CairnError | None:
         if isinstance(cause, CairnError):
             return cause
     return None
+
+
+def run_config(checkpoint_dir: Any, max_failures: int, keep_checkpoints: int | None) -> RunConfig:
+    """The RunConfig of a step's training: under its checkpoint dir, so a re-run resumes."""
+    return RunConfig(
+        name=RUN_NAME,
+        storage_path=str(checkpoint_dir),
+        failure_config=FailureConfig(max_failures=max_failures),
+        checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
+    )

@@ -21,7 +21,6 @@ from typing import Any
 
 import ray
 import ray.train
-from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
 from cairn.errors import StageError, StepCancelled
@@ -30,11 +29,8 @@ from cairn.stages.base import Context, InputArtifact, Inputs, Outputs, Resources
 from cairn.stages.posttrain.chat import DataStats, inspect_model, measure
 from cairn.stages.posttrain.config import PosttrainConfig
 from cairn.stages.posttrain.data import Kind, read_examples
-from cairn.stages.raytrain import scaling, worker_context, worker_error
+from cairn.stages.raytrain import RUN_NAME, run_config, scaling, worker_context, worker_error
 
-# Ray Train's experiment name under ctx.checkpoint_dir; fixed, because resuming needs the same
-# RunConfig(name, storage_path) as the interrupted run.
-RUN_NAME = "train"
 # The final report's checkpoint: the exported model directory and the run's state (history).
 MODEL_DIR = "model"
 STATE_FILE = "state.json"
@@ -171,12 +167,7 @@ def _fit(kind: str, config: PosttrainConfig, payload: dict[str, Any], ctx: Conte
                 "scratch_dir": str(ctx.scratch_dir),
             },
             scaling_config=scaling(res),
-            run_config=RunConfig(
-                name=RUN_NAME,
-                storage_path=str(ctx.checkpoint_dir),
-                failure_config=FailureConfig(max_failures=config.max_failures),
-                checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
-            ),
+            run_config=run_config(ctx.checkpoint_dir, config.max_failures, config.keep_checkpoints),
         )
         try:
             return trainer.fit()

@@ -15,7 +15,6 @@ from typing import Any
 
 import ray
 import ray.train
-from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 from transformers import AutoTokenizer
 
@@ -26,11 +25,7 @@ from cairn.stages.pretrain import PretrainConfig
 from cairn.stages.pretrain.data import DatasetInfo, check_batch, inspect_dataset
 from cairn.stages.pretrain.loop import read_state, train_loop
 from cairn.stages.pretrain.model import ARCHITECTURE, count_parameters, export_model, llama_config
-from cairn.stages.raytrain import scaling, worker_context, worker_error
-
-# Ray Train's experiment name under ctx.checkpoint_dir; fixed, because resuming needs the same
-# RunConfig(name, storage_path) as the interrupted run.
-RUN_NAME = "train"
+from cairn.stages.raytrain import RUN_NAME, run_config, scaling, worker_context, worker_error
 
 
 def train(
@@ -110,12 +105,7 @@ def _fit(
                 "fail_at_step": fail_at_step,
             },
             scaling_config=scaling(res),
-            run_config=RunConfig(
-                name=RUN_NAME,
-                storage_path=str(ctx.checkpoint_dir),
-                failure_config=FailureConfig(max_failures=config.max_failures),
-                checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
-            ),
+            run_config=run_config(ctx.checkpoint_dir, config.max_failures, config.keep_checkpoints),
         )
         try:
             return trainer.fit()
