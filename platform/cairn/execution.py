@@ -182,7 +182,14 @@ class Execution(Outcomes):
                 self.event(
                     s, "source", f"source {text} → sha256 {digest[:12]}", uri=uri, digest=digest
                 )
-            self.sources[uri] = {"uri": uri, "digest": digest, "type": type_.value, "metadata": {}}
+            # The URI travels to the stage too (InputArtifact.metadata["source_uri"]): curate's
+            # Ray tasks read remote files where they lie, from any node, not from a driver copy.
+            self.sources[uri] = {
+                "uri": uri,
+                "digest": digest,
+                "type": type_.value,
+                "metadata": {"source_uri": uri},
+            }
         return {**self.sources[uri], "name": text}
 
     def _reusable_from(self, s: Any, run_id: str) -> set[str]:

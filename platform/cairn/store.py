@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import shutil
 import time
 import uuid
@@ -183,12 +184,22 @@ class ArtifactStore:
         if isinstance(fs, LocalFileSystem):
             return Path(path)
         dest = self.cache_dir / "artifacts" / digest
-        if not dest.exists():  # renamed into place whole, so existing means complete
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f"{digest}.tmp-{uuid.uuid4().hex[:6]}")
-            fs.get(path, str(tmp), recursive=fs.isdir(path))
-            os.rename(tmp, dest)
-        return dest
+        # A single file keeps its name (its extension says its format), in a folder of its own.
+        as_file = dest.with_name(f"{digest}.file") / posixpath.basename(path.rstrip("/"))
+        for cached in (dest, as_file):
+            if cached.exists():  # renamed into place whole, so existing means complete
+                return cached
+        is_dir = fs.isdir(path)
+        final = dest if is_dir else as_file.parent
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f"{digest}.tmp-{uuid.uuid4().hex[:6]}")
+        if is_dir:
+            fs.get(path, str(tmp), recursive=True)
+        else:
+            tmp.mkdir()
+            fs.get(path, str(tmp / as_file.name))
+        os.rename(tmp, final)
+        return dest if is_dir else as_file
 
 
 def describe_source(uri: str, type_: str) -> tuple[str, dict[str, Any]]:
