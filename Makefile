@@ -32,7 +32,9 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/curation.py
 
 clean:
 	rm -rf .cairn
