@@ -25,7 +25,9 @@ from pydantic import ValidationError
 from cairn.context import local_context
 from cairn.errors import StageError, StepCancelled
 from cairn.stages.base import ArtifactType, InputArtifact
-from cairn.stages.evaluate import SPEC, EvaluateConfig
+from cairn.stages.curate import decontam
+from cairn.stages.evaluate import SPEC, EvaluateConfig, harness
+from cairn.store import ArtifactStore
 from tests.tiny import make_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,10 +43,19 @@ def inputs(model: Path, task_dir: Path) -> dict[str, InputArtifact]:
     }
 
 
-def evaluate(root: Path, model: Path, task_dir: Path, **config):
-    """Run the stage; returns (metadata, output dir, reported records)."""
+def evaluate(root: Path, model: Path | InputArtifact, task_dir: Path, **config):
+    """Run the stage; returns (metadata, output dir, reported records).
+
+    The tiny model is a bare directory, not an artifact with a curated dataset in its lineage,
+    so nothing checked the tasks' data against its training data: unless a test says otherwise,
+    it runs with allow_contaminated (the gate's own tests are at the end of this file).
+    """
+    config.setdefault("allow_contaminated", True)
     ctx = local_context(root)
-    result = SPEC.run(EvaluateConfig(**config), inputs(model, task_dir), ctx)
+    given = inputs(model, task_dir) if isinstance(model, Path) else inputs(model.path, task_dir)
+    if isinstance(model, InputArtifact):
+        given["model"] = model
+    result = SPEC.run(EvaluateConfig(**config), given, ctx)
     ctx.flush()
     return result["eval_report"], ctx.outputs_root / "eval_report", ctx.reporter.drain()
 
@@ -100,6 +111,8 @@ def test_config_forbids_unknown_fields_and_keeps_batch_size_out_of_identity():
     b = EvaluateConfig(tasks=["shakespeare"], batch_size=64)
     assert a.identity() == b.identity() and "batch_size" not in a.identity()
     assert a.identity() != EvaluateConfig(tasks=["shakespeare"], seed=7).identity()
+    # Letting unchecked tasks through changes what the report says: a different artifact.
+    assert a.identity() != EvaluateConfig(tasks=["shakespeare"], allow_contaminated=True).identity()
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -430,7 +443,178 @@ def test_cancelling_stops_between_forward_passes(tmp_path, tiny_model, monkeypat
             ctx._last_cancel_check = 0.0  # let the next check ask the reporter at once
 
     monkeypatch.setattr(ctx, "progress", progress)
-    config = EvaluateConfig(tasks=["shakespeare_next_word"], limit=4, batch_size=2)
+    config = EvaluateConfig(
+        tasks=["shakespeare_next_word"], limit=4, batch_size=2, allow_contaminated=True
+    )
     with pytest.raises(StepCancelled):
         SPEC.run(config, inputs(tiny_model, SUITE), ctx)
     assert not (ctx.outputs_root / "eval_report" / "report.json").exists()
+
+
+# --- the decontamination gate -------------------------------------------------------------------
+# Models here are sealed artifacts whose lineage holds a curated dataset, built as the engine
+# would seal them but without training: dataset.json carries (or lacks) the `decontamination`
+# record that curate writes with decontam.report over the same task folder.
+
+PLANTED = "From a commonplace book: All the world's a STAGE,  and all the moon. Then prose."
+CLEAN = "Of all the stories told in winter, this one is the longest and the least true."
+
+
+@pytest.fixture
+def gate_tasks(tmp_path) -> Path:
+    folder = tmp_path / "gate_tasks"
+    choices = ["day", "night", "sun", "moon"]
+    rows = [{"context": c, "choices": choices, "label": i} for i, c in enumerate(CONTEXTS)]
+    write_task(folder, "mc.yaml", MC_YAML, {"data/mc.jsonl": rows})
+    return folder
+
+
+def curated_model(
+    root: Path,
+    tiny_model: Path,
+    checked: list[Path] | None,
+    docs: list[str],
+    *,
+    parent_model: Path | None = None,
+) -> InputArtifact:
+    """A `model` artifact pretrained on a `dataset` artifact whose curate step had `checked` as
+    its eval_tasks (None: no eval_tasks). With `parent_model`, the model is instead an sft step
+    on that external directory, with the dataset-trained model nowhere in its lineage."""
+    store = ArtifactStore(root / "store")
+    staging = root / "stage-ds"
+    staging.mkdir(parents=True)
+    info: dict = {"seq_len": 64, "sources": {"./corpus.txt": {"documents_in": len(docs)}}}
+    if checked is not None:
+        cfg = decontam.DecontamConfig()
+        index = decontam.EvalIndex.build([(f"./{d.name}", d) for d in checked], cfg)
+        found = [
+            decontam.record(f"doc{i}", "./corpus.txt", items, cfg.action)
+            for i, text in enumerate(docs)
+            if (items := index.matches(text))
+        ]
+        info["decontamination"] = decontam.report(index, cfg, found)
+        (staging / "decontamination.jsonl").write_text("".join(json.dumps(r) + "\n" for r in found))
+    (staging / "dataset.json").write_text(json.dumps(info))
+    # The raw source does not exist: the gate must not re-read (or re-hash) raw parents.
+    source = {"slot": "sources", "digest": "0" * 64, "type": "raw", "uri": str(root / "gone")}
+    dataset = store.seal(
+        staging,
+        "curate/corpus/f/dataset",
+        {"type": "dataset", "kind": "curate", "step": "corpus", "parents": [source]},
+    )
+    shutil.copytree(tiny_model, root / "stage-pt")
+    parent = {"slot": "dataset", "digest": dataset.digest, "type": "dataset", "uri": dataset.uri}
+    if parent_model is not None:
+        parent = {"slot": "model", "digest": "e" * 64, "type": "model", "uri": str(parent_model)}
+    model = store.seal(
+        root / "stage-pt",
+        "pretrain/base/f/model",
+        {"type": "model", "kind": "pretrain", "step": "base", "parents": [parent]},
+    )
+    return InputArtifact(Path(model.uri), ArtifactType.MODEL, model.digest, name="base.model")
+
+
+def refusal(tmp_path: Path, model: Path | InputArtifact, task_dir: Path, monkeypatch) -> str:
+    """The stage's error, checking that lm-eval never ran and that nothing was written."""
+
+    def never(*args, **kwargs):
+        raise AssertionError("lm-eval ran although the gate should have refused")
+
+    monkeypatch.setattr(harness, "evaluate", never)
+    with pytest.raises(StageError) as err:
+        evaluate(tmp_path / "run", model, task_dir, tasks=["tiny_mc"], allow_contaminated=False)
+    out = tmp_path / "run" / "outputs" / "eval_report"
+    assert not out.exists() or not any(out.rglob("*"))
+    return str(err.value)
+
+
+def test_a_planted_item_is_caught_and_evaluate_refuses_until_allowed(
+    tmp_path, tiny_model, gate_tasks, monkeypatch
+):
+    """The issue's case: curate without eval_tasks -> evaluate refuses; allowed -> scored and
+    said so; curate with eval_tasks -> the planted item is caught and the task is scored."""
+    docs = [CLEAN, PLANTED]
+    unchecked = curated_model(tmp_path / "a", tiny_model, None, docs)
+    with monkeypatch.context() as m:
+        message = refusal(tmp_path / "r", unchecked, gate_tasks, m)
+    assert "refuses to score 1 task(s)" in message
+    assert "tiny_mc: dataset step 'corpus'" in message and "did not check data/mc.jsonl" in message
+    assert "fix: add gate_tasks to the curate step's `eval_tasks` input" in message
+    assert "`allow_contaminated: true` on this evaluate step" in message
+
+    meta, out, records = evaluate(
+        tmp_path / "allowed", unchecked, gate_tasks, tasks=["tiny_mc"], allow_contaminated=True
+    )
+    record = json.loads((out / "report.json").read_text())["contamination"]
+    assert record["allowed"] is True and record["checked"] is False
+    assert list(record["unchecked"]) == ["tiny_mc"]
+    assert record["datasets"][0]["step"] == "corpus" and record["datasets"][0]["ngram"] is None
+    assert meta["allow_contaminated"] is True
+    assert meta["contamination"] == {
+        "allowed": True,
+        "checked": False,
+        "unchecked_tasks": ["tiny_mc"],
+        "contaminated_docs": {},
+    }
+    logs = "\n".join(r["message"] for r in records if r["type"] == "log")
+    assert "allow_contaminated is true: scoring 1 task(s)" in logs
+
+    checked = curated_model(tmp_path / "b", tiny_model, [gate_tasks], docs)
+    found = tmp_path / "b" / "store" / "curate/corpus/f/dataset/decontamination.jsonl"
+    assert [json.loads(x)["doc_id"] for x in found.read_text().splitlines()] == ["doc1"]
+    meta, out, _ = evaluate(
+        tmp_path / "checked", checked, gate_tasks, tasks=["tiny_mc"], allow_contaminated=False
+    )
+    record = json.loads((out / "report.json").read_text())["contamination"]
+    assert record["allowed"] is False and record["checked"] is True and record["unchecked"] == {}
+    assert record["tasks"]["tiny_mc"] == {
+        "data": [{"path": "data/mc.jsonl", "sha256": sha256(gate_tasks / "data/mc.jsonl")}],
+        "checked_by": ["corpus"],
+        "contaminated_docs": {"removed": 1},
+    }
+    assert record["contaminated_docs"] == {"removed": 1}
+    assert record["datasets"][0]["ngram"] == 8 and record["datasets"][0]["files_checked"] == 1
+    assert meta["allow_contaminated"] is False and meta["contamination"]["checked"] is True
+    assert meta["metrics"]["tiny_mc/acc"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def test_a_task_file_changed_after_the_check_is_refused(
+    tmp_path, tiny_model, gate_tasks, monkeypatch
+):
+    model = curated_model(tmp_path / "m", tiny_model, [gate_tasks], [CLEAN])
+    edited = tmp_path / "edited"
+    shutil.copytree(gate_tasks, edited)
+    with (edited / "data/mc.jsonl").open("a") as f:
+        f.write(json.dumps({"context": "A new item", "choices": ["a", "b"], "label": 0}) + "\n")
+    message = refusal(tmp_path, model, edited, monkeypatch)
+    assert "tiny_mc: dataset step 'corpus'" in message and "did not check data/mc.jsonl" in message
+    assert "fix: add edited to the curate step's `eval_tasks` input" in message
+
+
+def test_a_model_without_a_checked_lineage_is_refused(
+    tmp_path, tiny_model, gate_tasks, monkeypatch
+):
+    # A bare Hugging Face directory: nothing in Cairn knows what it was trained on.
+    message = refusal(tmp_path / "bare", tiny_model, gate_tasks, monkeypatch)
+    assert f"model {tiny_model} was trained outside Cairn" in message
+    # A model fine-tuned in Cairn from an external base: the base's data was never checked,
+    # and no dataset is in its lineage.
+    sft = curated_model(tmp_path / "sft", tiny_model, [gate_tasks], [], parent_model=tiny_model)
+    message = refusal(tmp_path / "ext", sft, gate_tasks, monkeypatch)
+    assert "the model's lineage has no curated dataset" in message
+    assert f"model {tiny_model} was trained outside Cairn" in message
+
+
+def test_the_suite_run_records_that_it_was_allowed(suite_run):
+    meta, out, _ = suite_run
+    record = json.loads((out / "report.json").read_text())["contamination"]
+    assert record["allowed"] is True and record["checked"] is False
+    assert sorted(record["unchecked"]) == [
+        "shakespeare_finish_line",
+        "shakespeare_heldout",
+        "shakespeare_next_word",
+    ]
+    assert record["tasks"]["shakespeare_heldout"]["data"] == [
+        {"path": "heldout.jsonl", "sha256": sha256(SUITE / "heldout.jsonl")}
+    ]
+    assert meta["allow_contaminated"] is True and meta["contamination"]["checked"] is False

@@ -7,6 +7,10 @@ input, every file in it is digested and enters the lineage). Output: an `eval_re
 settings and the equivalent `lm_eval` command line), per-sample predictions under `samples/`
 and the task files under `tasks/`. See `pipeline.py` for the phases.
 
+A task is scored only if every curated dataset in the model's lineage checked its data files for
+n-gram overlap (the curate step's `eval_tasks` input), or if the step sets `allow_contaminated:
+true`, which the report and the release record (`gate.py`).
+
 lm-eval, torch and transformers are imported inside `run`, so importing the registry stays cheap.
 """
 

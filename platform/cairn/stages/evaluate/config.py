@@ -1,6 +1,7 @@
 """The settings of an `evaluate` step, kept apart so the stage's modules can share them.
 
-Most fields change the scores and so are part of the step's identity. `batch_size` is not: lm-eval
+Most fields change the scores and so are part of the step's identity; `allow_contaminated`
+changes what the report says about them (and whether the step runs at all), so it is one too. `batch_size` is not: lm-eval
 pads each batch, which can move a score in its last float bits but not beyond, and it is chosen
 for memory and speed; the report still records the batch size that was used.
 """
@@ -64,6 +65,13 @@ class EvaluateConfig(StageConfig):
         description="prepend BOS to every context (lm-eval's add_bos_token); none: the "
         "tokenizer's own behaviour. Rolling perplexity is always conditioned on one BOS; "
         "with true it would also score the BOS itself",
+    )
+    allow_contaminated: bool = Field(
+        False,
+        description="score tasks even where their data was not checked for overlap with the "
+        "model's training data (no curate step in the model's lineage listed the task folder "
+        "under `eval_tasks`, or the model was trained outside Cairn); the report and the "
+        "release then say so. Without it such a step fails before anything is scored",
     )
     batch_size: int = Field(
         16,

@@ -1,9 +1,11 @@
-"""The evaluate stage end to end: check inputs → prepare the task folder → run lm-eval → report.
+"""The evaluate stage end to end: check inputs → prepare the task folder → decontamination gate
+→ run lm-eval → report.
 
 This module only sequences the phases and reports on them; `taskdir` makes the user's task
-folder safe to run from any working directory, `harness` runs lm-eval, `report` writes the
-artifact. The checks that need no model come first, so a bad task name or a missing data file
-fails in about a second instead of after the model has loaded.
+folder safe to run from any working directory, `gate` refuses tasks whose data was not checked
+against the model's training data, `harness` runs lm-eval, `report` writes the artifact. The
+checks that need no model come first, so a bad task name, a missing data file or an unchecked
+task fails in seconds instead of after the model has loaded, and leaves no output behind.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from cairn.errors import StageError
 from cairn.stages.base import Context, InputArtifact, Inputs
-from cairn.stages.evaluate import harness, report, taskdir
+from cairn.stages.evaluate import gate, harness, report, taskdir
 from cairn.stages.evaluate.config import EvaluateConfig
 
 
@@ -34,6 +36,8 @@ def evaluate(config: EvaluateConfig, inputs: Inputs, ctx: Context) -> dict[str, 
         f"evaluate: {len(tasks.leaves)} task(s) from {tasks_input.name or tasks_input.path}: "
         f"{', '.join(tasks.leaves)}{anchored}"
     )
+    contamination = gate.check(config, model, tasks_input, tasks)
+    _log_contamination(contamination, ctx)
     if config.add_bos_token and "loglikelihood_rolling" in tasks.output_types.values():
         # Measured with lm-eval 0.4.13: rolling windows already start from one BOS, and an
         # encoder that adds another makes the score include log p(BOS | BOS).
@@ -48,8 +52,9 @@ def evaluate(config: EvaluateConfig, inputs: Inputs, ctx: Context) -> dict[str, 
     )
     ctx.check_cancelled()
 
+    elapsed = time.monotonic() - started
     written = report.write(
-        out, config, model, tasks_input, tasks, results, facts, time.monotonic() - started
+        out, config, model, tasks_input, tasks, results, facts, contamination, elapsed
     )
     from lm_eval.utils import make_table  # the table `lm_eval run` prints, for the step log
 
@@ -60,7 +65,33 @@ def evaluate(config: EvaluateConfig, inputs: Inputs, ctx: Context) -> dict[str, 
         f"evaluate: wrote report.json and {len(results.get('samples') or {})} sample file(s) "
         f"in {written['elapsed_s']:.1f}s"
     )
-    return {"model_digest": model.digest, "metrics": metrics}
+    return {
+        "model_digest": model.digest,
+        "metrics": metrics,
+        "allow_contaminated": config.allow_contaminated,
+        "contamination": gate.summary(contamination),
+    }
+
+
+def _log_contamination(record: dict[str, Any], ctx: Context) -> None:
+    if record["unchecked"]:
+        ctx.log(
+            f"evaluate: warning: allow_contaminated is true: scoring {len(record['unchecked'])} "
+            f"task(s) whose data was not checked against the training data "
+            f"({', '.join(sorted(record['unchecked']))}); the report and release say so"
+        )
+    else:
+        steps = ", ".join(d["step"] for d in record["datasets"])
+        ctx.log(f"evaluate: every task's data was checked for overlap by dataset step(s) {steps}")
+    found = record["contaminated_docs"]
+    if found:
+        counts = ", ".join(f"{n} {action}" for action, n in sorted(found.items()))
+        ctx.log(f"evaluate: training documents overlapping these tasks' data: {counts}")
+    if found.get("flagged"):
+        ctx.log(
+            "evaluate: warning: flagged documents stayed in the training data "
+            "(decontaminate.action: flag), so the scores may be inflated"
+        )
 
 
 def _one(inputs: Inputs, slot: str) -> InputArtifact:

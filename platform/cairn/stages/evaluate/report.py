@@ -3,7 +3,10 @@
     report.json          model digest, scores (+ stderr), harness and library versions, every
                          task's YAML and data files with sha256, the task configs as lm-eval
                          resolved them, seeds and model settings, and an `lm_eval` command line
-                         that reproduces the numbers by hand
+                         that reproduces the numbers by hand, and `contamination`: whether
+                         each task's data was checked against the model's training data, by
+                         which datasets, how many training documents overlapped it, and
+                         whether `allow_contaminated` let unchecked tasks through (gate.py)
     samples/<task>.jsonl one line per document: the doc, the prompt/arguments, the target, the
                          raw and filtered model responses and each metric's value
     tasks/               the `tasks` input, byte for byte (its digests are in report.json)
@@ -82,6 +85,7 @@ def write(
     tasks: taskdir.TaskDir,
     results: dict[str, Any],
     facts: dict[str, Any],
+    contamination: dict[str, Any],
     elapsed_s: float,
 ) -> dict[str, Any]:
     """Write report.json, samples/ and tasks/ under `out`; returns the report."""
@@ -116,6 +120,7 @@ def write(
         "metrics": flat_metrics(table),
         "tasks": {task: _task(task, results, tasks) for task in results.get("configs", {})},
         "groups": results.get("group_subtasks", {}),
+        "contamination": contamination,
         "reproduce": reproduce(config, model.path, facts),
         "elapsed_s": round(elapsed_s, 2),
     }

@@ -75,6 +75,8 @@ class TaskDir:
     leaves: dict[str, list[str]] = field(default_factory=dict)  # task -> its YAML chain
     output_types: dict[str, str] = field(default_factory=dict)  # task -> lm-eval output_type
     rewritten: dict[str, list[str]] = field(default_factory=dict)  # YAML -> fields anchored
+    # task -> [{path, sha256}] of the data files it reads (what the decontamination gate checks)
+    data: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
     def relative(self, path: str | Path) -> str:
         """A path inside the copy as a path relative to the task folder; others unchanged."""
@@ -120,7 +122,19 @@ def prepare(source: Path, scratch: Path, names: list[str]) -> TaskDir:
             _check_data(leaf, cfg, chain, missing, scratch, source)
             tasks.leaves[leaf] = chain
             tasks.output_types[leaf] = str(cfg.get("output_type", ""))
+            tasks.data[leaf] = _data_files(cfg, tasks)
     return tasks
+
+
+def _data_files(cfg: dict[str, Any], tasks: TaskDir) -> list[dict[str, str]]:
+    """[{path, sha256}] of the files a task reads: relative to the task folder where they are
+    in it (digested with the folder), else absolute (digested here)."""
+    out = []
+    for value in data_paths(cfg):
+        for file in expand(value):
+            rel = tasks.relative(file)
+            out.append({"path": rel, "sha256": tasks.files.get(rel) or sha256(Path(file))})
+    return out
 
 
 def digest_tree(root: Path) -> dict[str, str]:
