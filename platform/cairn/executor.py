@@ -134,9 +134,10 @@ def placement(res: Resources, launcher: str) -> dict[str, Any]:
     """Ray task options for a step's driver.
 
     A "trainer" stage's driver holds no CPU: its Ray Train workers ask for the step's resources,
-    and a driver holding a CPU would starve them on a small machine.
+    and a driver holding a CPU would starve them on a small machine. A "driver" stage (curate)
+    likewise holds none: its Ray Data tasks take the CPUs, up to the step's resources.
     """
-    if launcher == "trainer":
+    if launcher in ("trainer", "driver"):
         return {"num_cpus": 0}
     opts: dict[str, Any] = {
         "num_cpus": res.cpus_per_worker * res.num_workers,

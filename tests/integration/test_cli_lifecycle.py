@@ -172,6 +172,7 @@ def test_submit_to_a_ray_head_then_status_and_logs(tmp_path, ray_head):
     home = tmp_path / "home"
     wf = write_tiny(tmp_path / "wf")
     sub = cairn_json(home, "submit", str(wf), "--address", ray_head)
+    assert "run_id" in sub, sub  # an error object instead says why the submission failed
     run_id = sub["run_id"]
     assert sub["status"] == "pending"
 

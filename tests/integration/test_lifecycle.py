@@ -56,7 +56,11 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory, ray_local) -> dict:
 
     folder = tmp_path_factory.mktemp("lifecycle")
     wf_path = write_tiny(folder, max_steps=8, checkpoint_every=4)
-    wf_path.write_text(wf_path.read_text() + LIFECYCLE)
+    # The curate step checks its documents against the eval suite, so `scores` may run it.
+    text = wf_path.read_text().replace(
+        "sources: [./poems]", "sources: [./poems]\n      eval_tasks: [./evals]"
+    )
+    wf_path.write_text(text + LIFECYCLE)
     shutil.copytree(REPO / "workflows" / "data" / "chat", folder / "chat")
     shutil.copytree(REPO / "workflows" / "evals" / "shakespeare", folder / "evals")
 

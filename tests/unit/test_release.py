@@ -9,9 +9,11 @@ byte in any file, a deleted checkpoint, or a rewired lineage edge must fail it, 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -20,9 +22,10 @@ from cairn.cli import app
 from cairn.context import local_context
 from cairn.errors import CairnError
 from cairn.stages.base import ArtifactType, InputArtifact
+from cairn.stages.curate.card import CardStats, write_card
 from cairn.stages.release import SPEC, ReleaseConfig
 from cairn.store import ArtifactStore, describe_source
-from tests.tiny import make_tiny_model
+from tests.tiny import corpus_texts, make_tiny_model
 
 WORKFLOW = {"name": "demo", "path": "/x/demo.yaml", "digest": "d" * 64, "git": "abc123-dirty"}
 
@@ -218,7 +221,7 @@ def test_bundle_has_everything_the_issue_lists(bundle: Path, chain: dict) -> Non
 
     card = (bundle / "README.md").read_text()
     assert chain["model"].digest in card and "mc/acc" in card and "```mermaid" in card
-    assert "removed: min_words" in (bundle / "DATA_CARD.md").read_text()
+    assert "removed by `min_words`" in (bundle / "DATA_CARD.md").read_text()
 
 
 def test_clean_release_passes_audit(bundle: Path, chain: dict) -> None:
@@ -360,3 +363,240 @@ def test_lineage_formats_from_a_bundle(bundle: Path) -> None:
     assert data["kind"] == "sft"
     assert data["parents"][0]["kind"] == "pretrain"
     assert data["parents"][0]["parents"][0]["parents"][0]["type"] == "raw"
+
+
+# -------------------------------------------------------------------------------------------------
+# The dataset's data card in the release: its card/ folder and DATA_CARD.md are copied (checked
+# against the dataset's manifest like every copy), the release's DATA_CARD.md shows the card with
+# images that resolve inside the bundle, and a dataset from before the card still releases.
+# -------------------------------------------------------------------------------------------------
+
+CARD_SOURCE = "./data/plays.jsonl"
+
+
+@pytest.fixture(scope="module")
+def carded(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """raw source → dataset with a data card (written by write_card over real text) → model."""
+    root = tmp_path_factory.mktemp("carded")
+    store = ArtifactStore(root / "store")
+    tiny = make_tiny_model(root / "tiny")
+    texts = corpus_texts(80)
+    source = root / "data" / "plays.jsonl"
+    source.parent.mkdir()
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    src_digest, _ = describe_source(str(source), "raw")
+
+    stats = CardStats()
+    chars = np.array([len(t) for t in texts])
+    stats.add_input(CARD_SOURCE, chars, np.array([len(t.split()) for t in texts]))
+    short = chars < 400
+    for i in np.flatnonzero(short):
+        stats.add_removed(CARD_SOURCE, "min_chars", f"{i:016x}", texts[i])
+    stats.add_output(CARD_SOURCE, chars[~short], chars[~short] // 4 + 1)
+    kept = int((~short).sum())
+    meta = {
+        "seq_len": 64,
+        "vocab_size": 512,
+        "train_sequences": 10,
+        "validation_sequences": 1,
+        "train_tokens": 640,
+        "validation_tokens": 64,
+        "sources": {
+            CARD_SOURCE: {
+                "documents_in": len(texts),
+                "documents_out": kept,
+                "removed": {"min_chars": int(short.sum()), "dedup": 0},
+                "tokens": 4321,
+                "license": "Public domain",
+                "digest": src_digest,
+            }
+        },
+        "filters": {"min_chars": int(short.sum()), "dedup": 0},
+        "decontamination": {
+            "ngram": 13,
+            "action": "drop",
+            "files": {"tasks/mc/test.jsonl": "c" * 64},
+            "items": 4,
+            "contaminated": {CARD_SOURCE: 0},
+            "examples": [],
+        },
+        "card": stats.to_dict(),
+        "config": {"min_chars": 400},
+    }
+    ds = root / "stage-ds"
+    (ds / "tokenizer").mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny / name, ds / "tokenizer" / name)
+    (ds / "dataset.json").write_text(json.dumps(meta))
+    (ds / "decontamination.jsonl").write_text("")
+    written = write_card(ds, meta)
+    dataset = _seal(
+        store, ds, "curate", "dataset", [_parent("sources", (src_digest, "raw", str(source)))]
+    )
+    pt = root / "stage-pt"
+    shutil.copytree(tiny, pt)
+    (pt / "training_metrics.jsonl").write_text('{"step": 1, "train/loss": 6.0}\n')
+    model = _seal(
+        store,
+        pt,
+        "pretrain",
+        "model",
+        [_parent("dataset", (dataset.digest, "dataset", dataset.uri))],
+    )
+    removed = [texts[i] for i in np.flatnonzero(short)]
+    return {"model": model, "written": written, "removed": removed, "kept": kept, "n": len(texts)}
+
+
+def _image_links(markdown: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+
+
+def test_a_dataset_card_is_in_the_release_and_passes_the_audit(
+    carded: dict, tmp_path: Path
+) -> None:
+    out = _release(carded, tmp_path / "r", evals=[])
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {f"data/curate/{rel}" for rel in carded["written"]} <= files
+    assert "data/curate/decontamination.jsonl" in files
+
+    card = (out / "DATA_CARD.md").read_text()
+    links = _image_links(card)
+    assert sorted(links) == [
+        "data/curate/card/lengths.png",
+        "data/curate/card/removed.png",
+        "data/curate/card/tokens.png",
+    ]
+    for link in links:
+        assert (out / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", link
+    # The tables, the licence, the decontamination record and the removed examples are all there.
+    n, kept = carded["n"], carded["kept"]
+    assert f"| documents read | {n} | {n} |  |" in card
+    assert f"| **kept** | {kept} | {kept} | {100 * kept / n:.1f}% |" in card
+    assert "| tokens kept | 4,321 | 4,321 |  |" in card
+    assert f"| `{CARD_SOURCE}` | Public domain |" in card
+    assert "### Decontamination" in card and "### Removed examples" in card
+    assert " ".join(carded["removed"][0].split())[:60] in " ".join(card.split())
+    assert "[data/curate/DATA_CARD.md](data/curate/DATA_CARD.md)" in card
+    # The dataset's own card resolves its images from where it was copied to.
+    own = out / "data/curate/DATA_CARD.md"
+    assert all((own.parent / link).is_file() for link in _image_links(own.read_text()))
+    assert "record" not in json.loads((out / "data/manifest.json").read_text())["datasets"][0]
+
+    report = audit(out)
+    assert report.ok, [c for c in report.checks if not c.ok]
+    lineage = json.loads((out / "lineage.json").read_text())
+    copies = next(n for n in lineage["nodes"] if n["type"] == "dataset")["copies"]
+    assert copies["card/lengths.png"] == "data/curate/card/lengths.png"
+    assert copies["DATA_CARD.md"] == "data/curate/DATA_CARD.md"
+
+    # A card plot changed after the dataset was sealed is caught against its manifest.
+    plot = out / "data/curate/card/removed.png"
+    data = bytearray(plot.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    plot.write_bytes(bytes(data))
+    problems = [p for c in audit(out, load_model=False).checks for p in c.problems]
+    assert any(p.startswith("data/curate/card/removed.png: differs from") for p in problems)
+
+
+def test_a_dataset_from_before_the_card_still_releases(bundle: Path) -> None:
+    files = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
+    assert not any(f.startswith("data/curate/card/") for f in files)
+    assert "data/curate/DATA_CARD.md" not in files
+    card = (bundle / "DATA_CARD.md").read_text()
+    assert "| **kept** | 2 | 2 | 66.7% |" in card and "| tokens kept | 1,100 | 1,100 |  |" in card
+    assert not _image_links(card) and "Removed examples" not in card
+    assert (
+        json.loads((bundle / "data/manifest.json").read_text())["datasets"][0]["card_files"] == []
+    )
+    assert audit(bundle, load_model=False).ok
+
+
+# -------------------------------------------------------------------------------------------------
+# Contamination in the release: whether each eval report's tasks were checked against the model's
+# training data (the `contamination` summary evaluate/gate.py puts in the eval_report metadata) is
+# summarised per eval step in the release's metadata; report.json travels in evals/<step>/, and
+# the bundle still passes the audit.
+# -------------------------------------------------------------------------------------------------
+
+
+def _eval_with(chain: dict, tmp_path: Path, step: str, contamination: dict | None):
+    ev = tmp_path / f"stage-{step}"
+    ev.mkdir()
+    record = {"contamination": {"allowed": True}} if contamination else {}
+    (ev / "report.json").write_text(
+        json.dumps({"model": {"digest": chain["model"].digest}, **record})
+    )
+    metadata: dict = {"model_digest": chain["model"].digest, "metrics": {f"{step}/acc": 0.5}}
+    if contamination is not None:
+        metadata |= {"allow_contaminated": contamination["allowed"], "contamination": contamination}
+    return _seal(
+        chain["store"],
+        ev,
+        step,
+        "eval_report",
+        [_parent("model", (chain["model"].digest, "model", chain["model"].uri))],
+        metadata=metadata,
+    )
+
+
+def test_release_metadata_says_per_eval_whether_contamination_was_checked(
+    chain: dict, tmp_path: Path
+) -> None:
+    allowed = {
+        "allowed": True,
+        "checked": False,
+        "unchecked_tasks": ["mc"],
+        "contaminated_docs": {},
+    }
+    checked = {
+        "allowed": False,
+        "checked": True,
+        "unchecked_tasks": [],
+        "contaminated_docs": {"removed": 2},
+    }
+    evals = [
+        chain["eval"],  # made before evaluate recorded contamination
+        _eval_with(chain, tmp_path, "evals_allowed", allowed),
+        _eval_with(chain, tmp_path, "evals_checked", checked),
+    ]
+    ctx = local_context(tmp_path / "rel", step="release")
+    ctx.workflow = {**WORKFLOW, "text": "name: demo\nsteps: {}\n"}
+    meta = SPEC.run(
+        ReleaseConfig(),
+        {
+            "model": _input(chain["model"], ArtifactType.MODEL),
+            "evals": [_input(e, ArtifactType.EVAL_REPORT) for e in evals],
+        },
+        ctx,
+    )
+    ctx.flush()
+    assert meta["release"]["contamination"] == {
+        "evaluate": {"recorded": False, "allowed": None, "checked": None},
+        "evals_allowed": {
+            "recorded": True,
+            "allowed": True,
+            "checked": False,
+            "unchecked_tasks": ["mc"],
+            "contaminated_docs": {},
+        },
+        "evals_checked": {
+            "recorded": True,
+            "allowed": False,
+            "checked": True,
+            "unchecked_tasks": [],
+            "contaminated_docs": {"removed": 2},
+        },
+    }
+    logs = [r["message"] for r in ctx.reporter.drain() if r["type"] == "log"]
+    assert (
+        "release: evals_allowed: NOT checked against the training data (allow_contaminated: "
+        "true): mc" in logs
+    )
+    assert (
+        "release: evals_checked: every task's data was checked against the training data; "
+        "overlapping training documents: 2 removed" in logs
+    )
+    out = ctx.output_path("release") / meta["release"]["bundle"]
+    report = json.loads((out / "evals/evals_allowed/report.json").read_text())
+    assert report["contamination"] == {"allowed": True}
+    assert audit(out, load_model=False).ok

@@ -116,7 +116,8 @@ class StageSpec:
 
     `launcher` says how the engine places the stage's driver: "task" runs it as one Ray task with
     the step's resources; "trainer" runs it as a zero-CPU task that starts its own Ray Train
-    workers with the step's resources (so the driver does not take a CPU its workers need).
+    workers with the step's resources (so the driver does not take a CPU its workers need);
+    "driver" runs it as a zero-CPU task whose Ray Data tasks use up to the step's resources.
     `result_packages` are the packages whose versions change results and so enter the fingerprint.
     `cacheable=False` makes the step run every time (its output describes something live).
     `shared_code` names modules outside the kind's own package whose source changes its results

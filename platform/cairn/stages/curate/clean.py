@@ -19,10 +19,21 @@ from cairn.stages.curate.config import CurateConfig
 FILTERS = ("min_chars", "max_chars", "min_words", "dedup")
 
 
-def filter_names(config: CurateConfig) -> tuple[str, ...]:
-    """Every filter a step applies, in the order they run: length, quality rules, dedup."""
-    rules = quality.FILTERS if config.quality is not None else ()
-    return (*FILTERS[:3], *rules, FILTERS[3])
+def filter_names(config: CurateConfig, decontaminating: bool = True) -> tuple[str, ...]:
+    """Every filter a step applies, in the order they run: length, language, quality rules,
+    decontamination (when the step has eval_tasks and removes matches), exact and fuzzy dedup."""
+    names: list[str] = list(FILTERS[:3])
+    if config.language is not None:
+        names.append("language")
+    if config.quality is not None:
+        names += quality.FILTERS
+    if decontaminating and config.decontaminate.action == "remove":
+        names.append("decontamination")
+    if config.dedup:
+        names.append("dedup")
+    if config.fuzzy_dedup is not None:
+        names.append("fuzzy_dedup")
+    return tuple(names)
 
 
 def quality_filter(raw: str, config: CurateConfig) -> str | None:
@@ -68,6 +79,7 @@ class SourceStats:
     tokens: int = 0
     removed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FILTERS, 0))
     pii: dict[str, int] | None = None  # placeholders inserted, by type, when scrubbing is on
+    skipped: dict[str, int] = field(default_factory=dict)  # malformed records, by reason
 
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -75,6 +87,7 @@ class SourceStats:
             "documents_out": self.documents_out,
             "removed": dict(self.removed),
             "tokens": self.tokens,
+            "skipped": dict(self.skipped),
         }
         if self.pii is not None:
             out["pii"] = dict(self.pii)
@@ -97,6 +110,15 @@ def explain_empty(removed: dict[str, int], config: CurateConfig) -> str:
             )
         elif name in quality.FILTERS:
             advice.append(f"relax the quality rule {name} (or set quality: null)")
+        elif name == "language":
+            advice.append(
+                f"check the language filter (keeps {config.language.keep if config.language else []}; "
+                "set language: null to turn it off)"
+            )
+        elif name == "decontamination":
+            advice.append(
+                "the documents match the eval tasks: check eval_tasks (or use decontaminate.action: flag)"
+            )
         else:
             advice.append(f"relax {name} (now {getattr(config, name)})")
     return (

@@ -9,10 +9,30 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cairn.stages.base import StageConfig
+from cairn.stages.curate.decontam import DecontamConfig
+from cairn.stages.curate.language import LanguageConfig
+from cairn.stages.curate.minhash import FuzzyConfig
 from cairn.stages.curate.quality import QualityConfig
+
+
+class SourceConfig(BaseModel):
+    """What curate should know about one source beyond its files: its share of the mix, its licence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float | None = Field(
+        None,
+        gt=0,
+        description="share of the mixed training tokens (weights are normalised over the "
+        "sources); a source with less text than its share is repeated (up-sampled), one with "
+        "more is sub-sampled; none: the source keeps its natural size",
+    )
+    license: str | None = Field(
+        None, description="the licence of the source's text, as the data card should state it"
+    )
 
 
 class CurateConfig(StageConfig):
@@ -44,6 +64,38 @@ class CurateConfig(StageConfig):
         "typed placeholders (<EMAIL>, <PHONE>, ...) before anything else, and count them",
     )
     dedup: bool = Field(True, description="drop exact duplicates of the normalised text")
+    fuzzy_dedup: FuzzyConfig | None = Field(
+        default_factory=FuzzyConfig,
+        description="near-duplicate removal with MinHash and LSH banding (one document per "
+        "cluster survives: the first in source order); none: off",
+    )
+    language: LanguageConfig | None = Field(
+        None,
+        description="keep only documents in these languages (py3langid, its model ships in "
+        "the package); `language: {}` keeps English; none: off",
+    )
+    decontaminate: DecontamConfig = Field(
+        default_factory=DecontamConfig,
+        description="how training documents are checked against the `eval_tasks` input (used "
+        "only when that input is given)",
+    )
+    on_malformed: Literal["error", "skip"] = Field(
+        "error",
+        description="a broken record (bad JSON, missing or non-string text field, invalid "
+        "UTF-8, corrupt compressed file): stop with an error naming it, or skip it and count "
+        "it per source and reason in dataset.json and the data card",
+    )
+    sources: dict[str, SourceConfig] = Field(
+        default_factory=dict,
+        description="per-source settings (weight, license), keyed by the input as written in "
+        "the workflow or by its file/folder name, e.g. `plays.jsonl`, `plays` or `python-docs`",
+    )
+    target_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="size of the mixed training split in tokens (before packing); with weights, "
+        "each source gets weight x target_tokens; none: the sum of what the sources have",
+    )
     vocab_size: int = Field(
         2048,
         ge=263,  # 256 byte tokens + 5 special tokens, and room for at least a couple of merges
@@ -54,7 +106,9 @@ class CurateConfig(StageConfig):
     val_fraction: float = Field(
         0.05, gt=0, lt=0.5, description="share of documents held out for validation"
     )
-    seed: int = Field(0, ge=0, description="seeds the document order before packing")
+    seed: int = Field(
+        0, ge=0, description="seeds the sub-sampling of the mix and the document order in packing"
+    )
     # Left in the fingerprint on purpose: it does not change a single token, but it changes which
     # files the artifact holds, and an artifact's files must match the config that asked for it.
     shard_sequences: int = Field(

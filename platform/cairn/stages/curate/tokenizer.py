@@ -7,10 +7,12 @@ stages, and anyone with `transformers`, load it with `AutoTokenizer.from_pretrai
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 EOS = "<|endoftext|>"  # ends every document; also serves as BOS, as in GPT-2
@@ -24,7 +26,14 @@ _BATCH = 1024  # documents per encode_batch call: big enough to use every core, 
 
 
 def train(texts: Sequence[str], vocab_size: int) -> Tokenizer:
-    """A byte-level BPE tokenizer trained on `texts`.
+    """A byte-level BPE tokenizer trained on `texts` (see `train_stream`)."""
+    return train_stream(iter(texts), len(texts), vocab_size)
+
+
+def train_stream(texts: Iterator[str], length: int, vocab_size: int) -> Tokenizer:
+    """A byte-level BPE tokenizer trained on `length` texts read from an iterator.
+
+    The trainer keeps word counts, not texts, so a corpus streamed from disk never sits in memory.
 
     The result depends only on the texts and their order: the trainer breaks ties between
     equally frequent pairs by token id, and the byte alphabet is fixed, so ids never depend on
@@ -41,7 +50,7 @@ def train(texts: Sequence[str], vocab_size: int) -> Tokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(iter(texts), trainer=trainer, length=len(texts))
+    tok.train_from_iterator(texts, trainer=trainer, length=length)
     return tok
 
 
@@ -81,3 +90,34 @@ def encode(
             ids[:-1] = enc.ids
             ids[-1] = eos
             yield ids
+
+
+def table_encoder(tok: Tokenizer) -> Callable[[pa.Table], pa.Table]:
+    """A Ray Data batch function: the batch's `text` column replaced by `tokens` (EOS-terminated
+    int32 lists). It carries the tokenizer as JSON and rebuilds it once per worker process."""
+    spec = tok.to_str()
+    key = hashlib.sha256(spec.encode()).hexdigest()
+
+    def encode_table(table: pa.Table) -> pa.Table:
+        worker_tok = _CACHE.get(key)
+        if worker_tok is None:
+            worker_tok = _CACHE[key] = Tokenizer.from_str(spec)
+        encodings = worker_tok.encode_batch_fast(
+            table["text"].to_pylist(), add_special_tokens=False
+        )
+        eos = special_id(worker_tok, EOS)
+        lengths = np.fromiter((len(e.ids) + 1 for e in encodings), np.int32, len(encodings))
+        offsets = np.zeros(len(encodings) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.empty(int(offsets[-1]), dtype=np.int32)
+        for enc, end in zip(encodings, offsets[1:], strict=True):
+            ids = enc.ids
+            flat[end - 1 - len(ids) : end - 1] = ids
+            flat[end - 1] = eos
+        tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
+        return table.drop_columns(["text"]).append_column("tokens", tokens)
+
+    return encode_table
+
+
+_CACHE: dict[str, Tokenizer] = {}  # per worker process: tokenizers rebuilt from JSON, by digest

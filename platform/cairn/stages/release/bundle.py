@@ -21,12 +21,14 @@ from cairn import ancestry
 from cairn.errors import CairnError, StageError
 from cairn.fingerprint import package_version
 from cairn.stages.base import Context, InputArtifact, Inputs, Outputs
+from cairn.stages.curate import card
 from cairn.stages.release import ReleaseConfig
 from cairn.stages.release.cards import data_card, model_card
 from cairn.store import sha256_file
 
 LINEAGE_FORMAT = 1
 SUMS = "SHA256SUMS"
+DECONTAMINATION = "decontamination.jsonl"  # a dataset's contaminated documents, when it checked
 # Packages whose versions a reader of the release wants whatever the steps declared.
 CORE_PACKAGES = ("torch", "transformers", "tokenizers", "ray", "mlflow", "trl", "lm_eval")
 
@@ -238,7 +240,8 @@ def _checkpoints(
 
 def _data(bundle: Bundle, order: list[ancestry.Node], steps: dict[str, str]) -> dict[str, Any]:
     """data/manifest.json: raw sources with digests; per dataset the counts kept and removed
-    by each filter, the tokenizer and the split, with dataset.json and the tokenizer copied."""
+    by each filter, the tokenizer and the split, with dataset.json, the tokenizer and the
+    dataset's data card copied. Returns the manifest with each dataset's dataset.json added."""
     sources = [
         {
             "uri": n.manifest.get("source", n.uri),
@@ -262,6 +265,15 @@ def _data(bundle: Bundle, order: list[ancestry.Node], steps: dict[str, str]) -> 
         bundle.copy_tree(n, "tokenizer/", f"{rel}/tokenizer")
         if "documents.jsonl" in files:  # document ids: which text each training token came from
             bundle.copy(n, "documents.jsonl", f"{rel}/documents.jsonl")
+        # The dataset's own data card (plots, removed examples, its DATA_CARD.md) and the list of
+        # contaminated documents it points to; datasets curated before the card have none.
+        card_files = sorted(
+            p
+            for p in files
+            if p in (card.CARD_MD, DECONTAMINATION) or p.startswith(f"{card.CARD_DIR}/")
+        )
+        for path in card_files:
+            bundle.copy(n, path, f"{rel}/{path}")
         datasets.append(
             {
                 "step": n.manifest.get("step"),
@@ -285,11 +297,18 @@ def _data(bundle: Bundle, order: list[ancestry.Node], steps: dict[str, str]) -> 
                 },
                 "config": n.manifest.get("config"),
                 "bundle_path": rel,
+                "card_files": card_files,
+                "record": info,  # dataset.json itself, for the data card; not in the manifest
             }
         )
-    manifest = {"sources": sources, "datasets": datasets}
-    bundle.write_json("data/manifest.json", manifest)
-    return manifest
+    bundle.write_json(
+        "data/manifest.json",
+        {
+            "sources": sources,
+            "datasets": [{k: v for k, v in d.items() if k != "record"} for d in datasets],
+        },
+    )
+    return {"sources": sources, "datasets": datasets}
 
 
 def _training(
@@ -339,6 +358,8 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 def _evals(
     bundle: Bundle, evals: list[ancestry.Node], steps: dict[str, str]
 ) -> list[dict[str, Any]]:
+    from cairn.stages.release import summarise  # here: release/__init__ imports this module
+
     out = []
     for n in evals:
         rel = f"evals/{steps[n.digest]}"
@@ -351,6 +372,7 @@ def _evals(
                 "model_digest": metadata.get("model_digest"),
                 "metrics": metadata.get("metrics") or {},
                 "bundle_path": rel,
+                "contamination": summarise(metadata),
             }
         )
     return out

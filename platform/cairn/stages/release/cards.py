@@ -1,15 +1,18 @@
 """The release's model card (README.md) and data card (DATA_CARD.md), generated from facts.
 
 Every number in a card is read from the bundle's own records (manifests, dataset.json, metrics,
-eval reports), so the cards cannot drift from what `cairn audit` verifies.
+eval reports), so the cards cannot drift from what `cairn audit` verifies. Each curated dataset's
+part of DATA_CARD.md is that dataset's own data card (`cairn.stages.curate.card_markdown`),
+rendered from its copied dataset.json with links into the bundle.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from cairn.graphs import to_mermaid
+from cairn.stages.curate.card import CARD_MD, REMOVED_JSONL
+from cairn.stages.curate.card_markdown import render_markdown
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -112,12 +115,19 @@ def _data_summary(data: dict[str, Any]) -> str:
 def _eval_section(evals: list[dict[str, Any]]) -> str:
     if not evals:
         return "This release carries no evaluation reports.\n"
+    from cairn.stages.release import describe  # here: release/__init__ imports this module
+
     rows = [
         [e["step"], k, _fmt(v), f"[report]({e['bundle_path']}/report.json)"]
         for e in evals
         for k, v in sorted(e["metrics"].items())
     ]
-    return _table(["eval step", "task/metric", "score", "details"], rows) + "\n"
+    lines = [_table(["eval step", "task/metric", "score", "details"], rows), ""]
+    lines.append("Contamination (eval data checked against the training data by curate):\n")
+    for e in evals:
+        entry = e.get("contamination") or {"recorded": False}
+        lines.append(f"- `{e['step']}`: {describe(entry)}")
+    return "\n".join(lines) + "\n"
 
 
 def _checkpoint_section(ckpts: list[dict[str, Any]]) -> str:
@@ -155,40 +165,37 @@ def data_card(f: dict[str, Any]) -> str:
     )
     for d in data["datasets"]:
         parts.append(f"## Curated dataset `{d['step']}` (`{d['digest'][:16]}…`)\n")
-        filters = sorted({k for s in d["sources"].values() for k in s.get("removed", {})})
-        rows = [
-            [
-                f"`{src}`",
-                s.get("documents_in"),
-                s.get("documents_out"),
-                *[s.get("removed", {}).get(k, 0) for k in filters],
-                _fmt(s.get("tokens")),
-            ]
-            for src, s in d["sources"].items()
-        ]
+        path = d["bundle_path"]
+        # The dataset's own card, rendered again from its copied dataset.json with the images
+        # pointing at the bundle's copies (a dataset from before the card gets its tables only).
+        record = d.get("record") or {"sources": d["sources"], "filters": d["filters"]}
         parts.append(
-            "Documents kept and removed by each curation filter, per source:\n\n"
-            + _table(
-                ["source", "documents in", "kept", *[f"removed: {k}" for k in filters], "tokens"],
-                rows,
+            render_markdown(
+                {**record, "config": record.get("config") or d.get("config")},
+                images=d.get("card_files") or [],
+                prefix=f"{path}/",
+                title=None,
+                level=3,
             )
-            + "\n"
         )
-        split = d["split"]
+        held_out = d["split"].get("val_fraction")
         parts.append(
-            "Split: "
-            + ", ".join(f"{k} {_fmt(v)}" for k, v in split.items() if v is not None)
+            (
+                f"{_fmt(held_out)} of the documents are held out for validation (by content hash). "
+                if held_out is not None
+                else ""
+            )
+            + f"The tokenizer is in `{path}/tokenizer`"
+            + (
+                f", the dataset's own card in [{path}/{CARD_MD}]({path}/{CARD_MD})"
+                if CARD_MD in (d.get("card_files") or [])
+                else ""
+            )
+            + (
+                f", the removed examples in `{path}/{REMOVED_JSONL}`"
+                if REMOVED_JSONL in (d.get("card_files") or [])
+                else ""
+            )
             + ".\n"
-        )
-        tok = d["tokenizer"]
-        parts.append(
-            f"Tokenizer: byte-level BPE trained on the training split, vocabulary "
-            f"{_fmt(tok['vocab_size'])}, sequences of {_fmt(tok['seq_len'])} tokens "
-            f"(`{d['bundle_path']}/tokenizer`).\n"
-        )
-        parts.append(
-            "Curation config:\n\n```json\n"
-            + json.dumps(d.get("config") or {}, indent=2, sort_keys=True)
-            + "\n```\n"
         )
     return "\n".join(parts)
