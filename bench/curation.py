@@ -314,9 +314,9 @@ def best_of(n: int, fn: Callable[[], object]) -> float:
 
 
 def tokenization(texts: list[str], repeats: int) -> dict[str, float]:
-    from cairn.stages.curate import tokenizer
-
     import pyarrow as pa
+
+    from cairn.stages.curate import tokenizer
 
     tok = tokenizer.train(texts, 2048)
     # What the curate pipeline runs: its Parquet batches (4,096 rows) through table_encoder,

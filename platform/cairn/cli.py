@@ -191,6 +191,11 @@ def _report_result(result: Any, as_json: bool, audit_releases: bool = False) -> 
                     f"cairn stop {digest[:12]}",
                     soft_wrap=True,
                 )
+        for name, r in result.steps.items():
+            data = r.artifacts.get("dataset")
+            if data and data.get("uri") and (Path(data["uri"]) / "DATA_CARD.md").is_file():
+                card = Path(data["uri"]) / "DATA_CARD.md"
+                out.print(f"data card of {name}: [bold]{card}[/]", soft_wrap=True)
         for path in releases:
             out.print(f"release: [bold]{path}[/]", soft_wrap=True)
         for a in audits:

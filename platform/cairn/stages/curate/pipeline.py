@@ -328,6 +328,8 @@ def _scan(
 def _count(table: pa.Table, srcs: list[Source], stats: card.CardStats, flags: Any) -> None:
     """Count one scanned batch: documents in, removed by filter, skipped, PII, contamination."""
     reasons = table["reason"].to_pylist()
+    if scan.FAILED in reasons:
+        raise StageError(table["text"][reasons.index(scan.FAILED)].as_py())
     source = table["source"].to_numpy()
     read = np.array([r != scan.SKIPPED for r in reasons])
     raw_chars, raw_words = table["raw_chars"].to_numpy(), table["raw_words"].to_numpy()

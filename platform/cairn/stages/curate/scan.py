@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from cairn.errors import StageError
 from cairn.stages.curate import clean, language, minhash, pii, quality, sources
 from cairn.stages.curate.config import CurateConfig
 
@@ -30,6 +31,7 @@ BATCH = 1024  # rows per output batch: small enough to stream, big enough to vec
 EXCERPT = 400  # characters of a removed document kept for the data card's examples
 KEPT = ""  # the `reason` of a kept document
 SKIPPED = "skipped"  # the `reason` of a malformed record (counted by cause in `detail`)
+FAILED = "error"  # the `reason` of a row carrying a file's StageError (its text is the message)
 
 
 @dataclass(frozen=True)
@@ -58,11 +60,17 @@ def scan_file(
         on_malformed=config.on_malformed,
     )
     rows: list[dict[str, Any]] = []
-    for record in sources.read_documents(task.file, opts):
-        rows.append(_row(task, record, config, index))
-        if len(rows) == BATCH:
-            yield _table(rows, config)
-            rows = []
+    try:
+        for record in sources.read_documents(task.file, opts):
+            rows.append(_row(task, record, config, index))
+            if len(rows) == BATCH:
+                yield _table(rows, config)
+                rows = []
+    except StageError as e:
+        # Sent as a row, not raised: the driver raises the error of the first broken file in
+        # source order, so a run with two broken files always reports the same one.
+        failed = sources.Skipped(2**32 - 1, task.file.origin, "corrupt_file", "")
+        rows.append({**_row(task, failed, config, index), "reason": FAILED, "text": str(e)})
     if rows:
         yield _table(rows, config)
 

@@ -21,8 +21,6 @@ PAD = "<|pad|>"
 # are single tokens, without resizing the embeddings of a pretrained model.
 ROLES = ["<|system|>", "<|user|>", "<|assistant|>"]
 SPECIAL = [EOS, PAD, *ROLES]  # in this order: EOS is id 0, PAD id 1, roles ids 2-4
-_BATCH = 1024  # documents per encode_batch call: big enough to use every core, small enough to
-# check for cancellation often and keep only one batch of Encoding objects alive
 
 
 def train(texts: Sequence[str], vocab_size: int) -> Tokenizer:
@@ -74,22 +72,6 @@ def special_id(tok: Tokenizer, token: str) -> int:
     if token_id is None:
         raise RuntimeError(f"tokenizer has no {token} token: it was not made by curate.train")
     return token_id
-
-
-def encode(
-    tok: Tokenizer, texts: Sequence[str], check_cancelled: Callable[[], None]
-) -> Iterator[np.ndarray]:
-    """Each text's token ids followed by EOS, as int32 arrays, in order."""
-    eos = special_id(tok, EOS)
-    # encode_batch_fast skips computing character offsets, which packing never uses.
-    batch_encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
-    for start in range(0, len(texts), _BATCH):
-        check_cancelled()
-        for enc in batch_encode(list(texts[start : start + _BATCH]), add_special_tokens=False):
-            ids = np.empty(len(enc.ids) + 1, dtype=np.int32)
-            ids[:-1] = enc.ids
-            ids[-1] = eos
-            yield ids
 
 
 def table_encoder(tok: Tokenizer) -> Callable[[pa.Table], pa.Table]:
