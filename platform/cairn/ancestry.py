@@ -88,13 +88,17 @@ def walk(roots: Iterable[tuple[str, str]]) -> dict[str, Node]:
         nodes[digest] = node
         for p in node.parents:
             if "uri" not in p:
-                raise CairnError(
-                    f"artifact {digest[:12]} at {uri} was sealed before Cairn recorded parent "
-                    "URIs in manifests; fix: delete .cairn/store (or run with cache: false) and "
-                    "re-run the workflow"
-                )
+                raise unsealed_parents(digest, uri)
             todo.append((p["uri"], p["digest"], p["type"]))
     return nodes
+
+
+def unsealed_parents(digest: str, uri: str) -> CairnError:
+    """The error for an artifact whose manifest predates parent URIs: its ancestry is unknown."""
+    return CairnError(
+        f"artifact {digest[:12]} at {uri} was sealed before Cairn recorded parent URIs in "
+        "manifests; fix: delete .cairn/store (or run with cache: false) and re-run the workflow"
+    )
 
 
 def edges(nodes: dict[str, Node]) -> list[dict[str, str]]:

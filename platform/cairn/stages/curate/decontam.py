@@ -59,6 +59,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cairn.errors import StageError
+from cairn.stages.evaluate.taskdir import mappings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -296,7 +297,7 @@ def data_files(root: Path) -> tuple[dict[Path, list[Template]], list[str]]:
             continue
         read.append(rel.as_posix())
         doc = _load(path)
-        for where, mapping in _mappings(doc, ""):
+        for where, mapping in mappings(doc, ""):
             # lm-eval merges a top-level `include:` under the YAML; data paths stay relative to
             # the file that names them.
             chain = [*_includes(mapping, path, 0), (path, mapping)] if not where else []
@@ -333,18 +334,6 @@ def _includes(cfg: dict[str, Any], path: Path, depth: int) -> list[tuple[Path, d
         return []
     loaded = _load(base)
     return [*_includes(loaded, base, depth + 1), (base, loaded)] if isinstance(loaded, dict) else []
-
-
-def _mappings(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every mapping of a YAML document with where it is: a task config may be at the top or
-    inline in a group's task list."""
-    if isinstance(node, dict):
-        yield where, node
-        for key, value in node.items():
-            yield from _mappings(value, f"{where}{key}.")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _mappings(value, f"{where[:-1]}[{i}].")
 
 
 def _data_refs(cfg: dict[str, Any], where: str) -> Iterator[tuple[str, str]]:

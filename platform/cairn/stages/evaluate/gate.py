@@ -188,11 +188,7 @@ def walk(model: InputArtifact) -> Lineage:
             lineage.datasets.append(_dataset(node))
         for p in node.parents:
             if "uri" not in p:
-                raise CairnError(
-                    f"artifact {digest[:12]} at {uri} was sealed before Cairn recorded parent "
-                    "URIs in manifests; fix: delete .cairn/store (or run with cache: false) and "
-                    "re-run the workflow"
-                )
+                raise ancestry.unsealed_parents(digest, uri)
             if p["type"] == "raw":
                 if node.type == "model":  # data fed straight to a training step (sft, dpo)
                     step = str(node.manifest.get("step"))

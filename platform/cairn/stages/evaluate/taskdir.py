@@ -217,7 +217,7 @@ def _anchor(path: Path, root: Path, cache_dir: Path, missing: list[Missing]) -> 
     rel = path.relative_to(root).as_posix()
     changed: list[str] = []
     cache_added = False
-    for where, mapping in list(_mappings(cfg, "")):  # listed first: the loop edits them
+    for where, mapping in list(mappings(cfg, "")):  # listed first: the loop edits them
         kwargs = mapping.get("dataset_kwargs")
         if isinstance(kwargs, dict):
             if "cache_dir" not in kwargs:
@@ -270,16 +270,16 @@ def _is_local_dir(dataset_path: str, here: Path) -> bool:
     return relative and (here / dataset_path).is_dir()
 
 
-def _mappings(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def mappings(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every mapping in a YAML document with its location: a task config may sit at the top or
-    inline in a group's task list."""
+    inline in a group's task list. (curate's decontamination finds task data with it too.)"""
     if isinstance(node, dict):
         yield where, node
         for key, value in node.items():
-            yield from _mappings(value, f"{where}{key}.")
+            yield from mappings(value, f"{where}{key}.")
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            yield from _mappings(value, f"{where[:-1]}[{i}].")
+            yield from mappings(value, f"{where[:-1]}[{i}].")
 
 
 def _flatten(value: Any, field: str) -> Iterator[tuple[str, str]]:
