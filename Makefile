@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/curation.py
+	$(BIN)/python bench/curation_memory.py
 
 clean:
 	rm -rf .cairn
