@@ -59,7 +59,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cairn.errors import StageError
-from cairn.stages.evaluate.taskdir import mappings
+from cairn.stages.evaluate.taskdir import flatten, mappings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -340,23 +340,12 @@ def _data_refs(cfg: dict[str, Any], where: str) -> Iterator[tuple[str, str]]:
     """(field, path) of every data path one task config names."""
     kwargs = cfg.get("dataset_kwargs")
     if isinstance(kwargs, dict):
-        yield from _strings(kwargs.get("data_files"), f"{where}dataset_kwargs.data_files")
+        yield from flatten(kwargs.get("data_files"), f"{where}dataset_kwargs.data_files")
         if isinstance(kwargs.get("data_dir"), str):
             yield f"{where}dataset_kwargs.data_dir", kwargs["data_dir"]
     path = cfg.get("dataset_path")
     if isinstance(path, str) and path not in LOCAL_BUILDERS:
         yield f"{where}dataset_path", path  # a local folder if it exists, else a Hub name
-
-
-def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
-    if isinstance(value, str):
-        yield where, value
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _strings(v, f"{where}[{i}]")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _strings(v, f"{where}.{k}")
 
 
 def _resolve(value: str, yaml_path: Path, root: Path, where: str) -> list[Path]:

@@ -158,7 +158,7 @@ def sha256(path: Path) -> str:
 def data_paths(cfg: dict[str, Any]) -> list[str]:
     """Every data path (data_files, data_dir, a local dataset_path) a task config names."""
     kwargs = cfg.get("dataset_kwargs") or {}
-    out = [v for _, v in _flatten(kwargs.get("data_files"), "")]
+    out = [v for _, v in flatten(kwargs.get("data_files"), "")]
     if isinstance(kwargs.get("data_dir"), str):
         out.append(kwargs["data_dir"])
     path = cfg.get("dataset_path")
@@ -282,15 +282,16 @@ def mappings(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
             yield from mappings(value, f"{where[:-1]}[{i}].")
 
 
-def _flatten(value: Any, field: str) -> Iterator[tuple[str, str]]:
+def flatten(value: Any, field: str) -> Iterator[tuple[str, str]]:
+    """Every string in a YAML value (a string, list or mapping) with its field path."""
     if isinstance(value, str):
         yield field, value
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            yield from _flatten(v, f"{field}[{i}]")
+            yield from flatten(v, f"{field}[{i}]")
     elif isinstance(value, dict):
         for k, v in value.items():
-            yield from _flatten(v, f"{field}.{k}")
+            yield from flatten(v, f"{field}.{k}")
 
 
 # --- resolving and checking names ---------------------------------------------------------------
