@@ -59,7 +59,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cairn.errors import StageError
-from cairn.stages.evaluate.taskdir import flatten, mappings
+from cairn.stages.evaluate.taskdir import flatten, mappings, sha256
 
 if TYPE_CHECKING:
     import numpy as np
@@ -165,7 +165,7 @@ class EvalIndex:
             found, yamls[label] = data_files(root)
             for path, templates in found.items():
                 rel = path.relative_to(root).as_posix()
-                files[f"{label}/{rel}"] = _sha256(path)
+                files[f"{label}/{rel}"] = sha256(path)
                 for n, row in read_rows(path):
                     # One text per task reading the file (usually one), each hashed alone.
                     texts = {tokens(item_text(row, t)) for t in templates}
@@ -498,17 +498,6 @@ def _string_values(value: Any) -> Iterator[str]:
     elif isinstance(value, list | tuple):
         for v in value:
             yield from _string_values(v)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# --- hashing ------------------------------------------------------------------------------------
 
 
 def _word_hashes(words: Sequence[str]) -> np.ndarray:

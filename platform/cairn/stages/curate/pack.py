@@ -1,8 +1,8 @@
-"""Splitting documents into train/validation and packing their tokens into fixed-length shards.
+"""Packing documents' tokens into fixed-length shards, and tracing a packed token back.
 
-The split is decided by each document's content hash, not its position, so adding or removing
-other documents never moves a document from one split to the other, and identical texts (when
-dedup is off) always land together: a copy can never leak from train into validation.
+(The train/validation split is decided before, in scan and pipeline, by each document's content
+hash, not its position: adding other documents never moves one, and identical texts always land
+together, so a copy can never leak from train into validation.)
 """
 
 from __future__ import annotations
@@ -14,25 +14,6 @@ import numpy as np
 
 TRAIN, VALIDATION = "train", "validation"
 PACKING = "packing.npz"  # beside the shards: which document each packed token came from
-
-
-def split_score(digest: bytes) -> float:
-    """A document's place in [0, 1), uniform over documents: below val_fraction is validation."""
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def assign_splits(digests: list[bytes], val_fraction: float) -> list[str]:
-    """The split of each document.
-
-    A small corpus can put no document at all below val_fraction; then the single lowest-scoring
-    document is held out, so that validation is never silently empty. (Only this fallback
-    document can change split when other documents are added.)
-    """
-    scores = [split_score(d) for d in digests]
-    splits = [VALIDATION if s < val_fraction else TRAIN for s in scores]
-    if VALIDATION not in splits and len(splits) > 1:
-        splits[min(range(len(scores)), key=scores.__getitem__)] = VALIDATION
-    return splits
 
 
 def pack_stream(

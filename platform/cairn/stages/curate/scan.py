@@ -14,7 +14,6 @@ which copy dedup keeps) and the document's stable id (`sources.doc_id`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -112,7 +111,7 @@ def _row(task: FileTask, record: Any, config: CurateConfig, index: Any | None) -
     if reason is not None:
         return {**row, "reason": reason, "text": raw[:EXCERPT], "skip": ""}
     row["chars"] = len(text)
-    row["sha"] = hashlib.sha256(text.encode("utf-8")).digest()
+    row["sha"] = clean.digest(text)
     return {**row, "reason": KEPT, "text": text, "skip": ""}
 
 
@@ -133,7 +132,7 @@ def _table(rows: list[dict[str, Any]], config: CurateConfig) -> pa.Table:
     }
     sha = [r["sha"] or b"\0" * 32 for r in rows]
     digests = np.frombuffer(b"".join(sha), dtype=np.uint8).reshape(len(rows), 32)
-    # The first 8 bytes place a document in train or validation (pack.split_score); the next 8
+    # The first 8 bytes place a document in train or validation (below val_fraction: validation); the next 8
     # are its exact-dedup key, so both come from one sha256 of the normalised text.
     cols["split_score"] = pa.array(
         digests[:, :8].copy().view(">u8").ravel().astype(np.float64) / 2**64, pa.float64()
