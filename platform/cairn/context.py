@@ -127,6 +127,7 @@ class StepContext:
     scratch_dir: Path
     reporter: Any
     workflow: dict[str, Any] = field(default_factory=dict)
+    compute: dict[str, Any] = field(default_factory=dict)
     flush_interval_s: float = 1.0
     _buffer: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _last_flush: float = field(default=0.0, repr=False)
@@ -155,6 +156,15 @@ class StepContext:
 
     def log(self, message: str) -> None:
         self._emit({"type": "log", "message": message, "ts": _now_ms()}, urgent=True)
+
+    def event(self, type: str, message: str, **data: Any) -> None:
+        """An entry for the run's event log (the audit trail), e.g. a worker lost and restarted."""
+        record = {"type": "event", "event": type, "message": message, "data": data}
+        self._emit({**record, "ts": _now_ms()}, urgent=True)
+
+    def usage(self, record: dict[str, Any]) -> None:
+        """A worker's compute usage so far (`cairn.accounting.Meter.snapshot`)."""
+        self._emit({"type": "usage", "usage": record, "ts": _now_ms()})
 
     def cancelled(self) -> bool:
         now = time.monotonic()

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from cairn.accounting import add
 from cairn.db.models import ArtifactRow, Event, LineageEdge, Run, StepRun, StepRunArtifact
 from cairn.errors import CairnError
 
@@ -61,6 +62,7 @@ def run_status(s: Any, run_id: str, driver_alive: bool | None = None) -> dict[st
                 "resources": sr.resources,
                 "error": sr.error,
                 "artifacts": outs,
+                "usage": sr.usage,
             }
         )
     events = [
@@ -82,8 +84,18 @@ def run_status(s: Any, run_id: str, driver_alive: bool | None = None) -> dict[st
         "driver_alive": driver_alive,
         "error": run.error,
         "steps": steps,
+        "compute": compute_by_kind(steps),
         "events": events,
     }
+
+
+def compute_by_kind(steps: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Compute totals per stage kind over every attempt (failed attempts cost too)."""
+    totals: dict[str, dict[str, float]] = {}
+    for st in steps:
+        if st.get("usage"):
+            add(totals.setdefault(st["kind"], {}), st["usage"])
+    return totals
 
 
 def list_runs(s: Any, limit: int = 20) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn import stages
+from cairn.accounting import Meter, node_id
 from cairn.context import StepContext
 from cairn.errors import StageError
 from cairn.fingerprint import fingerprint_payload
@@ -40,6 +41,8 @@ class StepPayload:
     # The run's workflow: name, path, digest, git (commit of its repository) and text. Recorded
     # in every manifest (all but the text) and given to stages that describe a run (release).
     workflow: dict[str, Any] = field(default_factory=dict)
+    # What each ancestor artifact's step cost, for kinds that publish it (StageSpec.reads_compute).
+    compute: dict[str, Any] = field(default_factory=dict)
 
 
 def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
@@ -72,9 +75,11 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
         scratch_dir=staging / "scratch",
         reporter=reporter,
         workflow=payload.workflow,
+        compute=payload.compute,
     )
     ctx.scratch_dir.mkdir(parents=True)
     ctx.outputs_root.mkdir(parents=True)
+    meter = _driver_meter(spec.launcher, ctx.resources)
     try:
         metadata = spec.run(config, inputs, ctx) or {}
         ctx.flush()
@@ -123,12 +128,24 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
             }
         return {
             "artifacts": sealed,
-            "node": _node_id(),
+            "node": node_id(),
             "worker": f"{socket.gethostname()}:{os.getpid()}",
         }
     finally:
+        ctx.usage(meter.stop())
         ctx.flush()
         store.discard(staging)
+
+
+def _driver_meter(launcher: str, res: Resources) -> Meter:
+    """The step process's own meter; what it holds depends on the launcher (see accounting)."""
+    if launcher == "trainer":  # its Ray Train workers meter themselves and hold the resources
+        return Meter("driver", cpus=0, gpus=0)
+    return Meter(
+        "driver",
+        cpus=res.cpus_per_worker * res.num_workers,
+        gpus=res.gpus_per_worker * res.num_workers,
+    )
 
 
 def _provenance(spec: Any, config: Any, payload: StepPayload) -> dict[str, Any]:
@@ -142,14 +159,3 @@ def _provenance(spec: Any, config: Any, payload: StepPayload) -> dict[str, Any]:
         "fingerprint_inputs": fingerprint_payload(spec, config, inputs),
         "workflow": {k: v for k, v in payload.workflow.items() if k != "text"},
     }
-
-
-def _node_id() -> str | None:
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return ray.get_runtime_context().get_node_id()
-    except Exception:  # noqa: S110 - the node id is informational; the step's result is not
-        return None
-    return None

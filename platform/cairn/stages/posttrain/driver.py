@@ -164,10 +164,13 @@ def _fit(kind: str, config: PosttrainConfig, payload: dict[str, Any], ctx: Conte
                 "ctx": worker_ctx,
                 "cpus_per_worker": res.cpus_per_worker,
                 "use_cpu": res.gpus_per_worker == 0,
+                "gpus_per_worker": res.gpus_per_worker,
                 "scratch_dir": str(ctx.scratch_dir),
             },
             scaling_config=scaling(res),
-            run_config=run_config(ctx.checkpoint_dir, config.max_failures, config.keep_checkpoints),
+            run_config=run_config(
+                ctx.checkpoint_dir, config.max_failures, config.keep_checkpoints, worker_ctx
+            ),
         )
         try:
             return trainer.fit()

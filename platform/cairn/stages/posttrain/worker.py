@@ -26,6 +26,7 @@ import torch.distributed as dist
 from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 from transformers import TrainerCallback
 
+from cairn.accounting import Meter
 from cairn.stages.posttrain.driver import FINAL_CHECKPOINT, MODEL_DIR, STATE_FILE
 from cairn.stages.posttrain.trainers import build_trainer
 
@@ -81,6 +82,7 @@ def train_loop(args: dict[str, Any]) -> None:
     config = args["config"]
     train_ctx = ray.train.get_context()
     rank, world = train_ctx.get_world_rank(), train_ctx.get_world_size()
+    meter = Meter("worker", args["cpus_per_worker"], args.get("gpus_per_worker", 0.0), rank)
     torch.set_num_threads(max(1, int(args["cpus_per_worker"])))
     distributed = world > 1 and dist.is_available() and dist.is_initialized()
 
@@ -128,6 +130,7 @@ def train_loop(args: dict[str, Any]) -> None:
         # A cancelled run reports nothing more: its latest checkpoint stays the one to resume.
         if not relay.cancelled:
             _report_final(trainer, rank)
+    ctx.usage(meter.stop())
     ctx.flush()
     # flush() sends fire-and-forget; a blocking call to the same reporter after it makes sure the
     # records arrived before Ray Train tears this worker down (calls from one caller run in order).
