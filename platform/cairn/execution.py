@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from cairn.cluster import request_text
 from cairn.db.models import ArtifactRow, Run, StepRun, StepRunArtifact, utcnow
 from cairn.engine import RunResult, StepResult
 from cairn.fingerprint import fingerprint
@@ -147,6 +148,8 @@ class Execution(Outcomes):
         cached = self._lookup(step, fp)
         if cached is not None:
             self._record_cached(step, fp, inputs, cached)
+        elif why := self.e.executor.check(step.resources, step.spec.launcher, step.name):
+            self._unschedulable(step, fp, why)
         else:
             self._submit(step, fp, inputs, attempt=1)
 
@@ -266,10 +269,12 @@ class Execution(Outcomes):
             self.event(
                 s,
                 "step_started",
-                f"{step.name}: attempt {attempt} started (fingerprint {fp[:12]})",
+                f"{step.name}: attempt {attempt} started (fingerprint {fp[:12]}); requests "
+                + request_text(step.resources, step.spec.launcher),
                 sr.id,
                 step=step.name,
                 attempt=attempt,
+                resources=step.resources.model_dump(),
             )
             sr_id = sr.id
         reporter = self.e.executor.reporter()
@@ -286,6 +291,7 @@ class Execution(Outcomes):
             checkpoint_dir=str(self.e.settings.checkpoint_dir(step.name, fp)),
             module=step.spec.run.__module__,
             workflow=self.workflow_info,
+            compute=self._ancestors_compute(inputs) if step.spec.reads_compute else {},
         )
         try:
             handle = self.e.executor.submit(payload, step.spec.launcher, reporter)
@@ -303,6 +309,7 @@ class Execution(Outcomes):
 
     def _poll(self) -> None:
         done = self.e.executor.wait([r.handle for r in self.running.values()], timeout=0.5)
+        self._record_cluster_changes(force=bool(done))
         for r in list(self.running.values()):
             self._drain(r)
         for h in done:
@@ -320,6 +327,15 @@ class Execution(Outcomes):
                 self._drain(r, final=True)
                 self._succeeded(r, result)
             r.reporter.close()
+
+    def _record_cluster_changes(self, force: bool = False) -> None:
+        """Nodes that joined or left since the last look, as run events; `force` looks now
+        (when a step ends, so a change right before the run finishes is not missed)."""
+        changes = self.e.executor.cluster_changes(force)
+        if changes:
+            with self.e.sessions.begin() as s:
+                for c in changes:
+                    self.event(s, c["type"], c["message"], node=c["node"], resources=c["resources"])
 
     def _drain(self, r: RunningStep, final: bool = False) -> None:
         try:
@@ -348,6 +364,19 @@ class Execution(Outcomes):
             elif t == "log":
                 self.write_log(r.step.name, rec["message"])
                 self.e.display.log(r.step.name, rec["message"])
+            elif t == "event":
+                with self.e.sessions.begin() as s:
+                    self.event(
+                        s,
+                        rec["event"],
+                        f"{r.step.name}: {rec['message']}",
+                        r.step_run_id,
+                        step=r.step.name,
+                        **rec.get("data", {}),
+                    )
+                self.e.display.log(r.step.name, rec["message"])
+            elif t == "usage":
+                r.usage[rec["usage"]["worker"]] = rec["usage"]
         if r.metrics and (
             final or len(r.metrics) >= 1000 or time.monotonic() - r.last_flush > METRICS_FLUSH_S
         ):

@@ -8,17 +8,21 @@ are off.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from typing import Any, Protocol
 
+from cairn.cluster import NodeWatch, infeasible, node_types
 from cairn.context import LocalReporter, RayReporterHandle, Reporter, ReporterHub
 from cairn.runner import StepPayload, execute_step
 from cairn.stages.base import Resources
 
 # Ray Train V2 polls its workers every 2 s by default, so each report() blocks that long.
 TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+# How long the cluster's node types are trusted before being read again.
+TYPES_TTL_S = 30.0
 
 
 class Executor(Protocol):
@@ -27,6 +31,8 @@ class Executor(Protocol):
     def result(self, handle: Any) -> dict[str, Any]: ...
     def cancel(self, handle: Any) -> None: ...
     def reporter(self) -> Reporter: ...
+    def check(self, res: Resources, launcher: str, step: str) -> str | None: ...
+    def cluster_changes(self, force: bool = False) -> list[dict[str, Any]]: ...
     def shutdown(self) -> None: ...
 
 
@@ -52,6 +58,12 @@ class InlineExecutor:
     def reporter(self) -> Reporter:
         return LocalReporter()
 
+    def check(self, res: Resources, launcher: str, step: str) -> str | None:
+        return None  # threads of this process: any step fits
+
+    def cluster_changes(self, force: bool = False) -> list[dict[str, Any]]:
+        return []
+
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -69,6 +81,9 @@ class RayExecutor:
         self.num_cpus = num_cpus
         self._remote: Any = None
         self._hub: Any = None
+        self._watch = NodeWatch()
+        self._types: tuple[Any, str] | None = None
+        self._types_at = 0.0
 
     def _start(self) -> None:
         if self._remote is not None:
@@ -82,7 +97,9 @@ class RayExecutor:
             if self.address:
                 kwargs["address"] = self.address
             else:
-                kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
+                # "local": a new instance, even when `ray start` left a cluster address on
+                # this machine, which a bare ray.init() would connect to instead.
+                kwargs.update(address="local", num_cpus=self.num_cpus, include_dashboard=False)
             # Workers inherit this process's environment (TRAIN_ENV above); a runtime_env here
             # would clash with the one a Ray job's driver already has.
             ray.init(**kwargs)
@@ -95,9 +112,18 @@ class RayExecutor:
 
     def submit(self, payload: StepPayload, launcher: str, reporter: Reporter) -> Any:
         self._start()
-        return self._remote.options(
-            **placement(Resources.model_validate(payload.resources), launcher)
-        ).remote(payload, reporter)
+        opts = placement(Resources.model_validate(payload.resources), launcher)
+        if launcher == "driver" and self._cpu_less_node():
+            # Curate's Ray Data tasks run on its driver's node (its scratch files are there):
+            # on a cluster with a CPU-less head (clusters/), the driver must hold a CPU so it
+            # lands on, or makes the autoscaler add, a node where those tasks can run.
+            opts["num_cpus"] = 1
+        return self._remote.options(**opts).remote(payload, reporter)
+
+    def _cpu_less_node(self) -> bool:
+        import ray
+
+        return any(n["Alive"] and not n["Resources"].get("CPU") for n in ray.nodes())
 
     def wait(self, handles: list[Any], timeout: float) -> list[Any]:
         import ray
@@ -122,6 +148,23 @@ class RayExecutor:
         import ray
 
         ray.cancel(handle, force=False, recursive=True)
+
+    def check(self, res: Resources, launcher: str, step: str) -> str | None:
+        """Why the step can never be scheduled here (see cairn.cluster), or None."""
+        self._start()
+        if self._types is None or time.monotonic() - self._types_at > TYPES_TTL_S:
+            import ray
+
+            self._types = node_types(ray.get_runtime_context().gcs_address)
+            self._types_at = time.monotonic()
+        types, source = self._types
+        if types is None:
+            return None
+        why = infeasible(res, launcher, types, step)
+        return f"{why} [node types from {source}]" if why else None
+
+    def cluster_changes(self, force: bool = False) -> list[dict[str, Any]]:
+        return self._watch.changes(force) if self._remote is not None else []
 
     def shutdown(self) -> None:
         import ray

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from cairn.accounting import add, summarise
 from cairn.db.models import ArtifactRow, Event, LineageEdge, Run, StepRun, StepRunArtifact, utcnow
 from cairn.engine import RunResult, StepResult
 from cairn.errors import StepCancelled
@@ -40,6 +41,8 @@ class RunningStep:
     metrics: list[MetricPoint] = field(default_factory=list)
     last_flush: float = field(default_factory=time.monotonic)
     last_progress_log: float = 0.0
+    # Latest usage record per worker process (cairn.accounting), stored on the step run at the end.
+    usage: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Outcomes:
@@ -213,6 +216,7 @@ class Outcomes:
             sr = s.get_one(StepRun, r.step_run_id)
             sr.state, sr.finished_at = "succeeded", utcnow()
             sr.node_id, sr.worker = result.get("node"), result.get("worker")
+            sr.usage = self._record_usage(r)
             self.event(
                 s,
                 "step_succeeded",
@@ -249,6 +253,62 @@ class Outcomes:
         }
         self._done(r.step, "succeeded", info, attempts=self.results[r.step.name].attempts)
 
+    def _record_usage(self, r: RunningStep) -> dict[str, Any] | None:
+        """The step run's compute totals (also to MLflow), from its workers' usage records."""
+        if not r.usage:
+            return None
+        usage = summarise(list(r.usage.values()))
+        ts = int(time.time() * 1000)
+        self.e.tracker.log_metrics(
+            r.mlflow_run_id,
+            [
+                MetricPoint(f"compute/{k}", float(usage[k]), 0, ts)
+                for k in ("worker_seconds", "cpu_seconds", "gpu_seconds", "cpu_time_seconds")
+            ]
+            + [MetricPoint("compute/peak_rss_bytes", float(usage["peak_rss_bytes"]), 0, ts)],
+        )
+        return usage
+
+    def _ancestors_compute(self, inputs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        """{digest: {run_id, step, kind, attempts, usage}} for every artifact above `inputs`;
+        usage sums every attempt of the producing step in its run up to the one that produced
+        it, because failed attempts cost compute too."""
+        out: dict[str, Any] = {}
+        todo = [i["digest"] for items in inputs.values() for i in items]
+        with self.e.sessions() as s:
+            while todo:
+                digest = todo.pop()
+                row = s.get(ArtifactRow, digest)
+                if digest in out or row is None:
+                    continue
+                out[digest] = None
+                todo.extend(
+                    s.scalars(
+                        select(LineageEdge.parent_digest).where(LineageEdge.child_digest == digest)
+                    )
+                )
+                made = s.get(StepRun, row.step_run_id) if row.step_run_id else None
+                if made is None:
+                    continue
+                attempts = s.scalars(
+                    select(StepRun).where(
+                        StepRun.run_id == made.run_id,
+                        StepRun.step == made.step,
+                        StepRun.attempt <= made.attempt,
+                    )
+                ).all()
+                totals: dict[str, float] = {}
+                for a in attempts:
+                    add(totals, a.usage)
+                out[digest] = {
+                    "run_id": made.run_id,
+                    "step": made.step,
+                    "kind": made.kind,
+                    "attempts": len(attempts),
+                    "usage": totals,
+                }
+        return {k: v for k, v in out.items() if v is not None}
+
     def _failed(self, r: RunningStep, ex: BaseException) -> bool:
         """Record a failed attempt; True when the step has a retry left (recorded too)."""
         cancelled = isinstance(ex, StepCancelled) or self.cancelled
@@ -258,6 +318,7 @@ class Outcomes:
         with self.e.sessions.begin() as s:
             sr = s.get_one(StepRun, r.step_run_id)
             sr.state, sr.finished_at, sr.error = state, utcnow(), msg
+            sr.usage = self._record_usage(r)
             detail = "".join(traceback.format_exception(ex))[-4000:]
             self.event(
                 s,
@@ -284,6 +345,16 @@ class Outcomes:
         self.results[r.step.name].error = msg
         self._done(r.step, state, {}, attempts=attempt)
         return False
+
+    def _unschedulable(self, step: Step, fp: str, why: str) -> None:
+        """A step no node of the cluster can ever hold: failed now, not left waiting."""
+        with self.e.sessions.begin() as s:
+            sr = self._new_step_run(
+                s, step, "failed", fingerprint=fp, finished_at=utcnow(), error=why
+            )
+            self.event(s, "step_unschedulable", f"{step.name}: {why}", sr.id, step=step.name)
+        self.results[step.name].error = why
+        self._done(step, "failed", {}, attempts=1)
 
     def _skip(self, step: Step, why: str) -> None:
         with self.e.sessions.begin() as s:

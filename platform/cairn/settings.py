@@ -5,6 +5,7 @@
 | `CAIRN_DATABASE_URL` | `sqlite:///$CAIRN_HOME/cairn.db` (PostgreSQL in production) |
 | `MLFLOW_TRACKING_URI` | `sqlite:///$CAIRN_HOME/mlflow.db`, artifacts under `$CAIRN_HOME/mlartifacts` |
 | `CAIRN_STORE` | `$CAIRN_HOME/store` (any fsspec URI, e.g. `s3://bucket/cairn`) |
+| `CAIRN_CHECKPOINTS` | `$CAIRN_HOME/checkpoints` (on a cluster: a path every node mounts) |
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class Settings:
     mlflow_uri: str
     mlflow_artifacts: str
     store: str
+    checkpoints: Path
 
     @classmethod
     def from_env(cls, home: str | Path | None = None) -> Settings:
@@ -31,6 +33,7 @@ class Settings:
             mlflow_uri=os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{h / 'mlflow.db'}",
             mlflow_artifacts=str(h / "mlartifacts"),
             store=os.environ.get("CAIRN_STORE") or str(h / "store"),
+            checkpoints=Path(os.environ.get("CAIRN_CHECKPOINTS") or h / "checkpoints"),
         )
 
     def env(self) -> dict[str, str]:
@@ -40,6 +43,7 @@ class Settings:
             "CAIRN_DATABASE_URL": self.database_url,
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
             "CAIRN_STORE": self.store,
+            "CAIRN_CHECKPOINTS": str(self.checkpoints),
         }
 
     def logs_dir(self, run_id: str) -> Path:
@@ -47,4 +51,4 @@ class Settings:
 
     def checkpoint_dir(self, step: str, fingerprint: str) -> Path:
         # Keyed by fingerprint: a retried or resumed step finds its own checkpoints, nothing else.
-        return self.home / "checkpoints" / f"{step}-{fingerprint[:16]}"
+        return self.checkpoints / f"{step}-{fingerprint[:16]}"

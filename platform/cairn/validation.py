@@ -180,6 +180,15 @@ class Validator:
         except ValidationError as e:
             self._pydantic(e, loc + ("resources",), Resources)
             ok = False
+        if resources is not None and resources.elastic and not spec.elastic:
+            elastic = ", ".join(k for k in stages.kinds() if stages.get(k).elastic)
+            self.add(
+                loc + ("resources", "num_workers"),
+                f"a range ({resources.workers_text()}) is for stages that can grow their worker "
+                f"group while training ({elastic}); '{sm.kind}' runs a fixed number of workers",
+                f"give a whole number, e.g. num_workers: {resources.num_workers}",
+            )
+            ok = False
 
         inputs = self._inputs(name, sm, spec, all_steps)
         if inputs is None or not ok or config is None or resources is None:
