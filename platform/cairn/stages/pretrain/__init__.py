@@ -72,6 +72,12 @@ class PretrainConfig(StageConfig):
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="bfloat16 autocast on CUDA; CPU workers always train in float32"
     )
+    sharding: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto",
+        description="how workers hold the model: ddp (a full copy each) or fsdp (FSDP2 "
+        "fully_shard: 1/workers of weights, grads and AdamW state each); auto: fsdp on GPUs, "
+        "ddp on CPUs",
+    )
 
     # --- checkpoints and evaluation ---
     checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints (and at end)")
@@ -147,6 +153,7 @@ SPEC = StageSpec(
     outputs={"model": ArtifactType.MODEL},
     run=run,
     launcher="trainer",
+    elastic=True,
     shared_code=("cairn.stages.raytrain",),
     result_packages=("torch", "transformers"),
     default_resources=Resources(num_workers=2, cpus_per_worker=1),

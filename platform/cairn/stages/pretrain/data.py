@@ -11,6 +11,7 @@ the batches an uninterrupted run sees.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,12 +114,26 @@ def inspect_dataset(root: Path) -> DatasetInfo:
 
 def check_batch(config: PretrainConfig, data: DatasetInfo, res: Resources) -> None:
     """Checks that need the resources or the dataset, so they cannot live on the config model."""
-    if config.global_batch_size % res.num_workers:
-        lower = config.global_batch_size // res.num_workers * res.num_workers
+    sizes = range(res.min_workers or res.num_workers, res.num_workers + 1)
+    bad = [w for w in sizes if config.global_batch_size % w]
+    if bad and not res.elastic:
+        n = res.num_workers
+        lower = config.global_batch_size // n * n
         raise StageError(
             f"pretrain: config.global_batch_size ({config.global_batch_size}) must be divisible "
-            f"by resources.num_workers ({res.num_workers}); fix: set global_batch_size to "
-            f"{max(lower, res.num_workers)} or {lower + res.num_workers}, or change num_workers"
+            f"by resources.num_workers ({n}); fix: set global_batch_size to "
+            f"{max(lower, n)} or {lower + n}, or change num_workers"
+        )
+    if bad:
+        step = math.lcm(*sizes)
+        good = -(-config.global_batch_size // step) * step
+        raise StageError(
+            f"pretrain: elastic num_workers {res.workers_text()}: config.global_batch_size "
+            f"({config.global_batch_size}) must be divisible by every worker count the group may "
+            f"have, and {', '.join(map(str, bad))} do(es) not divide it (each worker takes an "
+            f"equal share of every step's batch, so the batch and the LR schedule stay the same "
+            f"as the group grows); fix: set global_batch_size to a multiple of {step} "
+            f"(e.g. {good}), or narrow the range"
         )
     if config.global_batch_size > data.train_sequences:
         raise StageError(

@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 from cairn.errors import StageError, StepCancelled
 from cairn.plots import plot_losses
 from cairn.stages.base import Context, InputArtifact, Inputs, Outputs
-from cairn.stages.pretrain import PretrainConfig
+from cairn.stages.pretrain import PretrainConfig, data_order
 from cairn.stages.pretrain.data import DatasetInfo, check_batch, inspect_dataset
 from cairn.stages.pretrain.loop import read_state, train_loop
 from cairn.stages.pretrain.model import ARCHITECTURE, count_parameters, export_model, llama_config
@@ -61,11 +61,12 @@ def train(
                 f"{config.max_steps}; its checkpoint is kept and a re-run resumes from it"
             )
         model = export_model(Path(ckpt_dir), model_config, out)
+        data_order.export(Path(ckpt_dir), data.root, data.seq_len, out)
     AutoTokenizer.from_pretrained(data.tokenizer_dir).save_pretrained(out)
     (out / "training_metrics.jsonl").write_text(
         "".join(json.dumps(row) + "\n" for row in state.history)
     )
-    checkpoints = _export_checkpoints(result, model_config, out, ctx)
+    checkpoints = _export_checkpoints(result, model_config, data, out, ctx)
     (out / "checkpoints.json").write_text(json.dumps(checkpoints, indent=2))
     plot_losses(
         state.history, out / "loss.png", f"{ctx.step}: {count_parameters(model):,} parameters"
@@ -102,10 +103,13 @@ def _fit(
                 "llama_config": model_config,
                 "ctx": worker_ctx,
                 "cpus_per_worker": res.cpus_per_worker,
+                "gpus_per_worker": res.gpus_per_worker,
                 "fail_at_step": fail_at_step,
             },
             scaling_config=scaling(res),
-            run_config=run_config(ctx.checkpoint_dir, config.max_failures, config.keep_checkpoints),
+            run_config=run_config(
+                ctx.checkpoint_dir, config.max_failures, config.keep_checkpoints, worker_ctx
+            ),
         )
         try:
             return trainer.fit()
@@ -154,11 +158,12 @@ def _explain_failure(error: Exception, config: PretrainConfig, ctx: Context) -> 
 
 
 def _export_checkpoints(
-    result: Any, model_config: Any, out: Path, ctx: Context
+    result: Any, model_config: Any, data: DatasetInfo, out: Path, ctx: Context
 ) -> list[dict[str, Any]]:
     """Export every checkpoint Ray Train kept as a loadable Hugging Face directory under
     `out/checkpoints/step-NNNNNNN/` (weights only: what a release publishes, as OLMo publishes
-    its intermediate revisions) and index them: [{step, tokens_seen, path, ray_checkpoint}].
+    its intermediate revisions) with its data-order record (`data_order.py`), and index them:
+    [{step, tokens_seen, path, ray_checkpoint}].
 
     `ray_checkpoint` (relative to ctx.checkpoint_dir, which is not part of the artifact) is the
     full training state, optimizer included, that a resumed run restarts from.
@@ -170,6 +175,7 @@ def _export_checkpoints(
         rel = f"checkpoints/step-{step:07d}"
         with checkpoint.as_directory() as d:
             export_model(Path(d), model_config, out / rel)
+            data_order.export(Path(d), data.root, data.seq_len, out / rel)
         rows.append(
             {
                 "step": step,

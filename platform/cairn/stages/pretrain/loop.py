@@ -29,10 +29,15 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from cairn.accounting import Meter
+from cairn.stages.pretrain import data_order, parallel
 from cairn.stages.pretrain.data import BatchOrder, DatasetInfo, Sequences
+from cairn.stages.pretrain.flops import device_peak, flops_per_token, mfu
 from cairn.stages.pretrain.model import MODEL_STATE_FILE, build_model
 
 STATE_FILE = "state.json"
+OPTIM = "optimizer.pt"  # optimizer.state_dict(): keyed by parameter position (DDP)
+OPTIM_BY_NAME = "optimizer_by_name.pt"  # keyed by parameter name (FSDP2 full state)
 METRICS_FILE = "metrics.jsonl"
 # How often (in steps) rank 0 asks the engine whether the step was cancelled, at the latest.
 CANCEL_CHECK_EVERY = 10
@@ -71,6 +76,7 @@ def train_loop(args: dict[str, Any]) -> None:
 
     train_ctx = ray.train.get_context()
     rank, world = train_ctx.get_world_rank(), train_ctx.get_world_size()
+    meter = Meter("worker", args["cpus_per_worker"], args.get("gpus_per_worker", 0.0), rank)
     distributed = world > 1 and dist.is_available() and dist.is_initialized()
     torch.set_num_threads(int(max(1, args["cpus_per_worker"])))
     device = ray.train.torch.get_device()
@@ -78,8 +84,18 @@ def train_loop(args: dict[str, Any]) -> None:
     if device.type == "cuda" and cfg.dtype == "bfloat16":
         autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 
-    model = ray.train.torch.prepare_model(build_model(args["llama_config"], cfg.seed))
+    # FSDP2 shards weights, grads and optimizer state (parallel.py); DDP keeps a copy per worker.
+    sharded = distributed and (
+        cfg.sharding == "fsdp" or (cfg.sharding == "auto" and device.type == "cuda")
+    )
+    if sharded:
+        fresh: torch.nn.Module = build_model(args["llama_config"], cfg.seed)
+        model = parallel.shard(fresh.to(device))
+    else:
+        model = ray.train.torch.prepare_model(build_model(args["llama_config"], cfg.seed))
     raw: torch.nn.Module = model.module if isinstance(model, DistributedDataParallel) else model
+    if rank == 0 and sharded:
+        ctx.log(f"pretrain: FSDP2 across {world} workers (each holds 1/{world} of the state)")
     optimizer = _optimizer(raw, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -87,10 +103,13 @@ def train_loop(args: dict[str, Any]) -> None:
     )
     state = TrainState()
     resumed = False
+    # Rank 0's record of every global batch stepped on (see data_order); saved with checkpoints.
+    batches: list[np.ndarray] = []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            state = _load_checkpoint(Path(d), raw, optimizer, scheduler, device)
+            state = _load_checkpoint(Path(d), raw, optimizer, scheduler, device, sharded)
+            batches = data_order.load(Path(d))[: state.step] if rank == 0 else []
         resumed = True
         if rank == 0:
             ctx.log(f"pretrain: resumed from step {state.step} ({checkpoint.path})")
@@ -100,11 +119,22 @@ def train_loop(args: dict[str, Any]) -> None:
     order = BatchOrder(len(train), cfg.global_batch_size, cfg.seed)
     pad = data.pad_token_id if data.pad_token_id not in (None, data.eos_token_id) else None
     tokens_per_step = cfg.global_batch_size * data.seq_len
+    # Model FLOPs per token (flops.py) and, on a known GPU, its datasheet peak: for MFU.
+    per_token = flops_per_token(args["llama_config"], data.seq_len)
+    peak = (
+        device_peak(torch.cuda.get_device_name(device), cfg.dtype)
+        if device.type == "cuda"
+        else None
+    )
+    if rank == 0 and peak is not None and not resumed:
+        ctx.log(f"pretrain: MFU against {peak[0] / 1e12:.0f} TFLOP/s ({peak[1]})")
 
     window_time, window_steps = 0.0, 0  # time spent in train steps only (not eval/checkpoint)
     stop = False
     while state.step < cfg.max_steps and not stop:
         step_start = time.perf_counter()
+        if rank == 0:
+            batches.append(order.global_batch_at(state.step).copy())
         ids = torch.from_numpy(train.take(order.rank_batch_at(state.step, rank, world)))
         ids = ids.to(device)
         labels = ids if pad is None else ids.masked_fill(ids == pad, -100)
@@ -135,16 +165,23 @@ def train_loop(args: dict[str, Any]) -> None:
             state.train_loss = float(sync[0]) / world
             stop = bool(sync[2] > 0) and not last
             if last or step % cfg.log_every == 0:
+                tokens_per_s = window_steps * tokens_per_step / max(window_time, 1e-9)
                 row = {
                     "train/loss": state.train_loss,
                     "train/lr": scheduler.get_last_lr()[0],
                     "train/grad_norm": float(sync[1]) / world,
-                    "train/tokens_per_s": window_steps * tokens_per_step / max(window_time, 1e-9),
+                    "train/tokens_per_s": tokens_per_s,
+                    "train/tokens_per_s_per_worker": tokens_per_s / world,
+                    "train/tflops_per_s_per_worker": tokens_per_s / world * per_token / 1e12,
                     "train/tokens_seen": float(state.tokens_seen),
                 }
+                if peak is not None:
+                    row["train/mfu"] = mfu(tokens_per_s / world, per_token, peak[0])
                 _log(ctx, state, rank, row, step)
                 if rank == 0:
                     ctx.progress(step, cfg.max_steps, f"loss {state.train_loss:.3f}")
+                if meter.due():
+                    ctx.usage(meter.snapshot())
                 window_time, window_steps = 0.0, 0
 
         if last or (cfg.eval_every and step % cfg.eval_every == 0):
@@ -154,10 +191,12 @@ def train_loop(args: dict[str, Any]) -> None:
                 _log(ctx, state, rank, {"val/loss": val_loss}, step)
 
         if last or stop or step % cfg.checkpoint_every == 0:
-            _save_checkpoint(state, rank, raw, optimizer, scheduler)
+            _save_checkpoint(state, rank, raw, optimizer, scheduler, batches, sharded)
+            ctx.usage(meter.snapshot())
 
     if rank == 0 and stop:
         ctx.log(f"pretrain: cancelled at step {state.step}; checkpoint saved")
+    ctx.usage(meter.stop())
     ctx.flush()
     # flush() sends fire-and-forget; a blocking call to the same reporter after it makes sure the
     # records arrived before Ray Train tears this worker down (calls from one caller run in order).
@@ -224,27 +263,37 @@ def _save_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    batches: list[np.ndarray],
+    sharded: bool,
 ) -> None:
-    """All ranks report (it is a barrier); only rank 0 writes and passes a checkpoint."""
+    """All ranks report (it is a barrier); only rank 0 writes and passes a checkpoint.
+
+    The weights are always written whole (a sharded model's are gathered first, by all ranks),
+    so a checkpoint is the same file whatever wrote it, and `export_model` reads it as is."""
     metrics: dict[str, float] = {"step": state.step, "tokens_seen": state.tokens_seen}
     if state.train_loss is not None:
         metrics["train_loss"] = state.train_loss
     if state.val_loss is not None:
         metrics["val_loss"] = state.val_loss
     name = checkpoint_dir_name(state.step)
+    if sharded:  # a collective: every rank gathers, rank 0 receives the tensors
+        weights, optim = parallel.full_state(model, optimizer)
+    else:
+        weights, optim = model.state_dict(), optimizer.state_dict()
     if rank != 0:
         ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
         return
     with tempfile.TemporaryDirectory(prefix="cairn-pretrain-") as tmp:
         d = Path(tmp)
-        torch.save(model.state_dict(), d / MODEL_STATE_FILE)
-        torch.save(optimizer.state_dict(), d / "optimizer.pt")
+        torch.save(weights, d / MODEL_STATE_FILE)
+        torch.save(optim, d / (OPTIM_BY_NAME if sharded else OPTIM))
         torch.save(scheduler.state_dict(), d / "scheduler.pt")
         rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
         rng["python"] = random.getstate()
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         torch.save(rng, d / "rng.pt")
+        data_order.save(batches, d)
         fields = asdict(state)
         history = fields.pop("history")
         (d / STATE_FILE).write_text(json.dumps(fields, indent=2))
@@ -260,9 +309,25 @@ def _load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     device: torch.device,
+    sharded: bool,
 ) -> TrainState:
-    model.load_state_dict(torch.load(d / MODEL_STATE_FILE, map_location=device))
-    optimizer.load_state_dict(torch.load(d / "optimizer.pt", map_location=device))
+    want = OPTIM_BY_NAME if sharded else OPTIM
+    if not (d / want).is_file():
+        raise RuntimeError(
+            f"pretrain: checkpoint {d} was written with sharding "
+            f"{'ddp' if sharded else 'fsdp'} and cannot resume under "
+            f"{'fsdp' if sharded else 'ddp'}; fix: set config.sharding back to what wrote it"
+        )
+    if sharded:
+        parallel.load_full_state(
+            model,
+            optimizer,
+            torch.load(d / MODEL_STATE_FILE, map_location="cpu"),
+            torch.load(d / OPTIM_BY_NAME, map_location="cpu"),
+        )
+    else:
+        model.load_state_dict(torch.load(d / MODEL_STATE_FILE, map_location=device))
+        optimizer.load_state_dict(torch.load(d / OPTIM, map_location=device))
     scheduler.load_state_dict(torch.load(d / "scheduler.pt"))
     rng = torch.load(d / "rng.pt", weights_only=False)
     torch.set_rng_state(rng["torch"])
