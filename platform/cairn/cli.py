@@ -281,11 +281,40 @@ def status(run_id: RunArg, as_json: JsonOpt = False) -> None:
             (st["error"] or "")[:80],
         )
     out.print(t)
+    _print_compute(data["steps"])
     out.print("[bold]events[/]")
     for ev in data["events"][-15:]:
         out.print(
             f"  {ev['ts'][11:19]} {ev['type']:<15} {ev['message']}", markup=False, highlight=False
         )
+
+
+def _print_compute(steps: list[dict[str, Any]]) -> None:
+    """Per attempt: what it held (worker/CPU/GPU-seconds) and used (CPU time, peak memory)."""
+    from cairn.accounting import human_bytes
+
+    rows = [st for st in steps if st.get("usage")]
+    if not rows:
+        return
+    t = Table(box=None, header_style="bold", title="compute", title_justify="left")
+    for col in ("step", "try", "worker-s", "CPU-s", "GPU-s", "CPU time", "peak memory per worker"):
+        t.add_column(col, justify="left" if col in ("step", "peak memory per worker") else "right")
+    for st in rows:
+        u = st["usage"]
+        peaks = " ".join(
+            f"{w['role'] if w['rank'] is None else 'rank ' + str(w['rank'])}={human_bytes(w['peak_rss_bytes'])}"
+            for w in u["workers"]
+        )
+        t.add_row(
+            st["step"],
+            str(st["attempt"]),
+            f"{u['worker_seconds']:.1f}",
+            f"{u['cpu_seconds']:.1f}",
+            f"{u['gpu_seconds']:.1f}",
+            f"{u['cpu_time_seconds']:.1f}",
+            peaks,
+        )
+    out.print(t)
 
 
 @app.command()
@@ -499,6 +528,79 @@ def audit(
         _print_audit(report)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command("data-order")
+def data_order_cmd(
+    checkpoint: Annotated[
+        str,
+        typer.Argument(
+            help="a checkpoint directory (MODEL/checkpoints/step-NNNNNNN), a model directory, "
+            "a release bundle, or a model digest from `cairn status RUN`"
+        ),
+    ],
+    doc: Annotated[
+        str | None, typer.Option("--doc", help="a document id from the dataset's documents.jsonl")
+    ] = None,
+    before: Annotated[
+        int | None, typer.Option(help="only steps up to and including this one")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Which training batches held a document: "was document X seen before step N?".
+
+    Every pretrain checkpoint carries data_order.parquet: for each step, the train sequences of
+    its batch and the documents (curation's stable ids) they were cut from. Without --doc, says
+    what the record covers.
+
+        cairn data-order .cairn/store/pretrain/pretrain/FP/model/checkpoints/step-0000100 --doc 3f2a…
+    """
+    from cairn.stages.pretrain import data_order
+
+    try:
+        path = _data_order_dir(checkpoint)
+        data = data_order.summary(path) if doc is None else data_order.lookup(path, doc, before)
+    except ValueError as e:
+        _fail(CairnError(str(e)), as_json)
+    except CairnError as e:
+        _fail(e, as_json)
+    if as_json:
+        _emit(data)
+    elif doc is None:
+        out.print(
+            f"{data['checkpoint']}: steps 1..{data['steps_recorded']}, {data['sequences']} "
+            f"sequences, {data['documents']} documents, {data['tokens']:,} tokens",
+            soft_wrap=True,
+        )
+    elif data["seen"]:
+        shown = ", ".join(map(str, data["steps"][:12])) + (" …" if len(data["steps"]) > 12 else "")
+        out.print(
+            f"document {doc} [bold]was seen[/] by step {data['before']}: in {len(data['steps'])} "
+            f"batch(es), first at step {data['first_step']}; {data['tokens']:,} of its tokens "
+            f"in all\n  steps: {shown}",
+            soft_wrap=True,
+        )
+    else:
+        out.print(
+            f"document {doc} [bold]was not seen[/] in steps 1..{data['before']} "
+            "(it may be in the validation split, filtered, or simply not reached yet)",
+            soft_wrap=True,
+        )
+
+
+def _data_order_dir(ref: str) -> Path:
+    """The directory holding data_order.parquet that `ref` names."""
+    from cairn.stages.pretrain.data_order import FILE
+
+    p = Path(ref)
+    if not (p / FILE).is_file():
+        p = _model_dir(ref)
+    if not (p / FILE).is_file():
+        raise CairnError(
+            f"{ref}: no {FILE} there; give a pretrain checkpoint directory "
+            "(MODEL/checkpoints/step-NNNNNNN) or a pretrain model (post-trained models have none)"
+        )
+    return p
 
 
 def _print_audit(report: Any) -> None:

@@ -151,6 +151,7 @@ SPEC = StageSpec(
     },
     outputs={"release": ArtifactType.RELEASE},
     run=run,
+    reads_compute=True,
     default_resources=Resources(num_workers=1, cpus_per_worker=1),
     doc=(
         "Publish a model with its full ancestry: weights, checkpoints, data manifest, configs, "

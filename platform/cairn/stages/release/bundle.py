@@ -18,6 +18,7 @@ from typing import Any
 import fsspec
 
 from cairn import ancestry
+from cairn.accounting import add
 from cairn.errors import CairnError, StageError
 from cairn.fingerprint import package_version
 from cairn.stages.base import Context, InputArtifact, Inputs, Outputs
@@ -125,6 +126,7 @@ def build(config: ReleaseConfig, inputs: Inputs, ctx: Context) -> Outputs:
     ctx.progress(3, 6, "writing configs and lineage")
     environment = _config(bundle, order, steps, ctx, name, config)
     lineage = _lineage(bundle, order, steps, name, model.digest, [e.digest for e in evals])
+    compute = _compute(bundle, order, ctx.compute)
 
     ctx.progress(4, 6, "writing the model and data cards")
     facts = {
@@ -138,6 +140,7 @@ def build(config: ReleaseConfig, inputs: Inputs, ctx: Context) -> Outputs:
         "evals": scores,
         "environment": environment,
         "lineage": lineage,
+        "compute": compute,
     }
     bundle.write_text("README.md", model_card(facts))
     bundle.write_text("DATA_CARD.md", data_card(facts))
@@ -164,6 +167,26 @@ def build(config: ReleaseConfig, inputs: Inputs, ctx: Context) -> Outputs:
             "register": config.register_in_mlflow,
         }
     }
+
+
+def _compute(bundle: Bundle, order: list[ancestry.Node], known: dict[str, Any]) -> dict[str, Any]:
+    """compute.json: what each step in the lineage cost (all its attempts) and the totals per
+    stage kind — the figure a reader of an open release asks first after "what data?"."""
+    steps: dict[tuple[str, str], dict[str, Any]] = {}
+    for node in order:
+        entry = known.get(node.digest)
+        if entry is None:  # a raw source, or the engine had no record (made by hand)
+            continue
+        key = (entry["run_id"], entry["step"])
+        steps.setdefault(key, {**entry, "artifacts": []})["artifacts"].append(node.digest)
+    per_kind: dict[str, dict[str, float]] = {}
+    total: dict[str, float] = {}
+    for entry in steps.values():
+        add(per_kind.setdefault(entry["kind"], {}), entry["usage"])
+        add(total, entry["usage"])
+    data = {"per_stage": per_kind, "total": total, "steps": list(steps.values())}
+    bundle.write_json("compute.json", data)
+    return data
 
 
 def _check_evals(evals: list[InputArtifact], nodes: dict[str, ancestry.Node], model: str) -> None:

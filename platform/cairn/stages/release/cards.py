@@ -27,6 +27,26 @@ def _fmt(v: Any) -> str:
     return "—" if v is None else str(v)
 
 
+def _compute_section(compute: dict[str, Any]) -> str:
+    """Held compute per stage kind (every attempt, failed ones included); compute.json has more."""
+    if not compute["per_stage"]:
+        return "No compute was recorded for this model's steps (made outside the engine).\n"
+    lines = [
+        "| stage | worker-hours | CPU-hours | GPU-hours | CPU time (h) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for kind, t in [*compute["per_stage"].items(), ("**total**", compute["total"])]:
+        cells = [
+            t.get(k, 0.0) / 3600
+            for k in ("worker_seconds", "cpu_seconds", "gpu_seconds", "cpu_time_seconds")
+        ]
+        lines.append(f"| {kind} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+    return (
+        "\n".join(lines) + "\n\nHours held by each stage's workers, failed attempts included; "
+        "`compute.json` lists every step with peak memory per worker.\n"
+    )
+
+
 def model_card(f: dict[str, Any]) -> str:
     name, cfg, model = f["name"], f["config"], f["model"]
     env = f["environment"]
@@ -62,6 +82,8 @@ def model_card(f: dict[str, Any]) -> str:
         _eval_section(f["evals"]),
         "## Intermediate checkpoints\n",
         _checkpoint_section(f["checkpoints"]),
+        "## Compute\n",
+        _compute_section(f["compute"]),
         "## Limitations\n",
         cfg["limitations"] + "\n",
         "## Lineage\n",
