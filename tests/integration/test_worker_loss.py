@@ -75,8 +75,22 @@ def _events(engine: Engine, run_id: str | None = None, kind: str | None = None) 
         return rows
 
 
-def test_a_sigkilled_worker_is_replaced_and_the_weights_match(cairn_home, ray_local, tmp_path):
-    workflow = write_tiny(tmp_path / "wf", max_steps=160, checkpoint_every=20)
+@pytest.fixture(scope="module")
+def home(ray_local, tmp_path_factory):
+    """One CAIRN_HOME for the module: the second run's curate step is a cache hit."""
+    root = tmp_path_factory.mktemp("worker-loss")
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("CAIRN_DATABASE_URL", "MLFLOW_TRACKING_URI", "CAIRN_STORE", "RAY_ADDRESS"):
+            mp.delenv(var, raising=False)
+        mp.setenv("CAIRN_HOME", str(root / "home"))
+        yield root
+
+
+def test_a_sigkilled_worker_is_replaced_and_the_weights_match(home, tmp_path):
+    cairn_home = home / "home"
+    workflow = write_tiny(home / "wf", max_steps=160, checkpoint_every=20)
+    # Validation only at the end: the test is about the training loop, not evaluation.
+    workflow.write_text(workflow.read_text().replace("eval_every: 4", "eval_every: 160"))
     engine = Engine(Settings.from_env())
     killed: dict[str, int] = {}
 
@@ -120,19 +134,14 @@ def test_a_sigkilled_worker_is_replaced_and_the_weights_match(cairn_home, ray_lo
 
 
 @pytest.fixture(scope="module")
-def elastic_run(ray_local, tmp_path_factory):
+def elastic_run(home):
     """A 2..3-worker pretrain step on the session's 2-CPU Ray: it starts (and stays) at 2."""
-    root = tmp_path_factory.mktemp("elastic")
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("CAIRN_DATABASE_URL", "MLFLOW_TRACKING_URI", "CAIRN_STORE", "RAY_ADDRESS"):
-            mp.delenv(var, raising=False)
-        mp.setenv("CAIRN_HOME", str(root / "home"))
-        workflow = write_tiny(root / "wf", max_steps=12, checkpoint_every=6)
-        text = workflow.read_text().replace("global_batch_size: 4", "global_batch_size: 6")
-        workflow.write_text(text.replace("num_workers: 2,", "num_workers: '2..3',"))
-        engine = Engine(Settings.from_env())
-        result = engine.run(load_workflow(workflow))
-        yield engine, result, workflow, root
+    workflow = write_tiny(home / "elastic", max_steps=12, checkpoint_every=6)
+    text = workflow.read_text().replace("global_batch_size: 4", "global_batch_size: 6")
+    workflow.write_text(text.replace("num_workers: 2,", "num_workers: '2..3',"))
+    engine = Engine(Settings.from_env())
+    result = engine.run(load_workflow(workflow))
+    return engine, result, workflow, home
 
 
 def test_an_elastic_step_starts_with_fewer_workers_and_finishes(elastic_run, tmp_path):
