@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/curation.py
 	$(BIN)/python bench/curation_memory.py
+	$(BIN)/python bench/train_overhead.py
 
 clean:
 	rm -rf .cairn

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -22,6 +23,8 @@ from cairn.engine import Engine
 from cairn.errors import CairnError
 from cairn.executor import TRAIN_ENV
 from cairn.spec import Workflow
+
+AGENT_WAIT_S = 60.0
 
 
 def ray_auth_env() -> None:
@@ -60,7 +63,8 @@ def submit(
     if working_dir:
         runtime_env["working_dir"] = working_dir
     try:
-        client.submit_job(
+        _submit_job(
+            client,
             entrypoint=f"{shlex.quote(py)} -m cairn run {shlex.quote(wf_arg)} --run-id {run_id}",
             submission_id=run_id,
             runtime_env=runtime_env,
@@ -72,6 +76,20 @@ def submit(
             s.execute(delete(Run).where(Run.id == run_id))
         raise CairnError(f"submitting to {address} failed: {e}") from e
     return run_id
+
+
+def _submit_job(client: Any, **job: Any) -> None:
+    """Submit, waiting out a head whose job agent is still starting ("No available agent to
+    submit job": a just-started or busy head), for up to AGENT_WAIT_S."""
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            client.submit_job(**job)
+            return
+        except Exception as e:
+            if "No available agent" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def job_logs(address: str, run_id: str) -> str:

@@ -270,6 +270,7 @@ def test_cairn_serve_command_answers_the_openai_client_until_interrupted(tiny, t
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own process group, so vLLM's children can be killed too
     )
     try:
         deadline = time.monotonic() + 240
@@ -296,7 +297,13 @@ def test_cairn_serve_command_answers_the_openai_client_until_interrupted(tiny, t
         assert "".join(c.choices[0].text for c in pieces) == done.choices[0].text
     finally:
         proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=60)
+        try:
+            output, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            # Never leave a vLLM server behind to slow every later test: kill it, then fail.
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate()
+            pytest.fail(f"cairn serve did not stop within 120 s of Ctrl-C:\n{output[-3000:]}")
     assert proc.returncode == 0, output
     assert f"http://127.0.0.1:{port}/v1" in output and "vllm" in output.lower()
     assert not port_open("127.0.0.1", port)

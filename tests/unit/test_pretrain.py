@@ -137,6 +137,9 @@ def test_defaults_resolve_and_runtime_fields_are_not_identity() -> None:
     ident = cfg.identity()
     assert "log_every" not in ident and "max_failures" not in ident and "max_steps" in ident
     assert PretrainConfig(log_every=1).identity() == ident
+    # Micro-batching is for memory (same batch, float rounding aside); sharding is identity.
+    assert PretrainConfig(micro_batch_size=2).identity() == ident
+    assert PretrainConfig(sharding="fsdp").identity() != ident
     with pytest.raises(ValidationError, match="num_kv_heads"):
         PretrainConfig(hidden_size=192, num_heads=3, num_kv_heads=2)
 
@@ -181,9 +184,10 @@ def test_batch_order_is_a_function_of_the_step() -> None:
 
 # --- real runs on Ray --------------------------------------------------------------------------
 # Each fit costs ~15-25 s of Ray Train start-up on 2 cores (controller and worker actors, torch
-# imports) for ~2 s of training, so the default run has three fits: the reference, and a crash
-# followed by a resuming rerun, which must reproduce the reference's weights bit for bit (so it
-# also covers determinism). The plain same-seed rerun and the in-run restart are marked slow.
+# imports) for ~2 s of training, so there are four fits: the reference, a crash followed by a
+# resuming rerun, which must reproduce the reference's weights bit for bit (so it also covers
+# determinism), and FSDP2 with a restart inside the run. A worker killed inside a run, with the
+# weights compared bit for bit, is tests/integration/test_worker_loss.py.
 
 
 def _train(dataset: Path, root: Path, fail_at_step: int | None = None, **overrides):
@@ -262,15 +266,6 @@ def test_tiny_run_learns_and_writes_a_loadable_model(reference) -> None:
 
 
 @pytest.mark.ray
-@pytest.mark.slow
-def test_same_seed_gives_identical_weights(reference, dataset: Path, tmp_path: Path) -> None:
-    ref_ctx, ref_out, _ = reference
-    ctx, out, _ = _train(dataset, tmp_path)
-    assert _weights(ctx) == _weights(ref_ctx)
-    assert out == ref_out
-
-
-@pytest.mark.ray
 def test_crash_then_rerun_resumes_from_checkpoint(reference, dataset: Path, tmp_path: Path) -> None:
     ref_ctx, ref_out, _ = reference
     # Crash at step 25 (after the step-20 checkpoint) with no automatic restarts: the step fails.
@@ -302,29 +297,21 @@ def _without_speed(jsonl: str) -> list[dict]:
 
 
 @pytest.mark.ray
-@pytest.mark.slow
-def test_worker_failure_restarts_from_checkpoint_within_one_run(
+def test_fsdp2_with_micro_batches_trains_the_same_model_and_restarts(
     reference, dataset: Path, tmp_path: Path
 ) -> None:
-    ref_ctx, ref_out, _ = reference
-    ctx, out, records = _train(dataset, tmp_path, fail_at_step=25, max_failures=1)
-    assert any("resumed from step 20" in r.get("message", "") for r in records)
-    assert _weights(ctx) == _weights(ref_ctx)
-    assert out == ref_out
-
-
-@pytest.mark.ray
-def test_fsdp2_trains_the_same_model_and_restarts_from_a_full_checkpoint(
-    reference, dataset: Path, tmp_path: Path
-) -> None:
-    """FSDP2 (fully_shard) on the CPU workers' gloo group: each worker holds half the state;
-    a worker failure at step 25 reloads the gathered step-20 checkpoint into the shards. The
-    model is DDP's to float32 rounding (sums are reduced in another order)."""
+    """FSDP2 (fully_shard) on the CPU workers' gloo group: each worker holds half the state and
+    accumulates its share of every step in micro-batches; a worker failure at step 25 reloads the
+    gathered step-20 checkpoint into the shards. The model is the DDP reference's to float32
+    rounding (sums are reduced in another order)."""
     import torch
     from safetensors.torch import load_file
 
     ref_ctx, ref_out, _ = reference
-    ctx, out, records = _train(dataset, tmp_path, fail_at_step=25, max_failures=1, sharding="fsdp")
+    # Micro-batches of 1 sequence: each worker's 4 add up their gradients before FSDP reduces.
+    ctx, out, records = _train(
+        dataset, tmp_path, fail_at_step=25, max_failures=1, sharding="fsdp", micro_batch_size=1
+    )
     logs = [r["message"] for r in records if r["type"] == "log"]
     assert any("FSDP2 across 2 workers" in m for m in logs), logs
     assert any("resumed from step 20" in m for m in logs), logs

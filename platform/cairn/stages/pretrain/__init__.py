@@ -79,6 +79,15 @@ class PretrainConfig(StageConfig):
         "ddp on CPUs",
     )
 
+    micro_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="sequences per forward/backward on a worker; a worker's share of the global "
+        "batch above this is done in several and their gradients added (memory only: the "
+        "result is the same batch's, to float rounding); default: the whole share at once",
+        json_schema_extra={"identity": False},
+    )
+
     # --- checkpoints and evaluation ---
     checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints (and at end)")
     eval_every: int = Field(

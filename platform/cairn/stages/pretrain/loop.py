@@ -135,14 +135,19 @@ def train_loop(args: dict[str, Any]) -> None:
         step_start = time.perf_counter()
         if rank == 0:
             batches.append(order.global_batch_at(state.step).copy())
-        ids = torch.from_numpy(train.take(order.rank_batch_at(state.step, rank, world)))
-        ids = ids.to(device)
-        labels = ids if pad is None else ids.masked_fill(ids == pad, -100)
+        share = torch.from_numpy(train.take(order.rank_batch_at(state.step, rank, world)))
         model.train()
-        with autocast:
-            loss = model(input_ids=ids, labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if cfg.micro_batch_size is None or cfg.micro_batch_size >= len(share):
+            ids = share.to(device)
+            labels = ids if pad is None else ids.masked_fill(ids == pad, -100)
+            with autocast:
+                loss = model(input_ids=ids, labels=labels).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        else:
+            loss = _accumulate(
+                model, optimizer, share, cfg.micro_batch_size, pad, device, autocast, sharded
+            )
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
@@ -201,6 +206,52 @@ def train_loop(args: dict[str, Any]) -> None:
     # flush() sends fire-and-forget; a blocking call to the same reporter after it makes sure the
     # records arrived before Ray Train tears this worker down (calls from one caller run in order).
     ctx.reporter.is_cancelled()
+
+
+def _accumulate(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    share: torch.Tensor,
+    micro: int,
+    pad: int | None,
+    device: torch.device,
+    autocast: Any,
+    sharded: bool,
+) -> torch.Tensor:
+    """This worker's share of the step in micro-batches of `micro` sequences: gradients add up
+    (each micro-batch's loss weighted by its share of the sequences), and they are reduced across
+    workers only after the last one. Returns the share's mean loss."""
+    chunks = share.split(micro)
+    optimizer.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=device)
+    for i, chunk in enumerate(chunks):
+        ids = chunk.to(device)
+        labels = ids if pad is None else ids.masked_fill(ids == pad, -100)
+        sync = i == len(chunks) - 1
+        with _gradient_sync(model, sharded, sync):
+            with autocast:
+                loss = model(input_ids=ids, labels=labels).loss * (len(chunk) / len(share))
+            loss.backward()
+        total += loss.detach().float()
+    return total
+
+
+@contextlib.contextmanager
+def _gradient_sync(model: torch.nn.Module, sharded: bool, sync: bool) -> Any:
+    """Skip the cross-worker gradient reduction (DDP no_sync / FSDP2) unless `sync`."""
+    if sync:
+        yield
+    elif sharded:
+        model.set_requires_gradient_sync(False)  # type: ignore[operator]
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)  # type: ignore[operator]
+    elif isinstance(model, DistributedDataParallel):
+        with model.no_sync():
+            yield
+    else:
+        yield
 
 
 def _optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
