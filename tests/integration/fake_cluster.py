@@ -73,6 +73,7 @@ class LocalAutoscalingCluster(AutoscalingCluster):
             f"--port={port}",
             f"--dashboard-port={dashboard}",
             f"--ray-client-server-port={_free_port()}",
+            f"--dashboard-agent-listen-port={_free_port()}",
             f"--autoscaling-config={path}",
             f"--num-cpus={head.pop('CPU', 0)}",
             "--disable-usage-stats",

@@ -129,6 +129,9 @@ def ray_head():
             "--block",
             f"--port={gcs}",
             f"--dashboard-port={dash}",
+            # The Jobs API needs this head's own agent: the default port (52365) is taken when
+            # the session's local Ray (ray_local) started first, and the head would have none.
+            f"--dashboard-agent-listen-port={free_port()}",
             "--dashboard-host=127.0.0.1",
             "--num-cpus=2",
             "--include-dashboard=true",
