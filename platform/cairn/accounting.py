@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -137,8 +138,6 @@ def node_id() -> str | None:
 
 
 def _cuda_peak() -> int | None:
-    import sys
-
     torch = sys.modules.get("torch")  # never import torch just to ask
     if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return None

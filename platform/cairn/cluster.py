@@ -20,7 +20,6 @@ checked, and the step waits for Ray as before.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -253,4 +252,5 @@ def _short(node: str) -> str:
 
 
 def _plain(resources: dict[str, float]) -> dict[str, float]:
-    return json.loads(json.dumps({k: v for k, v in resources.items() if not k.startswith("node:")}))
+    """A node's resources for an event's data, without Ray's per-node `node:<ip>` marker."""
+    return {k: float(v) for k, v in resources.items() if not k.startswith("node:")}

@@ -20,6 +20,7 @@ one file, even when older checkpoints were pruned.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -84,12 +85,10 @@ def _resolve(
 ) -> tuple[np.ndarray, tuple[np.ndarray, list[str]], np.ndarray] | None:
     """For each (sequence, document) pair: the index into `sequences`, the document id (as
     dictionary indices + values) and its token count in that sequence."""
-    packing, documents = root / "train" / PACKING, root / "documents.jsonl"
-    if not packing.is_file() or not documents.is_file():
+    packed = _packing(str(root))
+    if packed is None:
         return None
-    with np.load(packing) as p:
-        offsets, doc_numbers = p["offsets"], p["documents"]
-    ids = [json.loads(line)["id"] for line in documents.read_text().splitlines() if line]
+    offsets, doc_numbers, ids = packed
     start = sequences.astype(np.int64) * seq_len
     end = start + seq_len
     first = np.searchsorted(offsets, start, side="right") - 1
@@ -103,6 +102,19 @@ def _resolve(
     numbers = doc_numbers[entry]
     used, index = np.unique(numbers, return_inverse=True)
     return which, (index.astype(np.int32), [ids[n] for n in used]), tokens.astype(np.int32)
+
+
+@functools.lru_cache(maxsize=2)
+def _packing(root: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """The train split's packing (token offset and document of each packed entry) and the
+    documents' ids, read once per dataset: export resolves every kept checkpoint against it."""
+    packing, documents = Path(root) / "train" / PACKING, Path(root) / "documents.jsonl"
+    if not packing.is_file() or not documents.is_file():
+        return None
+    with np.load(packing) as p:
+        offsets, doc_numbers = p["offsets"], p["documents"]
+    ids = [json.loads(line)["id"] for line in documents.read_text().splitlines() if line]
+    return offsets, doc_numbers, ids
 
 
 def lookup(path: Path, doc: str, before: int | None = None) -> dict[str, Any]:
