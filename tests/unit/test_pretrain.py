@@ -182,11 +182,45 @@ def test_batch_order_is_a_function_of_the_step() -> None:
     assert np.array_equal(np.concatenate(halves), a.global_batch_at(2))
 
 
+def test_sharding_rule() -> None:
+    import torch
+
+    from cairn.stages.pretrain import loop
+
+    assert loop.uses_fsdp("auto", torch.device("cuda"))
+    assert not loop.uses_fsdp("auto", torch.device("cpu"))
+    assert loop.uses_fsdp("fsdp", torch.device("cpu"))
+    assert not loop.uses_fsdp("ddp", torch.device("cuda"))
+
+
+def test_throughput_clock_stops_for_validation_and_checkpoints(monkeypatch) -> None:
+    """train/tokens_per_s is wall time over train steps: paused stretches are left out, and the
+    clock restarts at each log record."""
+    import torch
+
+    from cairn.stages.pretrain import loop
+
+    now = [100.0]
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: now[0])
+    w = loop._Window(torch.device("cpu"))
+    now[0] += 2.0  # two train steps
+    w.steps += 2
+    w.pause()
+    now[0] += 30.0  # a checkpoint: not timed
+    w.resume()
+    now[0] += 1.0
+    w.steps += 1
+    assert (w.steps, w.read()) == (3, 3.0)
+    w.restart()
+    now[0] += 0.5
+    assert (w.steps, w.read()) == (0, 0.5)
+
+
 # --- real runs on Ray --------------------------------------------------------------------------
 # Each fit costs ~15-25 s of Ray Train start-up on 2 cores (controller and worker actors, torch
-# imports) for ~2 s of training, so there are four fits: the reference, a crash followed by a
+# imports) for ~2 s of training, so there are five fits: the reference, a crash followed by a
 # resuming rerun, which must reproduce the reference's weights bit for bit (so it also covers
-# determinism), and FSDP2 with a restart inside the run. A worker killed inside a run, with the
+# determinism), and a DDP crash resumed under FSDP2. A worker killed inside a run, with the
 # weights compared bit for bit, is tests/integration/test_worker_loss.py.
 
 
@@ -297,21 +331,22 @@ def _without_speed(jsonl: str) -> list[dict]:
 
 
 @pytest.mark.ray
-def test_fsdp2_with_micro_batches_trains_the_same_model_and_restarts(
+def test_fsdp2_with_micro_batches_resumes_a_ddp_checkpoint_and_trains_the_same_model(
     reference, dataset: Path, tmp_path: Path
 ) -> None:
     """FSDP2 (fully_shard) on the CPU workers' gloo group: each worker holds half the state and
-    accumulates its share of every step in micro-batches; a worker failure at step 25 reloads the
-    gathered step-20 checkpoint into the shards. The model is the DDP reference's to float32
-    rounding (sums are reduced in another order)."""
+    accumulates its share of every step in micro-batches. It resumes from a step-20 checkpoint
+    that an unsharded (DDP) group wrote, as an elastic group that grows from one worker to two
+    does: checkpoints have one layout, the gathered state is scattered into the shards. The
+    model is the DDP reference's to float32 rounding (sums are reduced in another order)."""
     import torch
     from safetensors.torch import load_file
 
     ref_ctx, ref_out, _ = reference
+    with pytest.raises(RuntimeError, match="re-running the step resumes"):
+        _train(dataset, tmp_path, fail_at_step=25, max_failures=0)  # DDP: leaves step 20
     # Micro-batches of 1 sequence: each worker's 4 add up their gradients before FSDP reduces.
-    ctx, out, records = _train(
-        dataset, tmp_path, fail_at_step=25, max_failures=1, sharding="fsdp", micro_batch_size=1
-    )
+    ctx, out, records = _train(dataset, tmp_path, sharding="fsdp", micro_batch_size=1)
     logs = [r["message"] for r in records if r["type"] == "log"]
     assert any("FSDP2 across 2 workers" in m for m in logs), logs
     assert any("resumed from step 20" in m for m in logs), logs

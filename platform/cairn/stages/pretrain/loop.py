@@ -36,8 +36,10 @@ from cairn.stages.pretrain.flops import device_peak, flops_per_token, mfu
 from cairn.stages.pretrain.model import MODEL_STATE_FILE, build_model
 
 STATE_FILE = "state.json"
-OPTIM = "optimizer.pt"  # optimizer.state_dict(): keyed by parameter position (DDP)
-OPTIM_BY_NAME = "optimizer_by_name.pt"  # keyed by parameter name (FSDP2 full state)
+# The AdamW state, unsharded, keyed by parameter name: what every checkpoint holds, so that
+# DDP, FSDP2 and any group size read each other's (parallel.full_state).
+OPTIM_BY_NAME = "optimizer_by_name.pt"
+OPTIM = "optimizer.pt"  # optimizer.state_dict() keyed by position: read from older checkpoints
 METRICS_FILE = "metrics.jsonl"
 # How often (in steps) rank 0 asks the engine whether the step was cancelled, at the latest.
 CANCEL_CHECK_EVERY = 10
@@ -67,6 +69,11 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float)
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def uses_fsdp(sharding: str, device: torch.device) -> bool:
+    """Whether a group of several workers shards the model (FSDP2): `fsdp`, or `auto` on GPUs."""
+    return sharding == "fsdp" or (sharding == "auto" and device.type == "cuda")
+
+
 def train_loop(args: dict[str, Any]) -> None:
     """Ray Train's `train_loop_per_worker`. `args` is built by `cairn.stages.pretrain.run`."""
     cfg = args["config"]
@@ -85,9 +92,10 @@ def train_loop(args: dict[str, Any]) -> None:
         autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 
     # FSDP2 shards weights, grads and optimizer state (parallel.py); DDP keeps a copy per worker.
-    sharded = distributed and (
-        cfg.sharding == "fsdp" or (cfg.sharding == "auto" and device.type == "cuda")
-    )
+    # One worker never shards (on an H100, FSDP2 over one rank cost 2.4% a step, bench/).
+    # Checkpoints have one layout either way, so an elastic group that grows from one worker to
+    # several resumes the other's checkpoints.
+    sharded = distributed and uses_fsdp(cfg.sharding, device)
     if sharded:
         fresh: torch.nn.Module = build_model(args["llama_config"], cfg.seed)
         model = parallel.shard(fresh.to(device))
@@ -129,10 +137,12 @@ def train_loop(args: dict[str, Any]) -> None:
     if rank == 0 and peak is not None and not resumed:
         ctx.log(f"pretrain: MFU against {peak[0] / 1e12:.0f} TFLOP/s ({peak[1]})")
 
-    window_time, window_steps = 0.0, 0  # time spent in train steps only (not eval/checkpoint)
+    # Throughput is wall time over train steps only: the clock stops for validation and
+    # checkpoints. On a GPU the host runs ahead of the device, so the clock is read only where
+    # the device has caught up (loss.item() at a log step, a synchronize before untimed work).
+    window = _Window(device)
     stop = False
     while state.step < cfg.max_steps and not stop:
-        step_start = time.perf_counter()
         if rank == 0:
             batches.append(order.global_batch_at(state.step).copy())
         share = torch.from_numpy(train.take(order.rank_batch_at(state.step, rank, world)))
@@ -153,8 +163,7 @@ def train_loop(args: dict[str, Any]) -> None:
         scheduler.step()
         state.step += 1
         state.tokens_seen += tokens_per_step
-        window_time += time.perf_counter() - step_start
-        window_steps += 1
+        window.steps += 1
         step = state.step
 
         if fail_at_step is not None and not resumed and step == fail_at_step:
@@ -166,11 +175,11 @@ def train_loop(args: dict[str, Any]) -> None:
             cancel = 1.0 if rank == 0 and ctx.cancelled() else 0.0
             sync = torch.tensor([loss.item(), float(grad_norm), cancel], dtype=torch.float64)
             if distributed:
-                dist.all_reduce(sync)
+                sync = _all_reduce(sync, device)
             state.train_loss = float(sync[0]) / world
             stop = bool(sync[2] > 0) and not last
             if last or step % cfg.log_every == 0:
-                tokens_per_s = window_steps * tokens_per_step / max(window_time, 1e-9)
+                tokens_per_s = window.steps * tokens_per_step / window.read()
                 row = {
                     "train/loss": state.train_loss,
                     "train/lr": scheduler.get_last_lr()[0],
@@ -187,17 +196,23 @@ def train_loop(args: dict[str, Any]) -> None:
                     ctx.progress(step, cfg.max_steps, f"loss {state.train_loss:.3f}")
                 if meter.due():
                     ctx.usage(meter.snapshot())
-                window_time, window_steps = 0.0, 0
+                window.restart()
 
-        if last or (cfg.eval_every and step % cfg.eval_every == 0):
+        evaluate = last or bool(cfg.eval_every and step % cfg.eval_every == 0)
+        checkpoint_now = last or stop or step % cfg.checkpoint_every == 0
+        if evaluate or checkpoint_now:
+            window.pause()
+        if evaluate:
             val_loss = _evaluate(raw, val, cfg, rank, world, device, autocast, pad, distributed)
             if val_loss is not None:
                 state.val_loss = val_loss
                 _log(ctx, state, rank, {"val/loss": val_loss}, step)
 
-        if last or stop or step % cfg.checkpoint_every == 0:
-            _save_checkpoint(state, rank, raw, optimizer, scheduler, batches, sharded)
+        if checkpoint_now:
+            _save_checkpoint(state, rank, raw, optimizer, scheduler, batches)
             ctx.usage(meter.snapshot())
+        if evaluate or checkpoint_now:
+            window.resume()
 
     if rank == 0 and stop:
         ctx.log(f"pretrain: cancelled at step {state.step}; checkpoint saved")
@@ -206,6 +221,37 @@ def train_loop(args: dict[str, Any]) -> None:
     # flush() sends fire-and-forget; a blocking call to the same reporter after it makes sure the
     # records arrived before Ray Train tears this worker down (calls from one caller run in order).
     ctx.reporter.is_cancelled()
+
+
+class _Window:
+    """Wall time over the train steps since the last log record, stopped for untimed work."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.steps = 0
+        self.elapsed = 0.0
+        self.since: float | None = time.perf_counter()
+
+    def _caught_up(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def pause(self) -> None:
+        if self.since is not None:
+            self._caught_up()
+            self.elapsed += time.perf_counter() - self.since
+            self.since = None
+
+    def resume(self) -> None:
+        self.since = time.perf_counter()
+
+    def read(self) -> float:
+        """Seconds timed so far; call once the device has caught up (after loss.item())."""
+        running = 0.0 if self.since is None else time.perf_counter() - self.since
+        return max(self.elapsed + running, 1e-9)
+
+    def restart(self) -> None:
+        self.steps, self.elapsed, self.since = 0, 0.0, time.perf_counter()
 
 
 def _accumulate(
@@ -289,13 +335,20 @@ def _evaluate(
     pad: int | None,
     distributed: bool,
 ) -> float | None:
-    """Mean loss over the first `eval_batches` global batches of validation, split over ranks."""
+    """Mean loss over the first `eval_batches` global batches of validation, split over ranks.
+
+    Every rank runs the same number of forwards (a sharded model gathers its weights in each, a
+    collective), in micro-batches when `micro_batch_size` is set (a whole share of a large
+    global batch would not fit where training needed micro-batches)."""
     n = min(len(val), cfg.eval_batches * cfg.global_batch_size)
+    n -= n % world
     if n == 0:
         return None
     model.eval()
     mine = np.arange(rank, n, world)
     per_rank = max(1, cfg.global_batch_size // world)
+    if cfg.micro_batch_size is not None:
+        per_rank = min(per_rank, cfg.micro_batch_size)
     totals = torch.zeros(2, dtype=torch.float64)
     for i in range(0, len(mine), per_rank):
         ids = torch.from_numpy(val.take(mine[i : i + per_rank])).to(device)
@@ -304,8 +357,16 @@ def _evaluate(
             loss = model(input_ids=ids, labels=labels).loss
         totals += torch.tensor([loss.item() * len(ids), len(ids)], dtype=torch.float64)
     if distributed:
-        dist.all_reduce(totals)
+        totals = _all_reduce(totals, device)
     return float(totals[0] / totals[1])
+
+
+def _all_reduce(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Sum a small CPU tensor over ranks. NCCL (Ray Train's backend on GPUs) reduces only
+    device tensors, so it travels through `device` there."""
+    on = t.to(device)
+    dist.all_reduce(on)
+    return on.cpu()
 
 
 def _save_checkpoint(
@@ -315,29 +376,27 @@ def _save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     batches: list[np.ndarray],
-    sharded: bool,
 ) -> None:
     """All ranks report (it is a barrier); only rank 0 writes and passes a checkpoint.
 
-    The weights are always written whole (a sharded model's are gathered first, by all ranks),
-    so a checkpoint is the same file whatever wrote it, and `export_model` reads it as is."""
+    The weights and the optimizer state are always written whole and keyed by parameter name
+    (a sharded model's are gathered first, by all ranks), so a checkpoint is the same files
+    whatever wrote it: any group size and sharding resumes it, `export_model` reads it as is."""
     metrics: dict[str, float] = {"step": state.step, "tokens_seen": state.tokens_seen}
     if state.train_loss is not None:
         metrics["train_loss"] = state.train_loss
     if state.val_loss is not None:
         metrics["val_loss"] = state.val_loss
     name = checkpoint_dir_name(state.step)
-    if sharded:  # a collective: every rank gathers, rank 0 receives the tensors
-        weights, optim = parallel.full_state(model, optimizer)
-    else:
-        weights, optim = model.state_dict(), optimizer.state_dict()
+    # Sharded, a collective: every rank gathers, rank 0 receives the tensors.
+    weights, optim = parallel.full_state(model, optimizer)
     if rank != 0:
         ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
         return
     with tempfile.TemporaryDirectory(prefix="cairn-pretrain-") as tmp:
         d = Path(tmp)
         torch.save(weights, d / MODEL_STATE_FILE)
-        torch.save(optim, d / (OPTIM_BY_NAME if sharded else OPTIM))
+        torch.save(optim, d / OPTIM_BY_NAME)
         torch.save(scheduler.state_dict(), d / "scheduler.pt")
         rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
         rng["python"] = random.getstate()
@@ -362,23 +421,18 @@ def _load_checkpoint(
     device: torch.device,
     sharded: bool,
 ) -> TrainState:
-    want = OPTIM_BY_NAME if sharded else OPTIM
-    if not (d / want).is_file():
-        raise RuntimeError(
-            f"pretrain: checkpoint {d} was written with sharding "
-            f"{'ddp' if sharded else 'fsdp'} and cannot resume under "
-            f"{'fsdp' if sharded else 'ddp'}; fix: set config.sharding back to what wrote it"
-        )
-    if sharded:
-        parallel.load_full_state(
-            model,
-            optimizer,
-            torch.load(d / MODEL_STATE_FILE, map_location="cpu"),
-            torch.load(d / OPTIM_BY_NAME, map_location="cpu"),
-        )
-    else:
+    if (d / OPTIM_BY_NAME).is_file():
+        weights = torch.load(d / MODEL_STATE_FILE, map_location="cpu")
+        optim = torch.load(d / OPTIM_BY_NAME, map_location="cpu")
+        parallel.load_full_state(model, optimizer, weights, optim, sharded=sharded)
+    elif not sharded:  # written before checkpoints were keyed by name
         model.load_state_dict(torch.load(d / MODEL_STATE_FILE, map_location=device))
         optimizer.load_state_dict(torch.load(d / OPTIM, map_location=device))
+    else:
+        raise RuntimeError(
+            f"pretrain: checkpoint {d} holds its optimizer state by position ({OPTIM}, from an "
+            "older Cairn) and cannot resume sharded; fix: set config.sharding to ddp"
+        )
     scheduler.load_state_dict(torch.load(d / "scheduler.pt"))
     rng = torch.load(d / "rng.pt", weights_only=False)
     torch.set_rng_state(rng["torch"])

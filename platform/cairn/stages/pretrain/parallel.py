@@ -48,12 +48,15 @@ def shard(model: nn.Module, mesh: Any = None) -> nn.Module:
 _GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
 # Load full tensors that only rank 0 has: it broadcasts them and every rank keeps its shard.
 _SCATTER = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+# Load full tensors that every rank has into an unsharded (DDP or single) model.
+_WHOLE = StateDictOptions(full_state_dict=True)
 
 
 def full_state(
     model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The unsharded model and optimizer state, on CPU, for rank 0 to write.
+    """The unsharded model and optimizer state, on CPU, for rank 0 to write; for a sharded
+    model and for a plain one alike, so every checkpoint has one layout.
 
     A collective: every rank must call it. Rank 0 gets the full state dicts; the other ranks
     get empty dicts. The optimizer state is keyed by parameter name (not by position as
@@ -69,16 +72,19 @@ def load_full_state(
     optimizer: torch.optim.Optimizer,
     model_sd: dict[str, Any],
     optim_sd: dict[str, Any],
+    sharded: bool = True,
 ) -> None:
-    """Load what `full_state` returned into a sharded `model` and its `optimizer`.
+    """Load what `full_state` returned into `model` (sharded or not) and its `optimizer`.
 
-    A collective: every rank must call it. Only rank 0 needs the state dicts (the others may
-    pass empty dicts); rank 0 broadcasts and each rank keeps its own shard.
+    Sharded, a collective: every rank must call it; only rank 0 needs the state dicts (the
+    others may pass empty dicts); rank 0 broadcasts and each rank keeps its own shard.
+    Unsharded, each rank loads the whole state it was given.
     """
+    options = _SCATTER if sharded else _WHOLE
     # set_model_state_dict puts the loaded shards (DTensors) into the dict it is given: a
     # copy keeps the caller's full tensors intact (and loadable into an unsharded model).
-    set_model_state_dict(model, dict(model_sd), options=_SCATTER)
-    set_optimizer_state_dict(model, optimizer, optim_sd, options=_SCATTER)
+    set_model_state_dict(model, dict(model_sd), options=options)
+    set_optimizer_state_dict(model, optimizer, optim_sd, options=options)
 
 
 __all__ = ["full_state", "load_full_state", "shard"]
