@@ -110,10 +110,16 @@ def steady_ms(steps: list[int], stamps: list[float]) -> tuple[float, float, list
     return statistics.median(windows), mean, windows
 
 
-def peer_loop(cfg: Any, data: Any, threads: int, rank: int = 0, world: int = 1) -> dict[str, Any]:
+def peer_loop(
+    cfg: Any, data: Any, threads: int, rank: int = 0, world: int = 1, device: str = "cpu"
+) -> dict[str, Any]:
     """The bare loop: what Cairn's `train_loop` does per step, without Ray Train or Cairn.
 
-    With world > 1 it is one rank of a gloo DDP group that the caller has initialised."""
+    With world > 1 it is one rank of a gloo DDP group that the caller has initialised. On
+    "cuda" it trains under bf16 autocast when `cfg.dtype` says so, and in micro-batches of
+    `cfg.micro_batch_size` when set, as Cairn's loop does."""
+    import contextlib
+
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -124,7 +130,10 @@ def peer_loop(cfg: Any, data: Any, threads: int, rank: int = 0, world: int = 1) 
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    model: torch.nn.Module = build_model(llama_config(cfg, data), cfg.seed)
+    autocast: Any = contextlib.nullcontext()
+    if device == "cuda" and cfg.dtype == "bfloat16":
+        autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    model: torch.nn.Module = build_model(llama_config(cfg, data), cfg.seed).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         [
@@ -144,13 +153,20 @@ def peer_loop(cfg: Any, data: Any, threads: int, rank: int = 0, world: int = 1) 
     pad = data.pad_token_id if data.pad_token_id not in (None, data.eos_token_id) else None
     model.train()
     step_ms, stamp_steps, stamps, losses = [], [], [], []
+    micro = cfg.micro_batch_size
     for step in range(cfg.max_steps):
         start = time.perf_counter()
-        ids = torch.from_numpy(train.take(order.rank_batch_at(step, rank, world)))
-        labels = ids if pad is None else ids.masked_fill(ids == pad, -100)
-        loss = model(input_ids=ids, labels=labels).loss
+        share = torch.from_numpy(train.take(order.rank_batch_at(step, rank, world)))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        chunks = share.split(micro) if micro else [share]
+        loss = torch.zeros((), device=device)
+        for chunk in chunks:  # gradients add up over the micro-batches (no DDP no_sync here)
+            ids = chunk.to(device)
+            labels = ids if pad is None else ids.masked_fill(ids == pad, -100)
+            with autocast:
+                part = model(input_ids=ids, labels=labels).loss * (len(chunk) / len(share))
+            part.backward()
+            loss += part.detach().float()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
@@ -164,6 +180,9 @@ def peer_loop(cfg: Any, data: Any, threads: int, rank: int = 0, world: int = 1) 
         step_ms.append((time.perf_counter() - start) * 1000)
     median, mean, windows = steady_ms(stamp_steps, stamps)
     return {
+        "peak_memory_gib": (
+            torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+        ),
         "ms_per_step": median,
         "ms_per_step_mean": mean,
         "windows_ms": windows,
@@ -174,11 +193,19 @@ def peer_loop(cfg: Any, data: Any, threads: int, rank: int = 0, world: int = 1) 
 
 
 def _peer_rank(
-    rank: int, world: int, threads: int, niceness: int, port: int, cfg: Any, data: Any, out: str
+    rank: int,
+    world: int,
+    threads: int,
+    niceness: int,
+    port: int,
+    cfg: Any,
+    data: Any,
+    out: str,
+    device: str,
 ) -> None:
     os.nice(niceness - os.nice(0))
     if world == 1:
-        result = peer_loop(cfg, data, threads)
+        result = peer_loop(cfg, data, threads, device=device)
     else:
         import torch.distributed as dist
 
@@ -192,7 +219,9 @@ def _peer_rank(
         Path(out).write_text(json.dumps(result))
 
 
-def peer_run(cfg: Any, data: Any, world: int, threads: int, niceness: int) -> dict[str, Any]:
+def peer_run(
+    cfg: Any, data: Any, world: int, threads: int, niceness: int, device: str = "cpu"
+) -> dict[str, Any]:
     """The bare loop in `world` fresh processes (gloo DDP when more than one) at `niceness`, as
     Cairn's Ray Train workers are: Ray starts its workers at niceness 15, which on a machine
     shared with other jobs decides who gets the cores. Rank 0's timings."""
@@ -204,7 +233,7 @@ def peer_run(cfg: Any, data: Any, world: int, threads: int, niceness: int) -> di
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rank0.json")
         t0 = time.perf_counter()
-        args = (world, threads, niceness, port, cfg, data, out)
+        args = (world, threads, niceness, port, cfg, data, out, device)
         mp.spawn(_peer_rank, args=args, nprocs=world)
         result = json.loads(Path(out).read_text())
     result["losses"] = {int(k): v for k, v in result["losses"].items()}
@@ -216,7 +245,7 @@ def _niceness() -> int:
     return os.nice(0)
 
 
-def cairn_run(cfg: Any, dataset: Path, workers: int, cpus: int) -> dict[str, Any]:
+def cairn_run(cfg: Any, dataset: Path, workers: int, cpus: int, gpus: float = 0) -> dict[str, Any]:
     """One run of the real pretrain stage (`driver.train`), timed from its own metric records."""
     from cairn.context import local_context
     from cairn.stages.base import ArtifactType, InputArtifact, Resources
@@ -224,7 +253,8 @@ def cairn_run(cfg: Any, dataset: Path, workers: int, cpus: int) -> dict[str, Any
 
     with tempfile.TemporaryDirectory(prefix="cairn-bench-train-") as tmp:  # fresh: no resume
         ctx = local_context(
-            Path(tmp), resources=Resources(num_workers=workers, cpus_per_worker=cpus)
+            Path(tmp),
+            resources=Resources(num_workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpus),
         )
         inputs = {"dataset": InputArtifact(path=dataset, type=ArtifactType.DATASET, digest="bench")}
         t0 = time.perf_counter()
@@ -240,14 +270,24 @@ def cairn_run(cfg: Any, dataset: Path, workers: int, cpus: int) -> dict[str, Any
     tokens_per_step = (
         cfg.global_batch_size * json.loads((dataset / "dataset.json").read_text())["seq_len"]
     )
-    # The loop's own step timer (train/tokens_per_s) covers only the step itself, from the data
-    # to scheduler.step(): what is left between records is the loop's logging and checks.
-    in_step = [1000 * tokens_per_step / r["values"]["train/tokens_per_s"] for r in rows[1:]]
+    # The loop's own throughput figure (train/tokens_per_s, what MLflow shows), as ms per step:
+    # it should agree with the stamps, which are taken outside the loop's clock.
+    logged = [1000 * tokens_per_step / r["values"]["train/tokens_per_s"] for r in rows[1:]]
+    later = rows[1:]
     return {
+        "logged_mfu": (
+            statistics.median(r["values"]["train/mfu"] for r in later)
+            if "train/mfu" in later[0]["values"]
+            else None
+        ),
+        "logged_tokens_per_s_per_worker": statistics.median(
+            r["values"]["train/tokens_per_s_per_worker"] for r in later
+        ),
+        "logs": [r["message"] for r in records if r["type"] == "log"],
         "ms_per_step": median,
         "ms_per_step_mean": mean,
         "windows_ms": windows,
-        "in_step_ms": statistics.median(in_step),
+        "logged_ms": statistics.median(logged),
         "end_to_end_s": wall,
         "losses": {r["step"]: r["values"]["train/loss"] for r in rows},
     }
@@ -258,11 +298,15 @@ def compare(label: str, rounds: int, peer: Any, cairn: Any, say: Any) -> dict[st
     say(f"\n{label}")
     say(
         f"{'round':<7}{'peer ms/step':>14}{'cairn ms/step':>15}{'ratio':>8}{'best windows':>14}"
-        f"{'cairn in-step':>15}{'peer e2e':>10}{'cairn e2e':>11}{'max |Δloss|':>13}"
+        f"{'cairn logged':>15}{'peer e2e':>10}{'cairn e2e':>11}{'max |Δloss|':>13}"
     )
     rows = []
     for r in range(rounds):
-        p, c = peer(), cairn()
+        t0 = time.perf_counter()
+        p = peer()
+        say(f"  round {r + 1}: peer done after {time.perf_counter() - t0:.0f} s", flush=True)
+        c = cairn()
+        say(f"  round {r + 1}: cairn done after {time.perf_counter() - t0:.0f} s", flush=True)
         common = sorted(set(p["losses"]) & set(c["losses"]))
         dloss = max(abs(p["losses"][s] - c["losses"][s]) for s in common)
         row = {
@@ -276,7 +320,7 @@ def compare(label: str, rounds: int, peer: Any, cairn: Any, say: Any) -> dict[st
         say(
             f"{r + 1:<7}{p['ms_per_step']:>14.1f}{c['ms_per_step']:>15.1f}{row['ratio']:>7.3f}×"
             f"{row['best_ratio']:>13.3f}×"
-            f"{c['in_step_ms']:>15.1f}{p['end_to_end_s']:>9.1f}s{c['end_to_end_s']:>10.1f}s"
+            f"{c['logged_ms']:>15.1f}{p['end_to_end_s']:>9.1f}s{c['end_to_end_s']:>10.1f}s"
             f"{dloss:>13.2g}"
         )
     ratio = statistics.median(r["ratio"] for r in rows)
@@ -288,7 +332,7 @@ def compare(label: str, rounds: int, peer: Any, cairn: Any, say: Any) -> dict[st
         "ratio_of_means": statistics.median(
             r["cairn"]["ms_per_step_mean"] / r["peer"]["ms_per_step_mean"] for r in rows
         ),
-        "cairn_in_step_ms": statistics.median(r["cairn"]["in_step_ms"] for r in rows),
+        "cairn_logged_ms": statistics.median(r["cairn"]["logged_ms"] for r in rows),
         "peer_median_single_step_ms": statistics.median(
             r["peer"]["median_single_step_ms"] for r in rows
         ),
@@ -304,18 +348,24 @@ def compare(label: str, rounds: int, peer: Any, cairn: Any, say: Any) -> dict[st
                     for side in ("peer", "cairn")
                     for k in ("ms_per_step", "ms_per_step_mean", "windows_ms", "end_to_end_s")
                 },
+                "peer_peak_memory_gib": r["peer"]["peak_memory_gib"],
+                "cairn_logged_mfu": r["cairn"]["logged_mfu"],
+                "cairn_logged_tokens_per_s_per_worker": r["cairn"][
+                    "logged_tokens_per_s_per_worker"
+                ],
+                "cairn_logs": r["cairn"]["logs"],
             }
             for r in rows
         ],
     }
     say(
         f"{'median':<7}{summary['peer_ms_per_step']:>14.1f}{summary['cairn_ms_per_step']:>15.1f}"
-        f"{ratio:>7.3f}×{summary['best_window_ratio']:>13.3f}×{summary['cairn_in_step_ms']:>15.1f}"
+        f"{ratio:>7.3f}×{summary['best_window_ratio']:>13.3f}×{summary['cairn_logged_ms']:>15.1f}"
         f"{summary['peer_end_to_end_s']:>9.1f}s{summary['cairn_end_to_end_s']:>10.1f}s"
     )
     say(
         "best windows: the fastest window of each side (least disturbed by other jobs); "
-        "in-step: Cairn's own step timer (train/tokens_per_s), which leaves out its logging; "
+        "logged: Cairn's own figure (train/tokens_per_s, in MLflow) as ms per step; "
         "e2e: the whole train() call with Ray Train start-up, final eval, checkpoint and export "
         "(peer: process start, model build and loop)"
     )
@@ -325,6 +375,71 @@ def compare(label: str, rounds: int, peer: Any, cairn: Any, say: Any) -> dict[st
         f"best windows {summary['best_window_ratio']:.2f}×)"
     )
     return summary
+
+
+def recipe(path: Path) -> tuple[dict[str, Any], int, int]:
+    """(pretrain shape fields, seq_len, vocab_size) from a workflow's pretrain and curate steps."""
+    import yaml
+
+    steps = yaml.safe_load(path.read_text())["steps"]
+    curate = next(s for s in steps.values() if s["kind"] == "curate")["config"]
+    pretrain = next(s for s in steps.values() if s["kind"] == "pretrain")["config"]
+    keep = (
+        "hidden_size",
+        "num_layers",
+        "num_heads",
+        "num_kv_heads",
+        "intermediate_size",
+        "rope_theta",
+        "dtype",
+        "micro_batch_size",
+        "sharding",
+    )
+    shape = {k: pretrain[k] for k in keep if k in pretrain}
+    return shape, int(curate["seq_len"]), int(curate["vocab_size"])
+
+
+def gpu_figures(cfg: Any, data: Any, summary: dict[str, Any], say: Any) -> dict[str, Any]:
+    """MFU and tokens/s per GPU from the stamps (both sides) and from Cairn's own metrics."""
+    import torch
+
+    from cairn.stages.pretrain.flops import device_peak, flops_per_token, mfu
+    from cairn.stages.pretrain.model import llama_config
+
+    name = torch.cuda.get_device_name(0)
+    peak = device_peak(name, cfg.dtype)
+    per_token = flops_per_token(llama_config(cfg, data), data.seq_len)
+    tokens_per_step = cfg.global_batch_size * data.seq_len
+    last = summary["rounds"][-1]
+    out: dict[str, Any] = {
+        "device": name,
+        "peak_tflops": peak[0] / 1e12 if peak else None,
+        "peak_source": peak[1] if peak else None,
+        "gflops_per_token": per_token / 1e9,
+        "cairn_logged_mfu": last["cairn_logged_mfu"],
+        "cairn_logged_tokens_per_s_per_gpu": last["cairn_logged_tokens_per_s_per_worker"],
+        "peer_peak_memory_gib": last["peer_peak_memory_gib"],
+        "cairn_logs": last["cairn_logs"],
+    }
+    for side in ("peer", "cairn"):
+        rate = tokens_per_step / (summary[f"{side}_ms_per_step"] / 1000)
+        out[f"{side}_tokens_per_s_per_gpu"] = rate
+        out[f"{side}_mfu"] = mfu(rate, per_token, peak[0]) if peak else None
+    say(
+        f"\n{name}: {per_token / 1e9:.2f} GFLOP/token (training), peak {out['peak_tflops']} TFLOP/s"
+    )
+    for side in ("peer", "cairn"):
+        m = out[f"{side}_mfu"]
+        say(
+            f"  {side:<6}{out[f'{side}_tokens_per_s_per_gpu']:>10,.0f} tokens/s/GPU"
+            + (f"   MFU {m:.1%}" if m is not None else "")
+        )
+    if out["cairn_logged_mfu"] is not None:
+        say(
+            f"  cairn's own train/mfu (MLflow): {out['cairn_logged_mfu']:.1%}, "
+            f"{out['cairn_logged_tokens_per_s_per_gpu']:,.0f} tokens/s/GPU"
+        )
+    return out
 
 
 def main() -> None:
@@ -340,7 +455,30 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="global batch (sequences)")
     ap.add_argument("--vocab", type=int, default=2048)
     ap.add_argument("--ddp", action="store_true", help="also 2 workers × 1 CPU vs gloo DDP")
+    ap.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: one worker on one GPU (cairn) against the bare loop on that GPU (peer); "
+        "adds MFU and tokens/s/GPU",
+    )
+    ap.add_argument(
+        "--recipe",
+        type=Path,
+        help="a workflow file: the model shape, dtype, micro-batch and sharding of its pretrain "
+        "step and the seq_len/vocab_size of its curate step replace --hidden/--layers/--seq-len/"
+        "--vocab (e.g. workflows/pretrain-1b-gpu.yaml); --steps and --batch still apply",
+    )
+    ap.add_argument("--sharding", choices=("auto", "ddp", "fsdp"), help="override the recipe's")
+    ap.add_argument(
+        "--dataset",
+        type=Path,
+        help="a curate step's dataset directory to train on instead of building one here "
+        "(--seq-len/--vocab then come from it)",
+    )
+    ap.add_argument("--threads", type=int, default=2, help="torch threads a side (and CPUs)")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    ap.add_argument("--json-out", type=Path, help="also write the results as JSON to this file")
     args = ap.parse_args()
     if args.steps < 3 * args.log_every or args.steps % args.log_every:
         raise SystemExit("--steps must be a multiple of --log-every and at least 3 windows")
@@ -356,10 +494,18 @@ def main() -> None:
     from cairn.stages.pretrain.data import inspect_dataset
     from cairn.stages.pretrain.model import build_model, count_parameters, llama_config
 
+    shape: dict[str, Any] = {
+        "hidden_size": args.hidden,
+        "num_layers": args.layers,
+        "num_heads": args.hidden // 64,  # head_dim 64
+    }
+    seq_len, vocab = args.seq_len, args.vocab
+    if args.recipe:
+        shape, seq_len, vocab = recipe(args.recipe)
+    if args.sharding:
+        shape["sharding"] = args.sharding
     cfg = PretrainConfig(
-        hidden_size=args.hidden,
-        num_layers=args.layers,
-        num_heads=args.hidden // 64,  # head_dim 64
+        **shape,
         global_batch_size=args.batch,
         max_steps=args.steps,
         warmup_steps=min(10, args.steps),
@@ -370,14 +516,20 @@ def main() -> None:
         max_failures=0,
     )
     scratch = tempfile.TemporaryDirectory(prefix="cairn-bench-train-data-")
-    dataset = build_dataset(Path(scratch.name) / "dataset", args.seq_len, args.vocab)
+    dataset = (
+        args.dataset.resolve()
+        if args.dataset
+        else build_dataset(Path(scratch.name) / "dataset", seq_len, vocab)
+    )
     data = inspect_dataset(dataset)
-    threads = 2
+    threads = args.threads
+    gpus = 1 if args.device == "cuda" else 0
     # address="local": a Ray of our own, even when `ray start` left a cluster on this machine
     # (whose CPUs and other jobs we would otherwise share and time).
     ray.init(
         address="local",
         num_cpus=threads,
+        num_gpus=gpus,
         include_dashboard=False,
         log_to_driver=False,
         logging_level=logging.ERROR,
@@ -385,12 +537,15 @@ def main() -> None:
     logging.getLogger("ray").setLevel(logging.ERROR)
     niceness = ray.get(ray.remote(num_cpus=0)(_niceness).remote())  # Ray Train's workers' too
 
-    params = count_parameters(build_model(llama_config(cfg, data), cfg.seed))
+    import torch
+
+    with torch.device("meta"):  # shapes only: a 1B model's random init takes a while on CPU
+        params = count_parameters(build_model(llama_config(cfg, data), cfg.seed))
     say(
         f"model: Llama, {params:,} parameters (hidden {cfg.hidden_size}, {cfg.num_layers} layers,"
         f" {cfg.num_heads} heads, vocab {data.vocab_size}); seq {data.seq_len} × global batch "
         f"{cfg.global_batch_size} "
-        f"({data.train_sequences} train sequences of Shakespeare); {cfg.max_steps} steps, a "
+        f"({data.train_sequences} train sequences from {dataset}); {cfg.max_steps} steps, a "
         f"window every {cfg.log_every}, first window dropped; {args.rounds} rounds alternating; "
         f"peer processes at niceness {niceness}, as Ray's workers"
     )
@@ -402,13 +557,19 @@ def main() -> None:
         "vocab_size": data.vocab_size,
         "train_sequences": data.train_sequences,
     }
+    where = "one GPU, " if gpus else ""
     results["one_worker"] = compare(
-        f"1 worker × {threads} threads (cairn) vs one process × {threads} threads (peer)",
+        f"1 worker × {where}{threads} threads (cairn) vs one process × {where}{threads} threads "
+        "(peer)",
         args.rounds,
-        lambda: peer_run(cfg, data, world=1, threads=threads, niceness=niceness),
-        lambda: cairn_run(cfg, dataset, workers=1, cpus=threads),
+        lambda: peer_run(
+            cfg, data, world=1, threads=threads, niceness=niceness, device=args.device
+        ),
+        lambda: cairn_run(cfg, dataset, workers=1, cpus=threads, gpus=gpus),
         say,
     )
+    if gpus:
+        results["gpu"] = gpu_figures(cfg, data, results["one_worker"], say)
     if args.ddp:
         results["two_workers"] = compare(
             "2 workers × 1 thread (cairn, DDP over gloo) vs 2 processes × 1 thread (peer, gloo "
@@ -420,6 +581,8 @@ def main() -> None:
         )
     ray.shutdown()
     scratch.cleanup()
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=2))
     if args.json:
         print(json.dumps(results, indent=2))
 
