@@ -19,10 +19,15 @@ median over the remaining windows, the ratio is per round, and the verdict is th
 rounds. The runs alternate (peer, cairn, peer, cairn, ...) so that noise from other jobs on the
 machine hits both. Checkpoint and validation happen only after the last step (checkpoint_every =
 max_steps, eval_every = 0), outside the windows. Two more figures help read a noisy machine: the
-ratio of each side's fastest window (the one least disturbed by other jobs), and Cairn's own step
-timer (`train/tokens_per_s`, from the batch to `scheduler.step()`), which the window minus the
-timer splits into the step itself and the loop's bookkeeping between steps. Both sides log the
-same losses (the peer is checked against Cairn's records: same work, not just the same shapes).
+ratio of each side's fastest window (the one least disturbed by other jobs), and Cairn's own
+figure (`train/tokens_per_s`, what MLflow gets) as ms per step, which must agree with the
+stamps. Both sides log the same losses (the peer is checked against Cairn's records: same work,
+not just the same shapes).
+
+With `--device cuda` both sides train on the GPU (bf16 autocast and micro-batches as the config
+says) and the figures add tokens/s/GPU and MFU (`flops.py`); `--recipe WORKFLOW` takes the model
+from a workflow's pretrain step and the shape of its data from its curate step, `--dataset` a
+curated dataset directory (bench/RESULTS.md: the 1B recipe on an H100).
 
 End-to-end wall is reported apart: for Cairn the whole `train()` call (Ray Train start-up, the
 final validation and checkpoint, the Hugging Face export), for the peer its process start, model
@@ -36,7 +41,7 @@ The dataset is built like curate's output: a byte-level BPE (`curate.tokenizer.t
 Shakespeare plays in workflows/data, EOS-terminated documents packed into rows of --seq-len.
 
     .venv/bin/python bench/train_overhead.py [--steps 100] [--rounds 3] [--log-every 10] [--ddp]
-        [--json]
+        [--device cuda --recipe workflows/pretrain-1b-gpu.yaml --dataset DIR] [--json]
 """
 
 from __future__ import annotations
@@ -272,8 +277,8 @@ def cairn_run(cfg: Any, dataset: Path, workers: int, cpus: int, gpus: float = 0)
     )
     # The loop's own throughput figure (train/tokens_per_s, what MLflow shows), as ms per step:
     # it should agree with the stamps, which are taken outside the loop's clock.
-    logged = [1000 * tokens_per_step / r["values"]["train/tokens_per_s"] for r in rows[1:]]
     later = rows[1:]
+    logged = [1000 * tokens_per_step / r["values"]["train/tokens_per_s"] for r in later]
     return {
         "logged_mfu": (
             statistics.median(r["values"]["train/mfu"] for r in later)
@@ -378,25 +383,14 @@ def compare(label: str, rounds: int, peer: Any, cairn: Any, say: Any) -> dict[st
 
 
 def recipe(path: Path) -> tuple[dict[str, Any], int, int]:
-    """(pretrain shape fields, seq_len, vocab_size) from a workflow's pretrain and curate steps."""
-    import yaml
+    """A workflow's pretrain config (validated as `cairn validate` does) and its curate step's
+    seq_len and vocab_size."""
+    from cairn.spec import load_workflow
 
-    steps = yaml.safe_load(path.read_text())["steps"]
-    curate = next(s for s in steps.values() if s["kind"] == "curate")["config"]
-    pretrain = next(s for s in steps.values() if s["kind"] == "pretrain")["config"]
-    keep = (
-        "hidden_size",
-        "num_layers",
-        "num_heads",
-        "num_kv_heads",
-        "intermediate_size",
-        "rope_theta",
-        "dtype",
-        "micro_batch_size",
-        "sharding",
-    )
-    shape = {k: pretrain[k] for k in keep if k in pretrain}
-    return shape, int(curate["seq_len"]), int(curate["vocab_size"])
+    steps = load_workflow(path).steps.values()
+    curate: Any = next(s.config for s in steps if s.kind == "curate")
+    pretrain = next(s.config for s in steps if s.kind == "pretrain")
+    return pretrain.model_dump(), curate.seq_len, curate.vocab_size
 
 
 def gpu_figures(cfg: Any, data: Any, summary: dict[str, Any], say: Any) -> dict[str, Any]:
@@ -410,16 +404,21 @@ def gpu_figures(cfg: Any, data: Any, summary: dict[str, Any], say: Any) -> dict[
     peak = device_peak(name, cfg.dtype)
     per_token = flops_per_token(llama_config(cfg, data), data.seq_len)
     tokens_per_step = cfg.global_batch_size * data.seq_len
-    last = summary["rounds"][-1]
+    rounds = summary["rounds"]
+
+    def median(key: str) -> Any:
+        values = [r[key] for r in rounds]
+        return None if None in values else statistics.median(values)
+
     out: dict[str, Any] = {
         "device": name,
         "peak_tflops": peak[0] / 1e12 if peak else None,
         "peak_source": peak[1] if peak else None,
         "gflops_per_token": per_token / 1e9,
-        "cairn_logged_mfu": last["cairn_logged_mfu"],
-        "cairn_logged_tokens_per_s_per_gpu": last["cairn_logged_tokens_per_s_per_worker"],
-        "peer_peak_memory_gib": last["peer_peak_memory_gib"],
-        "cairn_logs": last["cairn_logs"],
+        "cairn_logged_mfu": median("cairn_logged_mfu"),
+        "cairn_logged_tokens_per_s_per_gpu": median("cairn_logged_tokens_per_s_per_worker"),
+        "peer_peak_memory_gib": max(r["peer_peak_memory_gib"] for r in rounds),
+        "cairn_logs": rounds[-1]["cairn_logs"],
     }
     for side in ("peer", "cairn"):
         rate = tokens_per_step / (summary[f"{side}_ms_per_step"] / 1000)
@@ -505,15 +504,17 @@ def main() -> None:
     if args.sharding:
         shape["sharding"] = args.sharding
     cfg = PretrainConfig(
-        **shape,
-        global_batch_size=args.batch,
-        max_steps=args.steps,
-        warmup_steps=min(10, args.steps),
-        checkpoint_every=args.steps,  # one checkpoint, after the last step
-        eval_every=0,  # validation only after the last step
-        eval_batches=1,
-        log_every=args.log_every,
-        max_failures=0,
+        **{
+            **shape,
+            "global_batch_size": args.batch,
+            "max_steps": args.steps,
+            "warmup_steps": min(10, args.steps),
+            "checkpoint_every": args.steps,  # one checkpoint, after the last step
+            "eval_every": 0,  # validation only after the last step
+            "eval_batches": 1,
+            "log_every": args.log_every,
+            "max_failures": 0,
+        }
     )
     scratch = tempfile.TemporaryDirectory(prefix="cairn-bench-train-data-")
     dataset = (
