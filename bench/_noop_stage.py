@@ -6,7 +6,7 @@ import time
 
 from pydantic import Field
 
-from cairn.stages.base import ArtifactType, InputSlot, StageConfig, StageSpec
+from cairn.stage import ArtifactType, InputSlot, StageConfig, StageSpec, register
 
 
 class NoopConfig(StageConfig):
@@ -33,10 +33,12 @@ def bare(i: int, out_dir: str, work_ms: int = 0) -> int:
     return i
 
 
-SPEC = StageSpec(
-    kind="bench_noop",
-    config_model=NoopConfig,
-    inputs={"prev": InputSlot(ArtifactType.DATASET, optional=True)},
-    outputs={"dataset": ArtifactType.DATASET},
-    run=run,
+SPEC = register(
+    StageSpec(
+        kind="bench_noop",
+        config_model=NoopConfig,
+        inputs={"prev": InputSlot(ArtifactType.DATASET, optional=True)},
+        outputs={"dataset": ArtifactType.DATASET},
+        run=run,
+    )
 )

@@ -86,9 +86,9 @@ class Sampler(threading.Thread):
 
 
 def curate_once(folder: Path, root: Path) -> dict[str, float]:
-    from cairn.context import local_context
-    from cairn.stages.base import ArtifactType, InputArtifact, Resources
+    from cairn.stage import ArtifactType, InputArtifact, Resources
     from cairn.stages.curate import SPEC, CurateConfig
+    from cairn.testing import local_context
 
     source = InputArtifact(path=folder, type=ArtifactType.RAW, digest="0" * 64, name=folder.name)
     ctx = local_context(root, resources=Resources(num_workers=2))

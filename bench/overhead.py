@@ -67,17 +67,14 @@ def main() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [bench_dir, os.environ.get("PYTHONPATH")])
     )
+    import _noop_stage  # registers the kind `bench_noop`
     import ray
 
-    from cairn import stages
     from cairn.engine import Engine
-    from cairn.executor import RayExecutor
+    from cairn.engine.backends.ray import RayExecutor
     from cairn.settings import Settings
-    from cairn.spec import load_workflow
-    from cairn.tracking import MemoryTracker
-
-    stages._KINDS["bench_noop"] = "_noop_stage"
-    import _noop_stage
+    from cairn.testing import MemoryTracker
+    from cairn.workflow import load_workflow
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     bare = ray.remote(_noop_stage.bare)

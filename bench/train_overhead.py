@@ -252,9 +252,9 @@ def _niceness() -> int:
 
 def cairn_run(cfg: Any, dataset: Path, workers: int, cpus: int, gpus: float = 0) -> dict[str, Any]:
     """One run of the real pretrain stage (`driver.train`), timed from its own metric records."""
-    from cairn.context import local_context
-    from cairn.stages.base import ArtifactType, InputArtifact, Resources
+    from cairn.stage import ArtifactType, InputArtifact, Resources
     from cairn.stages.pretrain.driver import train
+    from cairn.testing import local_context
 
     with tempfile.TemporaryDirectory(prefix="cairn-bench-train-") as tmp:  # fresh: no resume
         ctx = local_context(
@@ -385,7 +385,7 @@ def compare(label: str, rounds: int, peer: Any, cairn: Any, say: Any) -> dict[st
 def recipe(path: Path) -> tuple[dict[str, Any], int, int]:
     """A workflow's pretrain config (validated as `cairn validate` does) and its curate step's
     seq_len and vocab_size."""
-    from cairn.spec import load_workflow
+    from cairn.workflow import load_workflow
 
     steps = load_workflow(path).steps.values()
     curate: Any = next(s.config for s in steps if s.kind == "curate")

@@ -1,64 +1,147 @@
 """Cairn: a language model's whole life as one workflow on Ray, with lineage anyone can audit.
 
-The documented Python API:
+The documented Python API (the CLI calls exactly this, and nothing below it):
 
-    wf = cairn.load_workflow("workflows/quickstart.yaml")   # validate (raises SpecError)
-    result = cairn.run(wf)                                   # on the embedded default
-    run_id = cairn.submit(wf, "http://HEAD:8265")            # on a Ray cluster (Jobs API)
-    tree = cairn.lineage(result.steps["model"].artifacts["model"]["digest"])
-    report = cairn.audit(".cairn/store/release/…/release")   # verify a release; report.ok
+    import cairn
+
+    wf = cairn.load_workflow("workflows/quickstart.yaml")    # validate (raises SpecError)
+    result = cairn.run(wf)                                    # RunResult, on the embedded default
+    run_id = cairn.submit(wf, "http://HEAD:8265")             # on a Ray cluster (Jobs API)
+    cairn.status(run_id).state; cairn.runs(); cairn.logs(run_id).logs["run"]
+    cairn.cancel(run_id); cairn.resume(run_id)
+    tree = cairn.lineage(result.steps["base"].artifacts["model"].digest)   # LineageNode
+    report = cairn.audit(result.releases[0])                  # AuditReport; report.ok
+
+Each function uses a `cairn.Client()` built from the environment (CAIRN_HOME, CAIRN_DATABASE_URL,
+MLFLOW_TRACKING_URI, CAIRN_STORE); build a `Client(settings)` to address another deployment.
+Everything returned is a type from `cairn.results`, exported here; `cairn.testing` has the fakes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from cairn.client import Client
 from cairn.errors import CairnError, SpecError, StageError
-from cairn.spec import Workflow, load_workflow
+from cairn.results import (
+    Artifact,
+    Attempt,
+    AuditReport,
+    Check,
+    Event,
+    LineageGraph,
+    LineageNode,
+    RunLogs,
+    RunResult,
+    RunStatus,
+    RunSummary,
+    StepResult,
+)
+from cairn.settings import Settings
+
+if TYPE_CHECKING:
+    from cairn.engine.progress import Display
+    from cairn.workflow import Workflow
 
 __all__ = [
+    "Artifact",
+    "Attempt",
+    "AuditReport",
     "CairnError",
+    "Check",
+    "Client",
+    "Event",
+    "LineageGraph",
+    "LineageNode",
+    "RunLogs",
+    "RunResult",
+    "RunStatus",
+    "RunSummary",
+    "Settings",
     "SpecError",
     "StageError",
+    "StepResult",
     "Workflow",
     "audit",
+    "cancel",
     "lineage",
     "load_workflow",
+    "logs",
+    "resume",
     "run",
+    "runs",
+    "status",
     "submit",
 ]
 
 
-def run(workflow: Workflow, run_id: str | None = None) -> Any:
-    """Run `workflow` and return a `RunResult` (state of the run and of every step)."""
-    from cairn.engine import Engine
-    from cairn.settings import Settings
+def load_workflow(path: str | Path) -> Workflow:
+    """Read and validate a workflow file; raises `SpecError` naming every problem (file, line,
+    field, fix). Writes nothing anywhere."""
+    from cairn.workflow import load_workflow as _load
 
-    return Engine(Settings.from_env()).run(workflow, run_id=run_id)
+    return _load(path)
 
 
-def submit(workflow: Workflow, address: str) -> str:
+def run(
+    workflow: Workflow, *, run_id: str | None = None, display: Display | None = None
+) -> RunResult:
+    """Run `workflow` to its end on the embedded default (local Ray) or `RAY_ADDRESS`."""
+    return Client().run(workflow, run_id=run_id, display=display)
+
+
+def submit(
+    workflow: Workflow, address: str, *, python: str | None = None, working_dir: str | None = None
+) -> str:
     """Submit `workflow` to the Ray cluster at `address` (http://HEAD:8265); returns the run id."""
-    from cairn import jobs
-    from cairn.engine import Engine
-    from cairn.settings import Settings
-
-    return jobs.submit(Engine(Settings.from_env()), workflow, address)
+    return Client().submit(workflow, address, python=python, working_dir=working_dir)
 
 
-def lineage(digest: str) -> dict[str, Any]:
-    """An artifact's ancestry, back to its raw sources, as a nested dict."""
-    from cairn.engine import Engine
-    from cairn.report import lineage as _lineage
-    from cairn.settings import Settings
-
-    with Engine(Settings.from_env()).sessions() as s:
-        return _lineage(s, digest)
+def status(run_id: str) -> RunStatus:
+    """A run's state, every attempt of every step, its compute and its event log."""
+    return Client().status(run_id)
 
 
-def audit(path: str, load_model: bool = True) -> Any:
-    """Verify a release bundle (or re-hash one artifact) at `path`; returns an `AuditReport`
-    whose `.ok` is True only when every check holds and whose checks name each bad file."""
-    from cairn.audit import audit as _audit
+def runs(limit: int = 20) -> list[RunSummary]:
+    """The newest runs first."""
+    return Client().runs(limit)
+
+
+def logs(run_id: str, step: str | None = None) -> RunLogs:
+    """A run's logs: the engine's, each step's (or one), and a submitted run's Ray job driver's."""
+    return Client().logs(run_id, step)
+
+
+def cancel(run_id: str) -> str:
+    """Ask a run to stop; returns `cancelling`, `cancelled` or the state it had already ended in."""
+    return Client().cancel(run_id)
+
+
+def resume(run_id: str, *, display: Display | None = None) -> RunResult:
+    """A new run of `run_id`'s workflow, linked to it: what it finished comes from the cache."""
+    return Client().resume(run_id, display=display)
+
+
+def lineage(ref: str) -> LineageNode:
+    """An artifact's ancestry back to its raw sources: a digest (prefix) or a path to a release
+    bundle or artifact directory."""
+    return Client().lineage(ref)
+
+
+def audit(path: str | Path, *, load_model: bool = True) -> AuditReport:
+    """Verify a release bundle (or re-hash one artifact) at `path`; `report.ok` only when every
+    check holds, and each failing check names the bad files."""
+    from cairn.client import audit as _audit
 
     return _audit(path, load_model=load_model)
+
+
+def __getattr__(name: str) -> object:
+    # `cairn.Workflow` without importing the workflow loader (and every stage kind) at
+    # `import cairn`: workers import cairn for its errors and stage SDK only.
+    if name == "Workflow":
+        from cairn.workflow import Workflow
+
+        return Workflow
+    raise AttributeError(f"module 'cairn' has no attribute {name!r}")

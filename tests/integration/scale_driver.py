@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import sys
 
-from cairn import stages
+import tests.integration.scale_stages  # noqa: F401  (registers its kind)
 from cairn.engine import Engine
 from cairn.settings import Settings
-from cairn.spec import load_workflow
+from cairn.workflow import load_workflow
 
-stages._KINDS["wait_for_scale_down"] = "tests.integration.scale_stages"
 result = Engine(Settings.from_env()).run(load_workflow(sys.argv[1]))
 print(json.dumps({"run_id": result.run_id, "state": result.state}))

@@ -10,7 +10,7 @@ import ray
 from pydantic import Field
 
 from cairn.errors import StageError
-from cairn.stages.base import ArtifactType, InputSlot, Resources, StageConfig, StageSpec
+from cairn.stage import ArtifactType, InputSlot, Resources, StageConfig, StageSpec, register
 
 
 class WaitConfig(StageConfig):
@@ -31,12 +31,14 @@ def wait_run(config, inputs, ctx):
     raise StageError(f"the cluster did not scale down to {config.nodes} node(s)")
 
 
-SPEC = StageSpec(
-    kind="wait_for_scale_down",
-    config_model=WaitConfig,
-    inputs={"model": InputSlot(ArtifactType.MODEL)},
-    outputs={"report": ArtifactType.EVAL_REPORT},
-    run=wait_run,
-    default_resources=Resources(num_workers=1, cpus_per_worker=0),
-    cacheable=False,
+SPEC = register(
+    StageSpec(
+        kind="wait_for_scale_down",
+        config_model=WaitConfig,
+        inputs={"model": InputSlot(ArtifactType.MODEL)},
+        outputs={"report": ArtifactType.EVAL_REPORT},
+        run=wait_run,
+        default_resources=Resources(num_workers=1, cpus_per_worker=0),
+        cacheable=False,
+    )
 )

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from cairn.db.models import Event, StepRun
 from cairn.engine import Engine
 from cairn.settings import Settings
-from cairn.spec import load_workflow
+from cairn.workflow import load_workflow
 
 from .conftest import POEMS, REPO
 from .fake_cluster import LocalAutoscalingCluster

@@ -197,7 +197,7 @@ def test_submit_to_a_ray_head_then_status_and_logs(tmp_path, ray_head):
     assert "run_started" in logs and "── model ──" in logs
     assert "── ray job driver ──" in logs and run_id in logs
 
-    from cairn.jobs import job_status
+    from cairn.engine.jobs import job_status
 
     assert job_status(ray_head, run_id).endswith("SUCCEEDED")
 

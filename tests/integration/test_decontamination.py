@@ -13,7 +13,7 @@ import pytest
 
 from cairn.engine import Engine
 from cairn.settings import Settings
-from cairn.spec import load_workflow
+from cairn.workflow import load_workflow
 
 from .conftest import REPO, write_tiny
 
@@ -57,18 +57,16 @@ def test_evaluate_refuses_unchecked_tasks_until_allowed_and_curate_catches_a_pla
 
     allowed = engine.run(workflow(folder, checked=False, allow=True))
     assert allowed.steps["scores"].state == "succeeded", allowed.steps["scores"].error
-    meta = allowed.steps["scores"].artifacts["eval_report"]["metadata"]
+    meta = allowed.steps["scores"].artifacts["eval_report"].metadata
     assert meta["allow_contaminated"] is True
     report = json.loads(
-        (Path(allowed.steps["scores"].artifacts["eval_report"]["uri"]) / "report.json").read_text()
+        (Path(allowed.steps["scores"].artifacts["eval_report"].uri) / "report.json").read_text()
     )
     assert report["contamination"]["allowed"] is True
 
     checked = engine.run(workflow(folder, checked=True, allow=False))
     assert checked.steps["scores"].state == "succeeded", checked.steps["scores"].error
-    dataset = checked.steps["corpus"].artifacts["dataset"]["metadata"]
+    dataset = checked.steps["corpus"].artifacts["dataset"].metadata
     assert dataset["decontamination"]["documents"] == 1
     assert dataset["filters"]["decontamination"] == 1
-    assert (
-        checked.steps["scores"].artifacts["eval_report"]["metadata"]["allow_contaminated"] is False
-    )
+    assert checked.steps["scores"].artifacts["eval_report"].metadata["allow_contaminated"] is False

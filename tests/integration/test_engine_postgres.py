@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from cairn.db.models import Event, LineageEdge, Run, StepRun
-from cairn.spec import load_workflow
+from cairn.workflow import load_workflow
 from tests.unit.test_engine import home, make_engine, states, toy_kinds, write_wf  # noqa: F401
 
 pytestmark = pytest.mark.postgres

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from cairn.context import local_context
-from cairn.stages.base import ArtifactType, InputArtifact
+from cairn.stage import ArtifactType, InputArtifact
 from cairn.stages.evaluate import SPEC, EvaluateConfig
+from cairn.testing import local_context
 from tests.tiny import make_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]

@@ -52,7 +52,7 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory, ray_local) -> dict:
 
     from cairn.engine import Engine
     from cairn.settings import Settings
-    from cairn.spec import load_workflow
+    from cairn.workflow import load_workflow
 
     folder = tmp_path_factory.mktemp("lifecycle")
     wf_path = write_tiny(folder, max_steps=8, checkpoint_every=4)
@@ -150,16 +150,14 @@ def test_mlflow_holds_the_whole_chain(lifecycle: dict) -> None:
 
     sft_inputs = nested["chat"].inputs.dataset_inputs
     digests = {t.value for d in sft_inputs for t in d.tags if t.key == "cairn.artifact_digest"}
-    assert result.steps["model"].artifacts["model"]["digest"] in digests
+    assert result.steps["model"].artifacts["model"].digest in digests
 
     models = client.search_logged_models([exp.experiment_id])
     by_digest = {m.tags.get("cairn.artifact_digest"): m for m in models}
-    aligned = result.steps["aligned"].artifacts["model"]["digest"]
-    assert {result.steps[s].artifacts["model"]["digest"] for s in ("model", "chat")} <= set(
-        by_digest
-    )
+    aligned = result.steps["aligned"].artifacts["model"].digest
+    assert {result.steps[s].artifacts["model"].digest for s in ("model", "chat")} <= set(by_digest)
     scored = by_digest[aligned]
-    scores = result.steps["scores"].artifacts["eval_report"]["metadata"]["metrics"]
+    scores = result.steps["scores"].artifacts["eval_report"].metadata["metrics"]
     tied = {m.key: m.value for m in scored.metrics or []}
     assert scores and all(tied[k] == pytest.approx(v) for k, v in scores.items())
 
@@ -167,8 +165,8 @@ def test_mlflow_holds_the_whole_chain(lifecycle: dict) -> None:
     assert len(versions) == 1
     tags = versions[0].tags
     assert tags["cairn.model_digest"] == aligned
-    assert tags["cairn.lineage.corpus"] == result.steps["corpus"].artifacts["dataset"]["digest"]
-    assert tags["cairn.release_digest"] == result.steps["publish"].artifacts["release"]["digest"]
+    assert tags["cairn.lineage.corpus"] == result.steps["corpus"].artifacts["dataset"].digest
+    assert tags["cairn.release_digest"] == result.steps["publish"].artifacts["release"].digest
 
 
 def test_release_eval_scores_recompute_with_lm_eval_from_the_bundle_alone(
@@ -202,5 +200,5 @@ def test_release_eval_scores_recompute_with_lm_eval_from_the_bundle_alone(
         for key, value in values.items()
         if "," in key and "_stderr," not in key
     }
-    released = lifecycle["result"].steps["scores"].artifacts["eval_report"]["metadata"]
+    released = lifecycle["result"].steps["scores"].artifacts["eval_report"].metadata
     assert released["metrics"] and recomputed == released["metrics"]

@@ -159,9 +159,9 @@ def test_vllm_greedy_output_equals_the_transformers_engines(vllm_server, hf_serv
 
 
 def run_stage(tiny: Path, root: Path, **config):
-    from cairn.context import local_context
-    from cairn.stages.base import ArtifactType, InputArtifact
+    from cairn.stage import ArtifactType, InputArtifact
     from cairn.stages.serve import SPEC, ServeConfig
+    from cairn.testing import local_context
 
     model = InputArtifact(path=tiny, type=ArtifactType.MODEL, digest="ab" * 32, name="model.model")
     ctx = local_context(root, step="endpoint")

@@ -24,16 +24,16 @@ import torch
 from safetensors.torch import load_file
 from sqlalchemy import select
 
-from cairn.context import local_context
 from cairn.db.models import Event
 from cairn.engine import Engine
 from cairn.settings import Settings
-from cairn.spec import load_workflow
-from cairn.stages.base import ArtifactType, InputArtifact, Resources
+from cairn.stage import ArtifactType, InputArtifact, Resources
 from cairn.stages.curate import pack
 from cairn.stages.pretrain import PretrainConfig
 from cairn.stages.pretrain.data import BatchOrder
 from cairn.stages.pretrain.driver import train
+from cairn.testing import local_context
+from cairn.workflow import load_workflow
 
 from .conftest import write_tiny
 
@@ -127,8 +127,8 @@ def test_a_sigkilled_worker_is_replaced_and_the_weights_match(home, tmp_path):
     assert "pretrain: resumed from step 20" in logs or "pretrain: resumed from step 40" in logs
 
     model = engine.store.local_path(
-        result.steps["model"].artifacts["model"]["uri"],
-        result.steps["model"].artifacts["model"]["digest"],
+        result.steps["model"].artifacts["model"].uri,
+        result.steps["model"].artifacts["model"].digest,
     )
     _same_weights(model, _reference(result, engine, tmp_path / "ref", workflow, workers=2))
 
@@ -193,7 +193,7 @@ def test_data_order_answers_for_a_document_of_the_run(elastic_run):
     assert ask(str(at_6))["steps_recorded"] == 6
     assert ask(str(at_6), "--doc", doc["id"], "--before", "1")["steps"] == [1]
     # A model digest works as well as a directory; asking past the record says what to do.
-    digest = result.steps["model"].artifacts["model"]["digest"]
+    digest = result.steps["model"].artifacts["model"].digest
     assert ask(digest[:16], "--doc", doc["id"])["first_step"] == 1
     late = subprocess.run(
         [cairn, "data-order", str(at_6), "--doc", doc["id"], "--before", "9"],

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from cairn.db.models import ArtifactRow, Event
 from cairn.engine import Engine
 from cairn.settings import Settings
-from cairn.spec import load_workflow
+from cairn.workflow import load_workflow
 
 from .conftest import write_tiny
 
@@ -38,7 +38,7 @@ def test_cache_reruns_and_corruption(engine, tmp_path):
     # the model is a Hugging Face directory that transformers loads and generates with
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_uri = first.steps["model"].artifacts["model"]["uri"]
+    model_uri = first.steps["model"].artifacts["model"].uri
     model = AutoModelForCausalLM.from_pretrained(model_uri)
     tok = AutoTokenizer.from_pretrained(model_uri)
     ids = tok("Shall I compare thee", return_tensors="pt").input_ids
@@ -92,7 +92,7 @@ def test_mlflow_holds_runs_params_metrics_datasets_and_models(engine, tmp_path):
     losses = client.get_metric_history(model_run.info.run_id, "train/loss")
     assert len(losses) >= 2 and [m.step for m in losses] == sorted(m.step for m in losses)
 
-    dataset = result.steps["corpus"].artifacts["dataset"]["digest"]
+    dataset = result.steps["corpus"].artifacts["dataset"].digest
     inputs = model_run.inputs.dataset_inputs
     assert len(inputs) == 1
     assert json.loads(inputs[0].dataset.profile)["cairn_digest"] == dataset
@@ -102,7 +102,7 @@ def test_mlflow_holds_runs_params_metrics_datasets_and_models(engine, tmp_path):
     src_inputs = nested["corpus"].inputs.dataset_inputs
     assert len(src_inputs) == 1 and src_inputs[0].dataset.name == "./poems"
 
-    model_digest = result.steps["model"].artifacts["model"]["digest"]
+    model_digest = result.steps["model"].artifacts["model"].digest
     assert model_run.data.tags["cairn.artifact_digest"] == model_digest
     outputs = model_run.outputs.model_outputs
     assert len(outputs) == 1

@@ -21,7 +21,9 @@ import jsonschema
 import pytest
 import yaml
 
-CLUSTERS = Path(__file__).resolve().parents[2] / "clusters"
+from tests import REPO
+
+CLUSTERS = REPO / "clusters"
 YAMLS = sorted(CLUSTERS.rglob("*.yaml")) + sorted(CLUSTERS.rglob("*.yml"))
 CAIRN_ENV = ("CAIRN_DATABASE_URL", "MLFLOW_TRACKING_URI", "CAIRN_STORE", "CAIRN_CHECKPOINTS")
 

@@ -88,7 +88,7 @@ class StepRun(Base):
     node_id: Mapped[str | None] = mapped_column(String(128))
     worker: Mapped[str | None] = mapped_column(String(255))
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
-    # Compute held and used (cairn.accounting.summarise): worker/CPU/GPU-seconds, peak memory.
+    # Compute held and used (cairn.stage.usage.summarise): worker/CPU/GPU-seconds, peak memory.
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cairn.stages.base import ArtifactType, Context, InputSlot, Resources, StageSpec
+from cairn.stage import ArtifactType, Context, InputSlot, Resources, StageSpec
 from cairn.stages.curate.config import CurateConfig
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cairn.stages.base import StageConfig
+from cairn.stage import StageConfig
 from cairn.stages.curate.decontam import DecontamConfig
 from cairn.stages.curate.language import LanguageConfig
 from cairn.stages.curate.minhash import FuzzyConfig

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cairn.errors import StageError
-from cairn.stages.base import Context, InputArtifact
+from cairn.stage import Context, InputArtifact
 from cairn.stages.curate import card, clean, decontam, minhash, mix, pack, raydata, scan, sources
 from cairn.stages.curate import tokenizer as toks
 from cairn.stages.curate.config import CurateConfig, SourceConfig

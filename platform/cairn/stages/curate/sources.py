@@ -36,7 +36,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from cairn.errors import StageError
-from cairn.stages.base import InputArtifact
+from cairn.stage import InputArtifact
 
 JSONL = (".jsonl", ".ndjson", ".json")
 PARQUET = (".parquet",)

@@ -16,7 +16,7 @@ lm-eval, torch and transformers are imported inside `run`, so importing the regi
 
 from __future__ import annotations
 
-from cairn.stages.base import ArtifactType, Context, Inputs, InputSlot, Outputs, StageSpec
+from cairn.stage import ArtifactType, Context, Inputs, InputSlot, Outputs, StageSpec
 from cairn.stages.evaluate.config import EvaluateConfig
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from cairn.stages.base import StageConfig
+from cairn.stage import Runtime, StageConfig
 
 # lm-eval's default for the stderr of metrics without a closed form (perplexity, f1, bleu, ...).
 # Not a setting: `lm_eval run` has no flag for it, and the report's command must reproduce the run.
@@ -73,10 +73,9 @@ class EvaluateConfig(StageConfig):
         "under `eval_tasks`, or the model was trained outside Cairn); the report and the "
         "release then say so. Without it such a step fails before anything is scored",
     )
-    batch_size: int = Field(
+    batch_size: Runtime[int] = Field(
         16,
         ge=1,
         le=4096,
         description="requests per forward pass (memory and speed only)",
-        json_schema_extra={"identity": False},
     )

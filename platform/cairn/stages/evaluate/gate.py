@@ -3,7 +3,7 @@
 A curate step with an `eval_tasks` input checks every training document for n-gram overlap with
 those task folders' data (curate/decontam.py) and records, in its dataset.json, the sha256 of
 every data file it checked. Before lm-eval runs, this module walks the evaluated model's
-lineage back through its manifests (as `cairn.ancestry` does, without the database) and
+lineage back through its manifests (`ctx.ancestry`, without re-hashing raw sources) and
 collects every `dataset` artifact in it: each task to be scored must have all of its data files
 (by sha256, so a copied or renamed folder still counts, and an edited file does not) checked by
 EVERY one of them. Otherwise the step fails, naming the tasks, the datasets that did not check
@@ -25,19 +25,14 @@ Reading the lineage costs one small file read per artifact; raw sources are not 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
-
-from cairn import ancestry
-from cairn.errors import CairnError, StageError
-from cairn.stages.base import InputArtifact
+from cairn.errors import StageError
+from cairn.stage import Ancestor, Context, InputArtifact
 from cairn.stages.evaluate import taskdir
 from cairn.stages.evaluate.config import EvaluateConfig
-from cairn.store import MANIFEST
 
 # Written by curate (curate/decontam.py): the record in dataset.json, one line per document.
 DATASET_JSON = "dataset.json"
@@ -78,10 +73,11 @@ def check(
     model: InputArtifact,
     tasks_input: InputArtifact,
     tasks: taskdir.TaskDir,
+    ctx: Context,
 ) -> dict[str, Any]:
     """The report's `contamination` record; raises StageError for unchecked tasks unless
     `config.allow_contaminated`."""
-    lineage = walk(model)
+    lineage = walk(model, ctx)
     per_task: dict[str, dict[str, Any]] = {}
     unchecked: dict[str, list[str]] = {}
     for task in sorted(tasks.data):
@@ -170,76 +166,36 @@ def _contaminated(datasets: list[Dataset], shas: set[str]) -> dict[str, int]:
 # --- walking the lineage ------------------------------------------------------------------------
 
 
-def walk(model: InputArtifact) -> Lineage:
+def walk(model: InputArtifact, ctx: Context) -> Lineage:
     """The datasets, external models and raw sft/dpo inputs behind `model`."""
     lineage = Lineage()
-    if not _is_artifact(str(model.path)):
-        lineage.external_models.append(str(model.path))
-        return lineage
-    seen: set[str] = set()
-    todo = [(str(model.path), model.digest)]
-    while todo:
-        uri, digest = todo.pop()
-        if digest in seen:
+    graph = ctx.ancestry(model, verify_sources=False)
+    for node in graph.topological():
+        if node.source:
+            if node.type == "model":  # a model directory no step made: trained outside Cairn
+                lineage.external_models.append(node.uri)
             continue
-        seen.add(digest)
-        node = ancestry.Node(digest, uri, ancestry.read_manifest(uri, digest))
         if node.type == "dataset":
             lineage.datasets.append(_dataset(node))
         for p in node.parents:
-            if "uri" not in p:
-                raise ancestry.unsealed_parents(digest, uri)
-            if p["type"] == "raw":
-                if node.type == "model":  # data fed straight to a training step (sft, dpo)
-                    step = str(node.manifest.get("step"))
-                    lineage.raw_training_inputs.append(
-                        {"step": step, "slot": str(p.get("slot", "")), "uri": p["uri"]}
-                    )
-                continue
-            if p["type"] == "model" and not _is_artifact(p["uri"]) and _exists(p["uri"]):
-                lineage.external_models.append(p["uri"])
-                continue
-            todo.append((p["uri"], p["digest"]))
+            # data fed straight to a training step (sft, dpo)
+            if p["type"] == "raw" and node.type == "model":
+                lineage.raw_training_inputs.append(
+                    {"step": str(node.step), "slot": str(p.get("slot", "")), "uri": p["uri"]}
+                )
     lineage.datasets.sort(key=lambda d: (d.step, d.digest))
     lineage.raw_training_inputs.sort(key=lambda r: (r["step"], r["slot"], r["uri"]))
     lineage.external_models.sort()
     return lineage
 
 
-def _dataset(node: ancestry.Node) -> Dataset:
-    step = str(node.manifest.get("step") or node.digest[:12])
-    info = _read(node, DATASET_JSON)
+def _dataset(node: Ancestor) -> Dataset:
+    step = node.step or node.digest[:12]
+    info = node.read(DATASET_JSON)
     record = json.loads(info).get(RECORD) if info is not None else None
     documents = []
     if record:
-        lines = _read(node, DOCUMENTS)
+        lines = node.read(DOCUMENTS)
         if lines is not None:
             documents = [json.loads(x) for x in lines.decode("utf-8").splitlines() if x.strip()]
     return Dataset(step, node.digest, node.uri, record or None, documents)
-
-
-def _read(node: ancestry.Node, path: str) -> bytes | None:
-    """A file of a sealed artifact, checked against its manifest; None if it has none."""
-    entry = next((f for f in node.manifest.get("files", []) if f["path"] == path), None)
-    if entry is None:
-        return None
-    fs, root = fsspec.core.url_to_fs(node.uri)
-    with fs.open(f"{root.rstrip('/')}/{path}", "rb") as f:
-        data: bytes = f.read()
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise CairnError(
-            f"{node.uri}/{path} does not match its manifest (sha256 changed): the dataset "
-            f"{node.digest[:12]} was modified after it was sealed; fix: re-run the step "
-            f"'{node.manifest.get('step')}' so it is recomputed"
-        )
-    return data
-
-
-def _is_artifact(uri: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(uri)
-    return bool(fs.exists(f"{path.rstrip('/')}/{MANIFEST}"))
-
-
-def _exists(uri: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(uri)
-    return bool(fs.exists(path))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn.errors import StageError
-from cairn.stages.base import Context
+from cairn.stage import Context
 from cairn.stages.evaluate.config import BOOTSTRAP_ITERS, EvaluateConfig
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

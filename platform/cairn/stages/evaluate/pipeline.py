@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from cairn.errors import StageError
-from cairn.stages.base import Context, InputArtifact, Inputs
+from cairn.stage import Context, InputArtifact, Inputs
 from cairn.stages.evaluate import gate, harness, report, taskdir
 from cairn.stages.evaluate.config import EvaluateConfig
 
@@ -36,7 +36,7 @@ def evaluate(config: EvaluateConfig, inputs: Inputs, ctx: Context) -> dict[str, 
         f"evaluate: {len(tasks.leaves)} task(s) from {tasks_input.name or tasks_input.path}: "
         f"{', '.join(tasks.leaves)}{anchored}"
     )
-    contamination = gate.check(config, model, tasks_input, tasks)
+    contamination = gate.check(config, model, tasks_input, tasks, ctx)
     _log_contamination(contamination, ctx)
     if config.add_bos_token and "loglikelihood_rolling" in tasks.output_types.values():
         # Measured with lm-eval 0.4.13: rolling windows already start from one BOS, and an

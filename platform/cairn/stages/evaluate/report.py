@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from cairn.stages.base import InputArtifact
+from cairn.stage import InputArtifact
 from cairn.stages.evaluate import harness, taskdir
 from cairn.stages.evaluate.config import BOOTSTRAP_ITERS, EvaluateConfig
 

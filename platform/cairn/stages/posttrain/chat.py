@@ -20,10 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cairn.errors import StageError
-from cairn.stages.posttrain.data import Example, Kind
+from cairn.stages.posttrain.data import Example
+
+if TYPE_CHECKING:
+    from cairn.stages.posttrain.recipe import Recipe
 
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
 
@@ -57,11 +60,12 @@ class ModelInfo:
     context_length: int | None
 
 
-def inspect_model(path: Path, kind: Kind, label: str) -> tuple[ModelInfo, Any]:
+def inspect_model(path: Path, recipe: Recipe, label: str) -> tuple[ModelInfo, Any]:
     """Check the model directory and its tokenizer; return what was learned and the tokenizer
     (with its chat template set). Raises `StageError` naming what is missing and the fix."""
     from transformers import AutoConfig, AutoTokenizer
 
+    kind = recipe.kind
     path = Path(path)
     if not (path / "config.json").is_file():
         raise StageError(
@@ -103,14 +107,14 @@ def inspect_model(path: Path, kind: Kind, label: str) -> tuple[ModelInfo, Any]:
                 "(it reserves them), or save a tokenizer with a chat template into the directory"
             )
         template = CHAT_TEMPLATE
-    elif kind == "sft":
+    elif recipe.needs_generation_markers:
         from trl.chat_template_utils import has_generation_markers
 
         if not has_generation_markers(template):
             raise StageError(
                 f"{kind}: the chat template of the tokenizer in {path} has no "
-                "{% generation %} markers, which sft needs to train on assistant tokens only; "
-                "fix: wrap each assistant turn's text and end-of-turn token in "
+                f"{{% generation %}} markers, which {kind} needs to train on assistant tokens "
+                "only; fix: wrap each assistant turn's text and end-of-turn token in "
                 "{% generation %}...{% endgeneration %}, or remove the template to use Cairn's"
             )
     tok.chat_template = template
@@ -143,7 +147,7 @@ class DataStats:
     dropped: list[str]  # origins of rows with nothing left to train on once cut
 
 
-def measure(examples: list[Example], tok: Any, kind: Kind, max_length: int) -> DataStats:
+def measure(examples: list[Example], tok: Any, recipe: Recipe, max_length: int) -> DataStats:
     """Tokenize every example as the trainer will, to find rows that max_length cuts or empties.
 
     TRL drops such rows silently (a prompt that alone fills max_length leaves no trained token);
@@ -151,25 +155,17 @@ def measure(examples: list[Example], tok: Any, kind: Kind, max_length: int) -> D
     """
     tokens, truncated, dropped = 0, [], []
     for ex in examples:
-        f = ex.fields
-        if kind == "sft":
-            # Cut inside the first assistant turn's prefix: nothing of it would be trained.
-            first = next(i for i, m in enumerate(f["messages"]) if m["role"] == "assistant")
-            # (A chat may open with the assistant: then there is no prompt to measure.)
-            prompt = _ids(tok, f["messages"][:first], generation_prompt=True) if first else []
-            lengths = [len(_ids(tok, f["messages"]))]
-        else:
-            prompt = _ids(tok, f["prompt"], generation_prompt=True)
-            lengths = [len(_ids(tok, f["prompt"] + f[k])) for k in ("chosen", "rejected")]
+        prompt, lengths = recipe.lengths(ex.fields, tok)
         tokens += sum(lengths)
-        if len(prompt) >= max_length:
+        if prompt >= max_length:
             dropped.append(ex.origin)
         elif max(lengths) > max_length:
             truncated.append(ex.origin)
     return DataStats(len(examples), tokens, truncated, dropped)
 
 
-def _ids(tok: Any, messages: list[dict[str, str]], generation_prompt: bool = False) -> list[int]:
+def ids(tok: Any, messages: list[dict[str, str]], generation_prompt: bool = False) -> list[int]:
+    """The token ids of `messages` as the chat template lays them out."""
     out = tok.apply_chat_template(
         messages, tokenize=True, add_generation_prompt=generation_prompt, return_dict=True
     )

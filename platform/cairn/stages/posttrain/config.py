@@ -12,10 +12,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cairn.stages.base import ArtifactType, InputSlot, Resources, RunFn, StageConfig, StageSpec
+from cairn.stage import Runtime, TrainerConfig
 
 
-class PosttrainConfig(StageConfig):
+class PosttrainConfig(TrainerConfig):
     """Optimisation and bookkeeping settings common to the post-training kinds."""
 
     max_steps: int | None = Field(
@@ -55,25 +55,13 @@ class PosttrainConfig(StageConfig):
         "0: only the final model",
     )
 
-    # --- runtime only: do not change the result ---
-    log_every: int = Field(
-        5,
-        ge=1,
-        description="steps between logged metrics",
-        json_schema_extra={"identity": False},
-    )
-    max_failures: int = Field(
+    # --- runtime only (TrainerConfig's; post-training logs and restarts more sparingly) ---
+    log_every: Runtime[int] = Field(5, ge=1, description="steps between logged metrics")
+    max_failures: Runtime[int] = Field(
         1,
         ge=-1,
         description="worker-group restarts (from the last checkpoint, if any) before failing; "
         "-1: unlimited",
-        json_schema_extra={"identity": False},
-    )
-    keep_checkpoints: int | None = Field(
-        None,
-        ge=1,
-        description="keep only the newest N checkpoints; default all",
-        json_schema_extra={"identity": False},
     )
 
     @model_validator(mode="after")
@@ -84,27 +72,3 @@ class PosttrainConfig(StageConfig):
                 "fix: lower warmup_steps (about 10% of max_steps is typical)"
             )
         return self
-
-
-def posttrain_spec(
-    kind: str, config_model: type[PosttrainConfig], run: RunFn, data_doc: str, doc: str
-) -> StageSpec:
-    """The spec both post-training kinds share but for their config, data and description:
-    a model and a JSONL data input, a model output, TRL on Ray Train."""
-    return StageSpec(
-        kind=kind,
-        config_model=config_model,
-        inputs={
-            "model": InputSlot(
-                ArtifactType.MODEL, doc="Hugging Face model directory with tokenizer"
-            ),
-            "data": InputSlot(ArtifactType.RAW, doc=data_doc),
-        },
-        outputs={"model": ArtifactType.MODEL},
-        run=run,
-        launcher="trainer",
-        shared_code=("cairn.stages.raytrain",),
-        result_packages=("torch", "transformers", "trl"),
-        default_resources=Resources(num_workers=2, cpus_per_worker=1),
-        doc=doc,
-    )

@@ -23,15 +23,21 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Protocol
 
 from cairn.errors import StageError
-from cairn.stages.base import InputArtifact
+from cairn.stage import InputArtifact
 
 ROLES = ("system", "user", "assistant")
 SUFFIXES = (".jsonl", ".jsonl.gz")
 
-Kind = Literal["sft", "dpo"]
+
+class RowForm(Protocol):
+    """What makes a row valid for one kind: its recipe (recipe.py) is one."""
+
+    kind: str
+
+    def row(self, row: Row, obj: dict[str, Any]) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,7 @@ class Example:
 
 
 def read_examples(
-    artifact: InputArtifact, kind: Kind, reserved: Iterable[str] = ()
+    artifact: InputArtifact, recipe: RowForm, reserved: Iterable[str] = ()
 ) -> list[Example]:
     """Every row of `artifact` (a .jsonl file or a directory of them) as a checked example.
 
@@ -54,12 +60,11 @@ def read_examples(
     examples = []
     for path, label in _files(artifact):
         for lineno, obj in _objects(path, label):
-            row = _Row(f"{label}:{lineno}", reserved)
-            fields = row.sft(obj) if kind == "sft" else row.dpo(obj)
-            examples.append(Example(row.where, fields))
+            row = Row(f"{label}:{lineno}", reserved)
+            examples.append(Example(row.where, recipe.row(row, obj)))
     if not examples:
         raise StageError(
-            f"{kind}: input 'data' ({_label(artifact)}) holds no rows; fix: give a .jsonl file "
+            f"{recipe.kind}: input 'data' ({_label(artifact)}) holds no rows; fix: give a .jsonl file "
             "with one JSON object per line"
         )
     return examples
@@ -136,7 +141,7 @@ def _parse(raw: bytes, where: str) -> dict[str, Any] | None:
     return obj
 
 
-class _Row:
+class Row:
     """The checks of one row; every message starts with `where` (file:line) and names the field."""
 
     def __init__(self, where: str, reserved: tuple[str, ...]) -> None:
@@ -145,68 +150,6 @@ class _Row:
 
     def error(self, field: str, problem: str, fix: str) -> StageError:
         return StageError(f"{self.where}: field `{field}` {problem}; fix: {fix}")
-
-    # --- the two row forms --------------------------------------------------------------------
-
-    def sft(self, obj: dict[str, Any]) -> dict[str, Any]:
-        has_messages = "messages" in obj
-        has_pair = "prompt" in obj or "completion" in obj
-        if has_messages and has_pair:
-            raise self.error(
-                "messages", "is given together with `prompt`/`completion`", "keep one form per row"
-            )
-        if has_messages:
-            messages = self.messages(obj["messages"], "messages", ROLES)
-            if not any(m["role"] == "assistant" for m in messages):
-                raise self.error(
-                    "messages",
-                    "has no assistant turn, so there is nothing to learn",
-                    'add {"role": "assistant", "content": "..."} or drop the row',
-                )
-            return {"messages": messages}
-        if not has_pair:
-            raise StageError(
-                f"{self.where}: no `messages` and no `prompt`/`completion` (this row has "
-                f"{_fields(obj)}); fix: write "
-                '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", '
-                '"content": ...}]} or {"prompt": ..., "completion": ...}'
-            )
-        for name in ("prompt", "completion"):
-            if name not in obj:
-                raise self.error(name, "is missing", "give both `prompt` and `completion`")
-        prompt = self.prompt(obj["prompt"], roles=("system", "user"))
-        completion = self.reply(obj["completion"], "completion")
-        return {"messages": [*prompt, {"role": "assistant", "content": completion}]}
-
-    def dpo(self, obj: dict[str, Any]) -> dict[str, Any]:
-        for name in ("prompt", "chosen", "rejected"):
-            if name not in obj:
-                raise self.error(
-                    name,
-                    f"is missing (this row has {_fields(obj)})",
-                    'write {"prompt": ..., "chosen": ..., "rejected": ...}',
-                )
-        prompt = self.prompt(obj["prompt"], roles=ROLES)
-        if prompt[-1]["role"] != "user":
-            raise self.error(
-                f"prompt[{len(prompt) - 1}].role",
-                f"is {prompt[-1]['role']}, but the prompt must end with the user turn that the "
-                "replies answer",
-                "end the prompt with a user turn",
-            )
-        chosen = self.reply(obj["chosen"], "chosen")
-        rejected = self.reply(obj["rejected"], "rejected")
-        if chosen.strip() == rejected.strip():
-            raise self.error(
-                "rejected",
-                "is the same text as `chosen`, so there is no preference to learn",
-                "make `rejected` a worse reply, or drop the row",
-            )
-        return {
-            "prompt": prompt,
-            "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}],
-        }
 
     # --- the parts ----------------------------------------------------------------------------
 
@@ -293,7 +236,8 @@ class _Row:
             )
 
 
-def _fields(obj: dict[str, Any]) -> str:
+def fields(obj: dict[str, Any]) -> str:
+    """The fields a row has, for a message about the ones it lacks."""
     return ", ".join(f"`{k}`" for k in list(obj)[:8]) or "no fields"
 
 

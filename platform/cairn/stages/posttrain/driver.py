@@ -1,7 +1,7 @@
 """The driver side of sft and dpo: check the inputs, launch Ray Train, write the output artifact.
 
-`run` executes this in a zero-CPU Ray task (launcher "trainer"); the workers it starts hold the
-step's CPUs/GPUs. Everything that can be wrong with the inputs (model directory, tokenizer, chat
+`run` executes this in a zero-CPU Ray task (launcher "trainer"); the workers it starts (through
+`cairn.stage.raytrain`, which pretrain uses too) hold the step's CPUs/GPUs. Everything that can be wrong with the inputs (model directory, tokenizer, chat
 template, every data row, lengths, batch size) is checked here first, so a mistake is a
 `StageError` naming file, line and field within seconds, not a failed worker group.
 
@@ -19,28 +19,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-import ray
-import ray.train
-from ray.train.torch import TorchTrainer
-
 from cairn.errors import StageError, StepCancelled
-from cairn.plots import plot_losses
-from cairn.stages.base import Context, InputArtifact, Inputs, Outputs, Resources
+from cairn.stage import Context, InputArtifact, Inputs, Outputs, Resources, raytrain
+from cairn.stage.plots import plot_losses
 from cairn.stages.posttrain.chat import DataStats, inspect_model, measure
 from cairn.stages.posttrain.config import PosttrainConfig
-from cairn.stages.posttrain.data import Kind, read_examples
-from cairn.stages.raytrain import RUN_NAME, run_config, scaling, worker_context, worker_error
+from cairn.stages.posttrain.data import read_examples
+from cairn.stages.posttrain.final import MODEL_DIR, STATE_FILE
+from cairn.stages.posttrain.recipe import Recipe
 
-# The final report's checkpoint: the exported model directory and the run's state (history).
-MODEL_DIR = "model"
-STATE_FILE = "state.json"
-FINAL_CHECKPOINT = "final"
 # How many offending rows a log line lists before saying "and N more".
 SHOW_ROWS = 5
 
 
 def train(
-    kind: Kind,
+    recipe: Recipe,
     config: PosttrainConfig,
     inputs: Inputs,
     ctx: Context,
@@ -52,36 +45,43 @@ def train(
     `fail_at_step` is a test hook: every worker raises once at that step unless it resumed from
     a checkpoint, which is how the tests exercise restarts."""
     started = time.monotonic()
+    kind = recipe.kind
     model_in, data_in = _input(inputs, "model", kind), _input(inputs, "data", kind)
-    info, tok = inspect_model(model_in.path, kind, model_in.name or str(model_in.path))
+    info, tok = inspect_model(model_in.path, recipe, model_in.name or str(model_in.path))
     if info.context_length is not None and config.max_length > info.context_length:
         raise StageError(
             f"{kind}: config.max_length ({config.max_length}) exceeds the model's context length "
             f"({info.context_length}, max_position_embeddings in {info.path / 'config.json'}); "
             f"fix: set max_length to at most {info.context_length}"
         )
-    examples = read_examples(data_in, kind, reserved=info.special_tokens)
-    stats = measure(examples, tok, kind, config.max_length)
+    examples = read_examples(data_in, recipe, reserved=info.special_tokens)
+    stats = measure(examples, tok, recipe, config.max_length)
     _check_lengths(kind, config, stats, ctx)
     _check_batch(kind, config, ctx.resources)
     if not info.own_template:
         ctx.log(f"{kind}: the input tokenizer has no chat template; training with Cairn's")
 
-    if not ray.is_initialized():
-        raise RuntimeError(f"{kind} needs a running Ray (the engine initialises it)")
-    result = _finished_run(ctx)
+    result = raytrain.finished(ctx, lambda r: _final_state(r) is not None)
     if result is not None:
         ctx.log(f"{kind}: training already finished in an earlier attempt; exporting its result")
     else:
-        payload = {
-            "kind": kind,
+        loop_config = {
+            "recipe": recipe,
             "config": config,
             "model_dir": str(info.path),
             "chat_template": info.chat_template,
             "examples": [e.fields for e in examples],
             "fail_at_step": fail_at_step,
+            "use_cpu": ctx.resources.gpus_per_worker == 0,
+            "scratch_dir": str(ctx.scratch_dir),
         }
-        result = _fit(kind, config, payload, ctx)
+        result = raytrain.fit(
+            ctx,
+            _train_loop,
+            loop_config,
+            config,
+            explain=lambda e: _explain_failure(e, kind, config, ctx),
+        )
 
     state = _final_state(result)
     if state is None:
@@ -92,6 +92,7 @@ def train(
             )
         raise RuntimeError(f"{kind}: Ray Train finished without the final model ({result.path})")
     out = ctx.output_path("model")
+    assert result.checkpoint is not None  # _final_state read it
     with result.checkpoint.as_directory() as d:
         for f in sorted((Path(d) / MODEL_DIR).iterdir()):
             shutil.copy2(f, out / f.name)
@@ -103,7 +104,7 @@ def train(
         f"{kind}: wrote the model after {state['step']} steps in {time.monotonic() - started:.0f} s"
     )
     architecture = (json.loads((out / "config.json").read_text()).get("architectures") or [None])[0]
-    return {"model": _metadata(kind, state, history, stats, parameters, architecture)}
+    return {"model": _metadata(recipe, state, history, stats, parameters, architecture)}
 
 
 def _input(inputs: Inputs, slot: str, kind: str) -> InputArtifact:
@@ -152,44 +153,6 @@ def _train_loop(args: dict[str, Any]) -> None:
     train_loop(args)
 
 
-def _fit(kind: str, config: PosttrainConfig, payload: dict[str, Any], ctx: Context) -> Any:
-    """Run the Ray Train job; with the same RunConfig(name, storage_path) as an earlier attempt,
-    Ray Train hands the workers that attempt's latest checkpoint (`ray.train.get_checkpoint`)."""
-    res = ctx.resources
-    with worker_context(ctx) as worker_ctx:
-        trainer = TorchTrainer(
-            _train_loop,
-            train_loop_config={
-                **payload,
-                "ctx": worker_ctx,
-                "cpus_per_worker": res.cpus_per_worker,
-                "use_cpu": res.gpus_per_worker == 0,
-                "gpus_per_worker": res.gpus_per_worker,
-                "scratch_dir": str(ctx.scratch_dir),
-            },
-            scaling_config=scaling(res),
-            run_config=run_config(
-                ctx.checkpoint_dir, config.max_failures, config.keep_checkpoints, worker_ctx
-            ),
-        )
-        try:
-            return trainer.fit()
-        except ray.train.TrainingFailedError as e:
-            raise _explain_failure(e, kind, config, ctx) from e
-
-
-def _finished_run(ctx: Context) -> Any:
-    """The result of an earlier attempt whose final report (the exported model) exists."""
-    run_dir = Path(ctx.checkpoint_dir) / RUN_NAME
-    if not run_dir.is_dir():
-        return None
-    try:
-        result = ray.train.Result.from_path(str(run_dir))
-    except RuntimeError:  # no checkpoint index: the earlier attempt saved no checkpoint
-        return None
-    return result if _final_state(result) is not None else None
-
-
 def _final_state(result: Any) -> dict[str, Any] | None:
     """The run state saved with the final model, if the run's latest checkpoint is that final
     report (and not a resumable checkpoint, or nothing, as after a cancel)."""
@@ -206,9 +169,7 @@ def _final_state(result: Any) -> dict[str, Any] | None:
 def _explain_failure(
     error: Exception, kind: str, config: PosttrainConfig, ctx: Context
 ) -> Exception:
-    """A worker's own user-facing error if it raised one, else the failure with what to do."""
-    if (own := worker_error(error)) is not None:
-        return own
+    """The failure, with what to do (a worker's own user-facing error is raised as it is)."""
     resume = (
         "re-running the step resumes from the latest checkpoint"
         if config.checkpoint_every
@@ -238,7 +199,7 @@ def _finite(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _metadata(
-    kind: str,
+    recipe: Recipe,
     state: dict[str, Any],
     history: list[dict[str, Any]],
     stats: DataStats,
@@ -257,7 +218,5 @@ def _metadata(
         "parameters": parameters,
         "train_runtime_s": summary.get("train_runtime"),
     }
-    if kind == "dpo":
-        meta["final_reward_margin"] = last.get("rewards/margins")
-        meta["final_reward_accuracy"] = last.get("rewards/accuracies")
+    meta.update(recipe.metadata(last))
     return meta

@@ -1,4 +1,4 @@
-"""TRL's SFTTrainer and DPOTrainer, configured the one way Cairn runs them.
+"""The TRL trainer of a post-training kind, configured the one way Cairn runs them.
 
 Kept apart from the Ray Train loop (`worker`) so a test can build the very trainer a worker
 builds, in-process, and look at its tokenized data or train a few steps without a worker group.
@@ -23,10 +23,10 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 if TYPE_CHECKING:
     from cairn.stages.posttrain.config import PosttrainConfig
+    from cairn.stages.posttrain.recipe import Recipe
 
 # Cairn's schedule names to transformers' (a constant rate still warms up).
 SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
@@ -49,7 +49,7 @@ def load_tokenizer(model_dir: Path, chat_template: str) -> Any:
 
 
 def build_trainer(
-    kind: str,
+    recipe: Recipe,
     config: PosttrainConfig,
     model_dir: Path,
     chat_template: str,
@@ -60,7 +60,7 @@ def build_trainer(
     use_cpu: bool = True,
     callbacks: list[TrainerCallback] | None = None,
 ) -> Any:
-    """An SFTTrainer (kind "sft") or DPOTrainer (kind "dpo") ready to `train()`.
+    """The recipe's TRL trainer (sft: SFTTrainer, dpo: DPOTrainer) ready to `train()`.
 
     `examples` are `data.Example.fields`; `output_dir` is where transformers writes its own
     checkpoints (never the output artifact). Each of `world_size` processes takes
@@ -71,41 +71,14 @@ def build_trainer(
     model = AutoModelForCausalLM.from_pretrained(
         model_dir, dtype=torch.float32, local_files_only=True
     )
-    common = _training_arguments(config, output_dir, world_size, use_cpu)
-    train_dataset = datasets.Dataset.from_list(examples)
-    trainer: Any
-    if kind == "sft":
-        sft_args = SFTConfig(
-            **common,
-            assistant_only_loss=True,
-            packing=bool(getattr(config, "packing", False)),
-            # Best-fit packing keeps every conversation whole inside one block, and the
-            # collator's position ids stop packed conversations from attending to each other.
-            packing_strategy="bfd",
-        )
-        trainer = SFTTrainer(
-            model=model,
-            args=sft_args,
-            train_dataset=train_dataset,
-            processing_class=tok,
-            callbacks=callbacks,
-        )
-    elif kind == "dpo":
-        dpo_args = DPOConfig(
-            **common,
-            beta=getattr(config, "beta", 0.1),
-            loss_type=[getattr(config, "loss_type", "sigmoid")],
-        )
-        trainer = DPOTrainer(
-            model=model,
-            ref_model=None,
-            args=dpo_args,
-            train_dataset=train_dataset,
-            processing_class=tok,
-            callbacks=callbacks,
-        )
-    else:
-        raise ValueError(f"unknown post-training kind {kind!r}")
+    trainer = recipe.trainer(
+        model=model,
+        args=_training_arguments(config, output_dir, world_size, use_cpu),
+        dataset=datasets.Dataset.from_list(examples),
+        tokenizer=tok,
+        callbacks=callbacks,
+        config=config,
+    )
     # With tqdm disabled transformers prints every log dict to stdout; our callback reports them.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)

@@ -26,8 +26,8 @@ import torch.distributed as dist
 from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 from transformers import TrainerCallback
 
-from cairn.accounting import Meter
-from cairn.stages.posttrain.driver import FINAL_CHECKPOINT, MODEL_DIR, STATE_FILE
+from cairn.stage.usage import Meter
+from cairn.stages.posttrain.final import FINAL_CHECKPOINT, MODEL_DIR, STATE_FILE
 from cairn.stages.posttrain.trainers import build_trainer
 
 # How often (in steps) rank 0 asks the engine whether the step was cancelled, at the latest.
@@ -96,8 +96,9 @@ def train_loop(args: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory(
         prefix="hf-", dir=scratch if scratch.is_dir() else None
     ) as output_dir:
+        recipe = args["recipe"]
         trainer = build_trainer(
-            args["kind"],
+            recipe,
             config,
             Path(args["model_dir"]),
             args["chat_template"],
@@ -111,7 +112,7 @@ def train_loop(args: dict[str, Any]) -> None:
         if rank == 0:
             steps = f"{config.max_steps} steps" if config.max_steps else f"{config.epochs:g} epochs"
             ctx.log(
-                f"{args['kind']}: {world} worker(s) ready; {len(args['examples'])} rows, "
+                f"{recipe.kind}: {world} worker(s) ready; {len(args['examples'])} rows, "
                 f"training for {steps} of {config.global_batch_size} rows a step"
             )
         checkpoint = ray.train.get_checkpoint()
@@ -125,16 +126,13 @@ def train_loop(args: dict[str, Any]) -> None:
                     raise RuntimeError(f"{checkpoint.path} holds no transformers checkpoint")
                 if rank == 0:
                     step = json.loads((resume / "trainer_state.json").read_text())["global_step"]
-                    ctx.log(f"{args['kind']}: resuming from step {step} ({checkpoint.path})")
+                    ctx.log(f"{recipe.kind}: resuming from step {step} ({checkpoint.path})")
                 trainer.train(resume_from_checkpoint=str(resume))
         # A cancelled run reports nothing more: its latest checkpoint stays the one to resume.
         if not relay.cancelled:
             _report_final(trainer, rank)
     ctx.usage(meter.stop())
-    ctx.flush()
-    # flush() sends fire-and-forget; a blocking call to the same reporter after it makes sure the
-    # records arrived before Ray Train tears this worker down (calls from one caller run in order).
-    ctx.reporter.is_cancelled()
+    ctx.flush(wait=True)  # before Ray Train tears this worker down
 
 
 def _report_final(trainer: Any, rank: int) -> None:

@@ -21,8 +21,8 @@ import numpy as np
 from cairn.errors import StageError
 
 if TYPE_CHECKING:
-    from cairn.stages.base import Resources
-    from cairn.stages.pretrain import PretrainConfig
+    from cairn.stage import Resources
+    from cairn.stages.pretrain.config import PretrainConfig
 
 REQUIRED_KEYS = ("seq_len", "vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")
 

@@ -13,19 +13,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-import ray
 import ray.train
-from ray.train.torch import TorchTrainer
 from transformers import AutoTokenizer
 
 from cairn.errors import StageError, StepCancelled
-from cairn.plots import plot_losses
-from cairn.stages.base import Context, InputArtifact, Inputs, Outputs
-from cairn.stages.pretrain import PretrainConfig, data_order
+from cairn.stage import Context, InputArtifact, Inputs, Outputs, raytrain
+from cairn.stage.plots import plot_losses
+from cairn.stages.pretrain import data_order
+from cairn.stages.pretrain.config import PretrainConfig
 from cairn.stages.pretrain.data import DatasetInfo, check_batch, inspect_dataset
 from cairn.stages.pretrain.loop import read_state, train_loop
 from cairn.stages.pretrain.model import ARCHITECTURE, count_parameters, export_model, llama_config
-from cairn.stages.raytrain import RUN_NAME, run_config, scaling, worker_context, worker_error
 
 
 def train(
@@ -33,10 +31,6 @@ def train(
 ) -> Outputs:
     """Pretrain and export. `fail_at_step` is a test hook: every worker raises once at that step
     unless it resumed from a checkpoint, which is how the tests exercise crash recovery."""
-    if not ray.is_initialized():
-        raise RuntimeError(
-            "pretrain needs a running Ray (the engine initialises it); call ray.init() first"
-        )
     data = inspect_dataset(_dataset_input(inputs).path)
     res = ctx.resources
     check_batch(config, data, res)
@@ -44,7 +38,7 @@ def train(
     if config.dtype == "bfloat16" and res.gpus_per_worker == 0:
         ctx.log("pretrain: dtype bfloat16 applies on CUDA only; these CPU workers use float32")
 
-    result = _finished_run(config, ctx)
+    result = raytrain.finished(ctx, lambda r: _trained_steps(r) >= config.max_steps)
     if result is not None:
         ctx.log("pretrain: training already finished in an earlier attempt; exporting its result")
     else:
@@ -91,49 +85,26 @@ def _fit(
     ctx: Context,
     fail_at_step: int | None,
 ) -> ray.train.Result:
-    """Run the Ray Train job; with the same RunConfig(name, storage_path) as an earlier attempt,
-    Ray Train hands the workers that attempt's latest checkpoint (`ray.train.get_checkpoint`)."""
-    res = ctx.resources
-    with worker_context(ctx) as worker_ctx:
-        trainer = TorchTrainer(
-            train_loop,
-            train_loop_config={
-                "config": config,
-                "dataset": data,
-                "llama_config": model_config,
-                "ctx": worker_ctx,
-                "cpus_per_worker": res.cpus_per_worker,
-                "gpus_per_worker": res.gpus_per_worker,
-                "fail_at_step": fail_at_step,
-            },
-            scaling_config=scaling(res),
-            run_config=run_config(
-                ctx.checkpoint_dir, config.max_failures, config.keep_checkpoints, worker_ctx
-            ),
-        )
-        try:
-            return trainer.fit()
-        except ray.train.TrainingFailedError as e:
-            raise _explain_failure(e, config, ctx) from e
+    """Train on the step's Ray Train workers (`cairn.stage.raytrain.fit`)."""
+    return raytrain.fit(
+        ctx,
+        train_loop,
+        {
+            "config": config,
+            "dataset": data,
+            "llama_config": model_config,
+            "fail_at_step": fail_at_step,
+        },
+        config,
+        explain=lambda e: _explain_failure(e, config, ctx),
+    )
 
 
-def _finished_run(config: PretrainConfig, ctx: Context) -> ray.train.Result | None:
-    """The result of an earlier attempt that already trained to max_steps, if there is one.
-
-    Happens when a step is re-run after failing during export: reading Ray Train's checkpoint
-    index saves starting a worker group (~15 s here) only to find there is nothing to do.
-    """
-    run_dir = Path(ctx.checkpoint_dir) / RUN_NAME
-    if not run_dir.is_dir():
-        return None
-    try:
-        result = ray.train.Result.from_path(str(run_dir))
-    except RuntimeError:  # no checkpoint index: the earlier attempt saved no checkpoint
-        return None
-    if result.checkpoint is None:
-        return None
+def _trained_steps(result: ray.train.Result) -> int:
+    """How far the run behind `result` trained (its latest checkpoint's step)."""
+    assert result.checkpoint is not None
     with result.checkpoint.as_directory() as d:
-        return result if read_state(Path(d)).step >= config.max_steps else None
+        return read_state(Path(d)).step
 
 
 def _dataset_input(inputs: Inputs) -> InputArtifact:
@@ -147,9 +118,7 @@ def _dataset_input(inputs: Inputs) -> InputArtifact:
 
 
 def _explain_failure(error: Exception, config: PretrainConfig, ctx: Context) -> Exception:
-    """A worker's own user-facing error if it raised one, else the failure with what to do."""
-    if (own := worker_error(error)) is not None:
-        return own
+    """The failure, with what to do (a worker's own user-facing error is raised as it is)."""
     return RuntimeError(
         f"pretrain: training failed after {config.max_failures} restart(s): {error}\n"
         f"checkpoints are kept in {ctx.checkpoint_dir}; re-running the step resumes from the "

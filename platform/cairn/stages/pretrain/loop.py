@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from cairn.accounting import Meter
+from cairn.stage.usage import Meter
 from cairn.stages.pretrain import data_order, parallel
 from cairn.stages.pretrain.data import BatchOrder, DatasetInfo, Sequences
 from cairn.stages.pretrain.flops import device_peak, flops_per_token, mfu
@@ -217,10 +217,7 @@ def train_loop(args: dict[str, Any]) -> None:
     if rank == 0 and stop:
         ctx.log(f"pretrain: cancelled at step {state.step}; checkpoint saved")
     ctx.usage(meter.stop())
-    ctx.flush()
-    # flush() sends fire-and-forget; a blocking call to the same reporter after it makes sure the
-    # records arrived before Ray Train tears this worker down (calls from one caller run in order).
-    ctx.reporter.is_cancelled()
+    ctx.flush(wait=True)  # before Ray Train tears this worker down
 
 
 class _Window:

@@ -14,7 +14,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 if TYPE_CHECKING:
-    from cairn.stages.pretrain import PretrainConfig
+    from cairn.stages.pretrain.config import PretrainConfig
     from cairn.stages.pretrain.data import DatasetInfo
 
 # Embedding rows are padded to a multiple of this: faster matmuls, and room for a few more

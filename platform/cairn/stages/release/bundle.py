@@ -15,17 +15,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import fsspec
-
-from cairn import ancestry
-from cairn.accounting import add
 from cairn.errors import CairnError, StageError
-from cairn.fingerprint import package_version
-from cairn.stages.base import Context, InputArtifact, Inputs, Outputs
+from cairn.stage import Ancestor, Ancestry, Context, InputArtifact, Inputs, Outputs, package_version
+from cairn.stage.files import sha256_file
+from cairn.stage.lineage import modified
+from cairn.stage.usage import add
 from cairn.stages.curate import card
-from cairn.stages.release import ReleaseConfig
 from cairn.stages.release.cards import data_card, model_card
-from cairn.store import sha256_file
+from cairn.stages.release.config import ReleaseConfig
+from cairn.stages.release.contamination import summarise
 
 LINEAGE_FORMAT = 1
 SUMS = "SHA256SUMS"
@@ -49,28 +47,23 @@ class Bundle:
     def write_json(self, rel: str, data: Any) -> None:
         self.write_text(rel, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
-    def copy(self, node: ancestry.Node, path: str, rel: str) -> None:
+    def copy(self, node: Ancestor, path: str, rel: str) -> None:
         """Copy `path` of artifact `node` to `rel`, checking it against the node's manifest."""
-        entry = next((f for f in node.manifest["files"] if f["path"] == path), None)
+        entry = node.entry(path)
         if entry is None:
             raise CairnError(f"artifact {node.digest[:12]} ({node.uri}) has no file {path}")
-        fs, root = fsspec.core.url_to_fs(node.uri)
         dest = self.root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         h = hashlib.sha256()
-        with fs.open(f"{root.rstrip('/')}/{path}", "rb") as src, open(dest, "wb") as out:
+        with node.open(path) as src, open(dest, "wb") as out:
             while chunk := src.read(1 << 20):
                 h.update(chunk)
                 out.write(chunk)
         if h.hexdigest() != entry["sha256"]:
-            raise CairnError(
-                f"{node.uri}/{path} does not match its manifest (sha256 changed): the artifact "
-                f"{node.digest[:12]} was modified after it was sealed; fix: re-run the step "
-                f"'{node.manifest.get('step')}' so it is recomputed"
-            )
+            raise modified(node, path)
         self.copies.setdefault(node.digest, {})[path] = rel
 
-    def copy_tree(self, node: ancestry.Node, prefix: str, rel: str) -> int:
+    def copy_tree(self, node: Ancestor, prefix: str, rel: str) -> int:
         """Copy every file of `node` under `prefix` ('' = all) to `rel/`; returns bytes copied."""
         size = 0
         for f in node.manifest["files"]:
@@ -100,11 +93,9 @@ def build(config: ReleaseConfig, inputs: Inputs, ctx: Context) -> Outputs:
     name = config.name or str(ctx.workflow.get("name") or "model")
 
     ctx.progress(0, 6, "walking the model's ancestry")
-    nodes = ancestry.walk(
-        [(str(model.path), model.digest)] + [(str(e.path), e.digest) for e in evals]
-    )
+    nodes = ctx.ancestry(model, *evals)
     _check_evals(evals, nodes, model.digest)
-    order = ancestry.topological(nodes)
+    order = nodes.topological()
     steps = _step_dirs(order)
     # The bundle is a directory of its own inside the artifact, so that the store's manifest.json
     # stays outside what is published and SHA256SUMS covers every file of the bundle.
@@ -169,7 +160,7 @@ def build(config: ReleaseConfig, inputs: Inputs, ctx: Context) -> Outputs:
     }
 
 
-def _compute(bundle: Bundle, order: list[ancestry.Node], known: dict[str, Any]) -> dict[str, Any]:
+def _compute(bundle: Bundle, order: list[Ancestor], known: dict[str, Any]) -> dict[str, Any]:
     """compute.json: what each step in the lineage cost (all its attempts) and the totals per
     stage kind — the figure a reader of an open release asks first after "what data?"."""
     steps: dict[tuple[str, str], dict[str, Any]] = {}
@@ -189,7 +180,7 @@ def _compute(bundle: Bundle, order: list[ancestry.Node], known: dict[str, Any]) 
     return data
 
 
-def _check_evals(evals: list[InputArtifact], nodes: dict[str, ancestry.Node], model: str) -> None:
+def _check_evals(evals: list[InputArtifact], nodes: Ancestry, model: str) -> None:
     for e in evals:
         evaluated = [p["digest"] for p in nodes[e.digest].parents if p["type"] == "model"]
         if evaluated != [model]:
@@ -201,7 +192,7 @@ def _check_evals(evals: list[InputArtifact], nodes: dict[str, ancestry.Node], mo
             )
 
 
-def _step_dirs(order: list[ancestry.Node]) -> dict[str, str]:
+def _step_dirs(order: list[Ancestor]) -> dict[str, str]:
     """A directory name per artifact: its step's name (plus the output name or a digest
     prefix where two artifacts would share one)."""
     names: dict[str, str] = {}
@@ -220,15 +211,14 @@ def _step_dirs(order: list[ancestry.Node]) -> dict[str, str]:
 
 
 def _checkpoints(
-    bundle: Bundle, order: list[ancestry.Node], steps: dict[str, str], config: ReleaseConfig
+    bundle: Bundle, order: list[Ancestor], steps: dict[str, str], config: ReleaseConfig
 ) -> list[dict[str, Any]]:
     """Every intermediate checkpoint of every training step in the ancestry: copied when they
     fit in `copy_checkpoints_max_gb`, else indexed by digest and URI."""
     found = []
     for n in order:
         if n.type == "model" and any(f["path"] == "checkpoints.json" for f in n.manifest["files"]):
-            fs, root = fsspec.core.url_to_fs(n.uri)
-            with fs.open(f"{root.rstrip('/')}/checkpoints.json", "rb") as f:
+            with n.open("checkpoints.json") as f:
                 for row in json.load(f):
                     if "path" in row and not str(row["path"]).startswith("checkpoints/"):
                         continue  # an index from before checkpoints were exported
@@ -261,7 +251,7 @@ def _checkpoints(
     return index
 
 
-def _data(bundle: Bundle, order: list[ancestry.Node], steps: dict[str, str]) -> dict[str, Any]:
+def _data(bundle: Bundle, order: list[Ancestor], steps: dict[str, str]) -> dict[str, Any]:
     """data/manifest.json: raw sources with digests; per dataset the counts kept and removed
     by each filter, the tokenizer and the split, with dataset.json, the tokenizer and the
     dataset's data card copied. Returns the manifest with each dataset's dataset.json added."""
@@ -334,9 +324,7 @@ def _data(bundle: Bundle, order: list[ancestry.Node], steps: dict[str, str]) -> 
     return {"sources": sources, "datasets": datasets}
 
 
-def _training(
-    bundle: Bundle, order: list[ancestry.Node], steps: dict[str, str]
-) -> list[dict[str, Any]]:
+def _training(bundle: Bundle, order: list[Ancestor], steps: dict[str, str]) -> list[dict[str, Any]]:
     """Per training step: metrics as JSONL and CSV, its loss curve and its resolved config."""
     out = []
     for n in order:
@@ -378,11 +366,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w.writerows(rows)
 
 
-def _evals(
-    bundle: Bundle, evals: list[ancestry.Node], steps: dict[str, str]
-) -> list[dict[str, Any]]:
-    from cairn.stages.release import summarise  # here: release/__init__ imports this module
-
+def _evals(bundle: Bundle, evals: list[Ancestor], steps: dict[str, str]) -> list[dict[str, Any]]:
     out = []
     for n in evals:
         rel = f"evals/{steps[n.digest]}"
@@ -403,7 +387,7 @@ def _evals(
 
 def _config(
     bundle: Bundle,
-    order: list[ancestry.Node],
+    order: list[Ancestor],
     steps: dict[str, str],
     ctx: Context,
     name: str,
@@ -448,7 +432,7 @@ def _config(
 
 def _lineage(
     bundle: Bundle,
-    order: list[ancestry.Node],
+    order: list[Ancestor],
     steps: dict[str, str],
     name: str,
     model: str,
@@ -477,7 +461,7 @@ def _lineage(
         "format": LINEAGE_FORMAT,
         "release": {"name": name, "model": model, "evals": evals},
         "nodes": nodes,
-        "edges": ancestry.edges({n.digest: n for n in order}),
+        "edges": Ancestry({n.digest: n for n in order}).edges(),
     }
     bundle.write_json("lineage.json", data)
     return data

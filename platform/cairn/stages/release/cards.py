@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from cairn.graphs import to_mermaid
+from cairn.stage.lineage import to_mermaid
 from cairn.stages.curate.card import CARD_MD, REMOVED_JSONL
 from cairn.stages.curate.card_markdown import render_markdown
+from cairn.stages.release.contamination import describe
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -137,8 +138,6 @@ def _data_summary(data: dict[str, Any]) -> str:
 def _eval_section(evals: list[dict[str, Any]]) -> str:
     if not evals:
         return "This release carries no evaluation reports.\n"
-    from cairn.stages.release import describe  # here: release/__init__ imports this module
-
     rows = [
         [e["step"], k, _fmt(v), f"[report]({e['bundle_path']}/report.json)"]
         for e in evals

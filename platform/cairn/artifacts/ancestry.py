@@ -1,0 +1,97 @@
+"""Walking an artifact's ancestry from manifests alone, without Cairn's database.
+
+Every sealed manifest names its parents by digest *and* URI, so the whole graph back to the raw
+sources can be rebuilt from the artifact store: each parent's manifest is read where it lies and
+must hash to the digest its child recorded; each raw source is re-digested where it lies and must
+still match. The engine hands the result to stages as `ctx.ancestry(...)` (the release copies it
+into its bundle as `lineage.json` + the verbatim manifests, and `cairn audit` re-checks it there,
+so an auditor needs neither the store nor the database); `cairn lineage PATH` draws it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import fsspec
+
+from cairn.artifacts.store import describe_source
+from cairn.errors import CairnError
+from cairn.stage.files import MANIFEST, canonical_json
+from cairn.stage.lineage import Ancestor, Ancestry
+
+
+def read_manifest(uri: str, digest: str) -> bytes:
+    """The manifest bytes of the artifact at `uri`, checked against `digest`."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    try:
+        with fs.open(f"{path.rstrip('/')}/{MANIFEST}", "rb") as f:
+            data: bytes = f.read()
+    except FileNotFoundError:
+        raise CairnError(
+            f"artifact {digest[:12]} is gone from {uri} (no {MANIFEST}); "
+            "fix: re-run the workflow that made it (`cairn run` recomputes missing artifacts)"
+        ) from None
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise CairnError(
+            f"artifact at {uri} no longer has digest {digest[:12]}: its {MANIFEST} changed; "
+            "fix: re-run the workflow so the artifact is recomputed"
+        )
+    return data
+
+
+def walk(roots: Iterable[tuple[str, str]], verify_sources: bool = True) -> Ancestry:
+    """Every artifact reachable from `roots` ([(uri, digest)]) through parent links.
+
+    External data ends the walk: a raw source, or a model directory given as an input (it has
+    no manifest of its own). With `verify_sources` each is digested again where it lies, and one
+    that changed since it was used is an error (a release would otherwise describe data it was
+    not made from); without it, it is taken as recorded.
+    """
+    graph = Ancestry()
+    todo = [(uri, digest, "") for uri, digest in roots]
+    while todo:
+        uri, digest, type_ = todo.pop()
+        if digest in graph:
+            continue
+        if type_ == "raw" or (type_ and _external(uri)):
+            graph.nodes[digest] = _source(uri, digest, type_, verify_sources)
+            continue
+        if not type_ and _external(uri):  # a root that no step made: an external input
+            graph.nodes[digest] = _source(uri, digest, "model", verify_sources)
+            continue
+        node = Ancestor(digest, uri, read_manifest(uri, digest))
+        graph.nodes[digest] = node
+        for p in node.parents:
+            if "uri" not in p:
+                raise unsealed_parents(digest, uri)
+            todo.append((p["uri"], p["digest"], p["type"]))
+    return graph
+
+
+def _external(uri: str) -> bool:
+    """Data that exists where it lies but is no sealed artifact (no manifest.json)."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    path = path.rstrip("/")
+    return bool(fs.exists(path)) and not fs.exists(f"{path}/{MANIFEST}")
+
+
+def _source(uri: str, digest: str, type_: str, verify: bool) -> Ancestor:
+    if not verify:
+        return Ancestor(digest, uri, canonical_json({"type": type_, "source": uri}), source=True)
+    now, manifest = describe_source(uri, type_)
+    if now != digest:
+        raise CairnError(
+            f"source {uri} changed since it was used (digest now {now[:12]}, "
+            f"recorded {digest[:12]}); fix: restore it, or re-run the workflow on the "
+            "new data"
+        )
+    return Ancestor(digest, uri, canonical_json(manifest), source=True)
+
+
+def unsealed_parents(digest: str, uri: str) -> CairnError:
+    """The error for an artifact whose manifest predates parent URIs: its ancestry is unknown."""
+    return CairnError(
+        f"artifact {digest[:12]} at {uri} was sealed before Cairn recorded parent URIs in "
+        "manifests; fix: delete .cairn/store (or run with cache: false) and re-run the workflow"
+    )

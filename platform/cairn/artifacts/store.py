@@ -1,0 +1,193 @@
+"""The artifact store: immutable, content-described directories sealed by a manifest.
+
+An artifact is a directory with `manifest.json` listing every file (path, size, sha256), its type,
+the step run that produced it and its parents. Its digest is the sha256 of the manifest bytes.
+An artifact becomes visible only when sealed: locally its staging directory is renamed into place
+in one `rename`; on remote fsspec stores the manifest is written last, and a directory without a
+manifest is not an artifact. So a crash at any point leaves no visible partial artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from cairn.errors import CairnError
+from cairn.stage.files import MANIFEST, canonical_json, hash_tree, sha256_file, sha256_stream
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """An artifact as `seal` wrote it: its digest, where it lies, its type and its manifest."""
+
+    digest: str
+    uri: str
+    type: str
+    manifest: dict[str, Any]
+
+
+class ArtifactStore:
+    """Artifacts under a root: a local directory or any fsspec URI (`s3://bucket/cairn`)."""
+
+    def __init__(self, root: str | Path, cache_dir: Path | None = None) -> None:
+        self.root = str(root)
+        self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        if self.is_local:
+            Path(self._root_path).mkdir(parents=True, exist_ok=True)
+        self.cache_dir = cache_dir or Path(self._root_path if self.is_local else ".") / ".cache"
+
+    # -- writing ---------------------------------------------------------------------------
+    def staging_dir(self, label: str) -> Path:
+        """A fresh local directory to write outputs into; on the store's filesystem if local."""
+        base = Path(self._root_path) / ".staging" if self.is_local else self.cache_dir / "staging"
+        path = base / f"{label}-{uuid.uuid4().hex[:8]}"
+        path.mkdir(parents=True)
+        return path
+
+    def seal(self, staging: Path, rel: str, fields: dict[str, Any]) -> Sealed:
+        """Write the manifest for `staging` and move it to `rel` under the root, atomically."""
+        manifest = {"cairn_manifest": FORMAT, **fields, "files": hash_tree(staging)}
+        if not manifest["files"]:
+            raise CairnError(
+                f"refusing to seal an empty artifact at {rel}: the stage wrote no files"
+            )
+        data = canonical_json(manifest)
+        (staging / MANIFEST).write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        uri = self._join(rel)
+        if self.is_local:
+            final = Path(uri)
+            if final.exists():
+                self._quarantine(final)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staging, final)
+        else:
+            if self.fs.exists(uri):
+                self.fs.rm(uri, recursive=True)
+            for f in manifest["files"]:
+                self.fs.put_file(str(staging / f["path"]), f"{uri}/{f['path']}")
+            self.fs.put_file(str(staging / MANIFEST), f"{uri}/{MANIFEST}")  # last: now visible
+            shutil.rmtree(staging, ignore_errors=True)
+        return Sealed(digest, uri, manifest["type"], manifest)
+
+    def discard(self, staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def discard_staging(self, label_prefix: str) -> int:
+        """Remove staging directories left by a dead driver's run (never visible artifacts)."""
+        base = Path(self._root_path) / ".staging" if self.is_local else self.cache_dir / "staging"
+        gone = 0
+        for d in base.glob(f"{label_prefix}-*"):
+            shutil.rmtree(d, ignore_errors=True)
+            gone += 1
+        return gone
+
+    def _quarantine(self, final: Path) -> None:
+        # A path taken by an artifact that failed verification: keep it for inspection.
+        dest = Path(self._root_path) / ".quarantine" / f"{int(time.time())}-{uuid.uuid4().hex[:6]}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(final, dest)
+
+    def _join(self, rel: str) -> str:
+        return (
+            f"{self._root_path.rstrip('/')}/{rel}"
+            if self.is_local
+            else f"{self.root.rstrip('/')}/{rel}"
+        )
+
+    # -- reading ---------------------------------------------------------------------------
+    def read_manifest(self, uri: str) -> bytes:
+        with self.fs.open(f"{uri}/{MANIFEST}", "rb") as f:
+            return f.read()
+
+    def verify(self, uri: str, digest: str | None = None) -> list[str]:
+        """Re-hash an artifact. Returns the problems found (empty when it is intact)."""
+        try:
+            data = self.read_manifest(uri)
+        except FileNotFoundError:
+            return [f"{MANIFEST}: missing (artifact deleted or never sealed)"]
+        if digest and hashlib.sha256(data).hexdigest() != digest:
+            return [f"{MANIFEST}: changed (digest no longer {digest[:12]}…)"]
+        manifest = json.loads(data)
+        problems = []
+        listed = {f["path"] for f in manifest["files"]}
+        if self.is_local:
+            root = Path(uri)
+            for f in manifest["files"]:
+                p = root / f["path"]
+                if not p.is_file():
+                    problems.append(f"{f['path']}: missing")
+                elif p.stat().st_size != f["size"]:
+                    problems.append(f"{f['path']}: size {p.stat().st_size} != {f['size']}")
+                elif sha256_file(p) != f["sha256"]:
+                    problems.append(f"{f['path']}: sha256 mismatch")
+            extra = {e["path"] for e in hash_tree(root)} - listed
+        else:
+            for f in manifest["files"]:
+                fp = f"{uri}/{f['path']}"
+                if not self.fs.exists(fp):
+                    problems.append(f"{f['path']}: missing")
+                    continue
+                with self.fs.open(fp, "rb") as fh:
+                    if sha256_stream(fh) != f["sha256"]:
+                        problems.append(f"{f['path']}: sha256 mismatch")
+            extra = set()
+        problems += [f"{p}: not in manifest" for p in sorted(extra)]
+        return problems
+
+    def local_path(self, uri: str, digest: str) -> Path:
+        """A local path holding `uri` (an artifact or an external source, on any filesystem):
+        itself where it is local, else a download cached by digest."""
+        fs, path = fsspec.core.url_to_fs(uri)
+        if isinstance(fs, LocalFileSystem):
+            return Path(path)
+        dest = self.cache_dir / "artifacts" / digest
+        # A single file keeps its name (its extension says its format), in a folder of its own.
+        as_file = dest.with_name(f"{digest}.file") / posixpath.basename(path.rstrip("/"))
+        for cached in (dest, as_file):
+            if cached.exists():  # renamed into place whole, so existing means complete
+                return cached
+        is_dir = fs.isdir(path)
+        final = dest if is_dir else as_file.parent
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f"{digest}.tmp-{uuid.uuid4().hex[:6]}")
+        if is_dir:
+            fs.get(path, str(tmp), recursive=True)
+        else:
+            tmp.mkdir()
+            fs.get(path, str(tmp / as_file.name))
+        os.rename(tmp, final)
+        return dest if is_dir else as_file
+
+
+def describe_source(uri: str, type_: str) -> tuple[str, dict[str, Any]]:
+    """Digest external data where it lies (no copy): the root of a lineage graph."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if isinstance(fs, LocalFileSystem):
+        files = hash_tree(Path(path))
+    else:
+        files = []
+        entries = [path] if fs.isfile(path) else sorted(fs.find(path))
+        for e in entries:
+            with fs.open(e, "rb") as fh:
+                digest = sha256_stream(fh)
+            rel = os.path.relpath(e, path) if e != path else os.path.basename(e)
+            files.append({"path": rel, "size": fs.size(e), "sha256": digest})
+    if not files:
+        raise CairnError(f"source {uri} has no files: point the input at the data")
+    manifest = {"cairn_manifest": FORMAT, "type": type_, "source": uri, "files": files}
+    return hashlib.sha256(canonical_json(manifest)).hexdigest(), manifest

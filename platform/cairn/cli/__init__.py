@@ -1,0 +1,22 @@
+"""`cairn` command line: parsing and rendering only; every command calls the public API.
+
+| module | commands |
+|---|---|
+| `runs.py` | validate, run, submit, status, runs, logs, cancel, resume |
+| `artifacts.py` | lineage, audit, data-order, serve, stop |
+| `database.py` | db upgrade, db downgrade |
+| `app.py` | the Typer app, `--json` output and error conventions |
+| `display.py` | the live progress table (or plain lines) a run shows on stderr |
+"""
+
+from __future__ import annotations
+
+from cairn.cli import artifacts, database, runs  # noqa: F401  (each registers its commands)
+from cairn.cli.app import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,224 @@
+"""`Client`: one Cairn deployment (its database, artifact store, MLflow and Ray), as typed calls.
+
+The CLI and (next) the server call this and nothing below it: every command is one method, and
+every method returns a type from `cairn.results`. The module-level functions of `cairn` use a
+`Client()` built from the environment (`Settings.from_env`), as `httpx.get` uses a `Client`.
+Heavy parts (the engine, SQLAlchemy, MLflow, Ray) are imported on first use, so `import cairn`
+stays cheap for scripts and workers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cairn.errors import CairnError
+from cairn.results import (
+    Artifact,
+    AuditReport,
+    LineageGraph,
+    LineageNode,
+    RunLogs,
+    RunResult,
+    RunStatus,
+    RunSummary,
+)
+from cairn.settings import Settings
+
+if TYPE_CHECKING:
+    from cairn.engine import Engine
+    from cairn.engine.progress import Display
+    from cairn.tracking import Tracker
+    from cairn.workflow import Workflow
+
+
+class Client:
+    """A handle on one Cairn deployment.
+
+    `settings` default to the environment (`CAIRN_HOME`, `CAIRN_DATABASE_URL`,
+    `MLFLOW_TRACKING_URI`, `CAIRN_STORE`, `CAIRN_CHECKPOINTS`). `executor` and `tracker` replace
+    the Ray executor and the MLflow tracker (tests pass `cairn.testing`'s fakes).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        executor: Any = None,
+        tracker: Tracker | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self._executor = executor
+        self._tracker = tracker
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from cairn.engine import Engine
+
+            self._engine = Engine(self.settings, executor=self._executor, tracker=self._tracker)
+        return self._engine
+
+    # -- runs ----------------------------------------------------------------------------------
+    def run(
+        self, workflow: Workflow, *, run_id: str | None = None, display: Display | None = None
+    ) -> RunResult:
+        """Run `workflow` here (local Ray, or `RAY_ADDRESS`) to its end. `run_id` adopts a run
+        that `submit` left pending; `display` shows progress (the CLI's live table)."""
+        return self.engine.run(workflow, run_id=run_id, display=display)
+
+    def submit(
+        self,
+        workflow: Workflow,
+        address: str,
+        *,
+        python: str | None = None,
+        working_dir: str | None = None,
+    ) -> str:
+        """Run `workflow` on the Ray cluster at `address` (http://HEAD:8265) through the Jobs
+        API; returns the run id, which is also the Ray submission id."""
+        from cairn.engine import jobs
+
+        return jobs.submit(self.engine, workflow, address, python=python, working_dir=working_dir)
+
+    def resume(self, run_id: str, *, display: Display | None = None) -> RunResult:
+        """A new run of `run_id`'s workflow, linked to it: what it finished comes from the cache."""
+        return self.engine.resume(run_id, display=display)
+
+    def cancel(self, run_id: str) -> str:
+        """Ask a run to stop; returns `cancelling`, `cancelled` (no driver was there to ask) or
+        the state it had already ended in. A submitted run's Ray job is stopped too."""
+        from cairn.engine import views
+
+        state = self.engine.request_cancel(run_id)
+        with self.engine.sessions() as s:
+            address = views.ray_address(s, run_id)
+        if address and state == "cancelling":
+            from cairn.engine import jobs
+
+            jobs.stop_job(address, run_id)
+        return state
+
+    def status(self, run_id: str) -> RunStatus:
+        """A run's state, every attempt of every step, its compute and its event log."""
+        from dataclasses import replace
+
+        from cairn.db.models import Run
+        from cairn.engine import views
+
+        with self.engine.sessions() as s:
+            row = s.get(Run, run_id)
+            alive = self.engine.driver_alive(row) if row is not None else None
+            status = views.run_status(s, run_id, alive)
+        if status.ray_address and status.state in ("pending", "running"):
+            from cairn.engine import jobs
+
+            try:  # a job that died before its driver could record anything shows here
+                job = jobs.job_status(status.ray_address, run_id)
+            except Exception as e:  # the cluster may be gone; the database still answers
+                job = f"unknown ({e})"
+            status = replace(status, ray_job_status=job)
+        return status
+
+    def runs(self, limit: int = 20) -> list[RunSummary]:
+        """The newest runs first."""
+        from cairn.engine import views
+
+        with self.engine.sessions() as s:
+            return views.list_runs(s, limit)
+
+    def logs(self, run_id: str, step: str | None = None) -> RunLogs:
+        """The run's own log and each step's (or one step's), and, for a submitted run, the Ray
+        job driver's log under "ray job driver"."""
+        from cairn.engine import views
+
+        with self.engine.sessions() as s:
+            address = views.ray_address(s, run_id)
+        folder = self.settings.logs_dir(run_id)
+        if step is not None:
+            path = folder / f"{step}.log"
+            if not path.exists():
+                known = ", ".join(sorted(p.stem for p in folder.glob("*.log"))) or "(none yet)"
+                raise CairnError(
+                    f"no log for step '{step}' in run {run_id}; logs exist for: {known}"
+                )
+            return RunLogs(run_id, {step: path.read_text()})
+        files = sorted(folder.glob("*.log"), key=lambda p: (p.stem != "run", p.stem))
+        logs = {f.stem: f.read_text() for f in files}
+        if address:
+            from cairn.engine import jobs
+
+            try:
+                logs["ray job driver"] = jobs.job_logs(address, run_id)
+            except CairnError as e:
+                logs["ray job driver"] = f"(unavailable: {e})"
+        return RunLogs(run_id, logs)
+
+    # -- artifacts and lineage -----------------------------------------------------------------
+    def artifact(self, ref: str, *types: str) -> tuple[Artifact, Path]:
+        """The artifact (of one of `types`) whose digest starts with `ref`, and a local
+        directory holding it (downloaded and cached when the store is remote)."""
+        from cairn.artifacts import queries
+
+        with self.engine.sessions() as s:
+            rows = queries.find_artifacts(s, ref, types)
+        if len(rows) != 1:
+            what = " or ".join(types) or "artifact"
+            raise CairnError(
+                f"{ref}: "
+                + (f"no {what} has that digest" if not rows else f"ambiguous ({len(rows)} match)")
+                + "; give a digest (or a longer prefix) from `cairn status RUN`"
+            )
+        row = rows[0]
+        art = Artifact(row.digest, row.uri, row.type, row.manifest.get("metadata") or {})
+        return art, self.engine.store.local_path(row.uri, row.digest)
+
+    def lineage(self, ref: str) -> LineageNode:
+        """An artifact's ancestry back to its raw sources. `ref` is a digest (or a unique prefix
+        of one) in Cairn's database, or a path: a release bundle (its lineage.json) or an
+        artifact directory (walked through its manifests, no database needed)."""
+        from cairn.artifacts import graphs
+
+        graph = self.lineage_graph(ref)
+        return LineageNode.from_dict(graphs.nest(graph.nodes, graph.edges, graph.root))
+
+    def lineage_graph(self, ref: str) -> LineageGraph:
+        """`lineage(ref)` as a flat graph (for Graphviz and Mermaid); a release bundle's is its
+        whole lineage.json, evaluation reports included."""
+        from cairn.artifacts import graphs, queries
+
+        if Path(ref).exists():
+            try:
+                nodes, edges, root = graphs.from_path(ref)
+            except (OSError, ValueError, KeyError) as e:
+                raise CairnError(f"{ref}: not a release bundle or artifact directory ({e})") from e
+            return LineageGraph(root, nodes, edges)
+        with self.engine.sessions() as s:
+            tree = queries.lineage(s, ref)
+        nodes, edges = graphs.flatten(tree.to_dict())
+        return LineageGraph(tree.digest, nodes, edges)
+
+    def audit(self, path: str | Path, *, load_model: bool = True) -> AuditReport:
+        """Verify a release bundle (or re-hash one artifact) at `path`: `ok` only when every
+        check holds; each failing check names the files. Needs nothing but the bundle."""
+        return audit(path, load_model=load_model)
+
+
+def audit(path: str | Path, *, load_model: bool = True) -> AuditReport:
+    """`Client.audit` without a deployment: an audit needs only the bundle."""
+    from cairn.artifacts.audit import audit as run_audit
+
+    if not Path(path).is_dir():
+        raise CairnError(f"{path}: no such directory; give the path of a release bundle")
+    return run_audit(path, load_model=load_model)
+
+
+def endpoint(path: Path) -> dict[str, Any]:
+    """An endpoint artifact's `endpoint.json` (what `cairn stop` needs to stop its server)."""
+    try:
+        data: dict[str, Any] = json.loads((path / "endpoint.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CairnError(f"{path}: not an endpoint artifact ({e})") from e
+    return data

@@ -1,0 +1,23 @@
+"""The engine: runs, scheduling, recording, MLflow mirroring, fingerprints, cluster fit, jobs.
+
+| module | holds |
+|---|---|
+| `runs.py` | `Engine`: creates, runs, resumes and cancels runs; driver liveness |
+| `scheduler.py` | one run's loop: ready steps, cache hits, polling, outcomes |
+| `recorder.py` | Cairn's database rows, the event log and the step logs of a run |
+| `mirror.py` | the same run in MLflow |
+| `fingerprint.py` | a step's cache key |
+| `attempt.py` | what runs on the worker: the stage, then sealing its outputs |
+| `context.py` | the `ctx` stages get, and the reporter channel behind it |
+| `backends/` | where attempts run: Ray, or threads (unit tests) |
+| `cluster.py` | node types, steps that can never fit, nodes joining and leaving |
+| `jobs.py` | `cairn submit` through the Ray Jobs API |
+| `views.py` | run status and run lists for the public API |
+| `progress.py` | the display seam the CLI plugs its live table into |
+"""
+
+from __future__ import annotations
+
+from cairn.engine.runs import Engine
+
+__all__ = ["Engine"]

@@ -1,0 +1,162 @@
+"""What runs on the worker for one step attempt: call the stage, then seal its outputs.
+
+This is the only code that executes inside a Ray task. It touches the artifact store (the worker
+must write outputs where every node can read them) but never the database or MLflow: it returns
+the sealed artifacts' descriptions, and the engine records them. If anything fails, the staging
+directory is removed, so nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cairn import stages
+from cairn.artifacts.store import ArtifactStore
+from cairn.engine.context import StepContext
+from cairn.engine.fingerprint import fingerprint_payload
+from cairn.errors import StageError
+from cairn.stage import ArtifactType, InputArtifact, Resources, StageSpec
+from cairn.stage.usage import Meter, node_id
+
+
+@dataclass
+class StepPayload:
+    """Everything a worker needs for one attempt; plain data so it pickles across nodes."""
+
+    run_id: str
+    step: str
+    step_run_id: int
+    kind: str
+    config: dict[str, Any]
+    inputs: dict[str, list[dict[str, Any]]]  # slot -> [{uri, digest, type, metadata, name}]
+    resources: dict[str, Any]
+    fingerprint: str
+    store_root: str
+    checkpoint_dir: str
+    module: str | None = None  # where the kind's spec lives, for kinds registered at run time
+    # The run's workflow: name, path, digest, git (commit of its repository) and text. Recorded
+    # in every manifest (all but the text) and given to stages that describe a run (release).
+    workflow: dict[str, Any] = field(default_factory=dict)
+    # What each ancestor artifact's step cost, for kinds that publish it (StageSpec.reads_compute).
+    compute: dict[str, Any] = field(default_factory=dict)
+
+
+def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
+    spec = stages.get(payload.kind, payload.module)
+    config = spec.config_model.model_validate(payload.config)
+    store = ArtifactStore(payload.store_root)
+    inputs: dict[str, Any] = {}
+    for slot, items in payload.inputs.items():
+        arts = [
+            InputArtifact(
+                path=store.local_path(i["uri"], i["digest"]),
+                type=ArtifactType(i["type"]),
+                digest=i["digest"],
+                metadata=i.get("metadata") or {},
+                name=i.get("name", ""),
+                uri=i["uri"],
+            )
+            for i in items
+        ]
+        inputs[slot] = arts if spec.inputs[slot].many else arts[0]
+
+    staging = store.staging_dir(f"{payload.run_id}-{payload.step}")
+    ckpt = Path(payload.checkpoint_dir)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    ctx = StepContext(
+        run_id=payload.run_id,
+        step=payload.step,
+        resources=Resources.model_validate(payload.resources),
+        outputs_root=staging / "outputs",
+        checkpoint_dir=ckpt,
+        scratch_dir=staging / "scratch",
+        reporter=reporter,
+        workflow=payload.workflow,
+        compute=payload.compute,
+    )
+    ctx.scratch_dir.mkdir(parents=True)
+    ctx.outputs_root.mkdir(parents=True)
+    meter = _driver_meter(spec.launcher, ctx.resources)
+    try:
+        metadata = spec.run(config, inputs, ctx) or {}
+        ctx.flush()
+        sealed = {}
+        # Each parent's URI is kept beside its digest so the ancestry can be walked from
+        # manifests alone (the release stage and `cairn audit` need no database).
+        parents = [
+            {
+                "slot": slot,
+                "digest": i["digest"],
+                "type": i["type"],
+                "uri": i["uri"],
+                "name": i.get("name", ""),
+            }
+            for slot, items in payload.inputs.items()
+            for i in items
+        ]
+        provenance = _provenance(spec, config, payload)
+        for name, type_ in spec.outputs.items():
+            out = ctx.outputs_root / name
+            if not out.is_dir() or not any(out.iterdir()):
+                raise StageError(
+                    f"stage '{payload.kind}' finished without writing its output '{name}' "
+                    f"(expected files under ctx.output_path('{name}')): this is a bug in the stage"
+                )
+            art = store.seal(
+                out,
+                f"{payload.kind}/{payload.step}/{payload.fingerprint}/{name}",
+                {
+                    "type": type_.value,
+                    "kind": payload.kind,
+                    "step": payload.step,
+                    "output": name,
+                    "fingerprint": payload.fingerprint,
+                    "producer": {"run_id": payload.run_id, "step_run_id": payload.step_run_id},
+                    "parents": parents,
+                    "metadata": metadata.get(name, {}),
+                    **provenance,
+                },
+            )
+            sealed[name] = {
+                "digest": art.digest,
+                "uri": art.uri,
+                "type": art.type,
+                "manifest": art.manifest,
+            }
+        return {
+            "artifacts": sealed,
+            "node": node_id(),
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
+        }
+    finally:
+        ctx.usage(meter.stop())
+        ctx.flush()
+        store.discard(staging)
+
+
+def _driver_meter(launcher: str, res: Resources) -> Meter:
+    """The step process's own meter; what it holds depends on the launcher (see accounting)."""
+    if launcher == "trainer":  # its Ray Train workers meter themselves and hold the resources
+        return Meter("driver", cpus=0, gpus=0)
+    return Meter(
+        "driver",
+        cpus=res.cpus_per_worker * res.num_workers,
+        gpus=res.gpus_per_worker * res.num_workers,
+    )
+
+
+def _provenance(spec: StageSpec, config: Any, payload: StepPayload) -> dict[str, Any]:
+    """What made the artifact, in its manifest: the full config, everything its fingerprint is
+    computed from (stage code hash, identity config, input digests, result-changing package
+    versions) and the workflow it ran in. A release carries these manifests, so anyone can see
+    how each artifact was made without Cairn's database."""
+    inputs = {slot: [i["digest"] for i in items] for slot, items in payload.inputs.items()}
+    return {
+        "config": payload.config,
+        "fingerprint_inputs": fingerprint_payload(spec, config, inputs),
+        "workflow": {k: v for k, v in payload.workflow.items() if k != "text"},
+    }

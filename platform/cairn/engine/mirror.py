@@ -1,0 +1,171 @@
+"""MLflow mirrors a run: one parent run, a nested run per step run, models, scores, the release.
+
+MLflow holds no state Cairn needs (the database does), so everything here goes through the
+engine's background tracker and never blocks a step; `flush` waits for it before the run's final
+state is written. Tags `cairn.run_id`, `cairn.step` and `cairn.artifact_digest` join the two
+worlds; datasets carry Cairn's own sha256 digests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from cairn.artifacts.store import ArtifactStore
+from cairn.stage import ArtifactType
+from cairn.tracking import DatasetRef, MetricPoint
+from cairn.tracking.background import BackgroundTracker
+from cairn.workflow import Step, Workflow
+
+Inputs = dict[str, list[dict[str, Any]]]
+
+
+class Mirror:
+    """One run's MLflow side."""
+
+    def __init__(self, tracker: BackgroundTracker, store: ArtifactStore, run_id: str) -> None:
+        self.tracker = tracker
+        self.store = store
+        self.run_id = run_id
+        self.parent = ""
+
+    def start_run(self, wf: Workflow, resumed_from: str | None) -> str:
+        self.parent = self.tracker.start_run(
+            self.run_id,
+            wf.name,
+            {
+                "workflow": wf.name,
+                "workflow_version": wf.version,
+                "workflow_digest": wf.digest,
+                "steps": ",".join(wf.steps),
+            },
+            {
+                "cairn.workflow": wf.name,
+                **({"cairn.resumed_from": resumed_from} if resumed_from else {}),
+            },
+        )
+        return self.parent
+
+    def open_step(self, step: Step, inputs: Inputs, tags: dict[str, str]) -> str:
+        """A nested run for a step run, with its inputs as datasets (a placeholder id)."""
+        mid = self.tracker.start_step(
+            self.parent,
+            self.run_id,
+            step.name,
+            step.config.model_dump(mode="json"),
+            {"cairn.kind": step.kind, **tags},
+        )
+        self.tracker.log_datasets(mid, _datasets(inputs))
+        return mid
+
+    def cached(self, step: Step, fp: str, inputs: Inputs, arts: dict[str, Any]) -> str:
+        tags = {"cairn.state": "cached", "cairn.fingerprint": fp, **_digest_tags(arts)}
+        mid = self.open_step(step, inputs, tags)
+        self.tracker.end(mid, "cached")
+        return mid
+
+    def metrics(self, mlflow_run_id: str, points: list[MetricPoint]) -> None:
+        self.tracker.log_metrics(mlflow_run_id, points)
+
+    def usage(self, mlflow_run_id: str, usage: dict[str, Any]) -> None:
+        """A step run's compute totals (`cairn.stage.usage.summarise`) as `compute/*` metrics."""
+        ts = int(time.time() * 1000)
+        self.tracker.log_metrics(
+            mlflow_run_id,
+            [
+                MetricPoint(f"compute/{k}", float(usage[k]), 0, ts)
+                for k in ("worker_seconds", "cpu_seconds", "gpu_seconds", "cpu_time_seconds")
+            ]
+            + [MetricPoint("compute/peak_rss_bytes", float(usage["peak_rss_bytes"]), 0, ts)],
+        )
+
+    def succeeded(self, step: str, mlflow_run_id: str, arts: dict[str, Any]) -> None:
+        """Models and checkpoints as LoggedModels, eval scores tied to the model they score, a
+        release registered; then the step run's tags and its end."""
+        for name, a in arts.items():
+            if a["type"] in (ArtifactType.MODEL, ArtifactType.CHECKPOINT):
+                local = self.store.local_path(a["uri"], a["digest"])
+                self.tracker.log_model(
+                    mlflow_run_id,
+                    f"{step}-{name}",
+                    str(local),
+                    {
+                        "cairn.run_id": self.run_id,
+                        "cairn.step": step,
+                        "cairn.artifact_digest": a["digest"],
+                    },
+                )
+        for a in arts.values():
+            meta = a["manifest"].get("metadata") or {}
+            if a["type"] == ArtifactType.EVAL_REPORT and meta.get("metrics"):
+                self.tracker.log_model_metrics(
+                    mlflow_run_id, str(meta.get("model_digest")), meta["metrics"]
+                )
+            if a["type"] == ArtifactType.RELEASE and meta.get("register", True):
+                self._register(step, mlflow_run_id, a, meta)
+        self.tracker.set_tags(mlflow_run_id, {"cairn.state": "succeeded", **_digest_tags(arts)})
+        self.tracker.end(mlflow_run_id, "succeeded")
+
+    def _register(
+        self, step: str, mlflow_run_id: str, art: dict[str, Any], meta: dict[str, Any]
+    ) -> None:
+        bundle = self.store.local_path(art["uri"], art["digest"]) / str(meta.get("bundle", ""))
+        self.tracker.register_model(
+            mlflow_run_id,
+            str(meta["name"]),
+            str(bundle / "model"),
+            {
+                "cairn.run_id": self.run_id,
+                "cairn.step": step,
+                # Not cairn.artifact_digest: that tag finds *the* LoggedModel of a model
+                # artifact (eval scores are tied to it); this one is a copy.
+                "cairn.model_digest": str(meta["model_digest"]),
+                "cairn.release_digest": art["digest"],
+                **_lineage_tags(bundle),
+            },
+        )
+
+    def failed(self, mlflow_run_id: str, state: str, message: str) -> None:
+        self.tracker.set_tags(mlflow_run_id, {"cairn.state": state, "cairn.error": message[:5000]})
+        self.tracker.end(mlflow_run_id, state)
+
+    def end(self, mlflow_run_id: str, state: str) -> None:
+        self.tracker.end(mlflow_run_id, state)
+
+    def finish(self, state: str) -> None:
+        if self.parent:
+            self.tracker.set_tags(self.parent, {"cairn.state": state})
+            self.tracker.end(self.parent, state)
+
+    def flush(self) -> None:
+        """Wait for every call so far; raises `TrackingError` naming the first that failed."""
+        self.tracker.flush()
+
+
+def _datasets(inputs: Inputs) -> list[DatasetRef]:
+    return [
+        DatasetRef(
+            name=i.get("name") or slot, digest=i["digest"], uri=i["uri"], type=i["type"], slot=slot
+        )
+        for slot, items in inputs.items()
+        for i in items
+    ]
+
+
+def _digest_tags(arts: dict[str, Any]) -> dict[str, str]:
+    if len(arts) == 1:
+        return {"cairn.artifact_digest": next(iter(arts.values()))["digest"]}
+    return {f"cairn.artifact_digest.{k}": v["digest"] for k, v in arts.items()}
+
+
+def _lineage_tags(release_dir: Path) -> dict[str, str]:
+    """`cairn.lineage.<step>` = digest for every artifact the release descends from, and the
+    raw sources' digests: enough to find the whole chain from the registered model."""
+    data = json.loads((release_dir / "lineage.json").read_text())
+    tags = {f"cairn.lineage.{n['step']}": n["digest"] for n in data["nodes"] if n.get("step")}
+    tags["cairn.lineage.sources"] = ",".join(
+        n["digest"] for n in data["nodes"] if n["type"] == "raw"
+    )[:5000]
+    return tags

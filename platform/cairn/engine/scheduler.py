@@ -1,0 +1,411 @@
+"""One run's loop: start ready steps, reuse verified cache hits, poll, and hand every outcome on.
+
+The scheduler decides; it receives the parts that act through its constructor: the executor
+that runs attempts (Ray, or threads in unit tests), the recorder that commits each decision to
+Cairn's database before it is acted on, the mirror that copies it to MLflow, the artifact store
+that verifies cache hits, and the display that shows progress. It holds no state that outlives
+the run: `cairn resume` rebuilds everything from the database and the cache.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from cairn.artifacts.store import ArtifactStore, describe_source
+from cairn.engine.attempt import StepPayload
+from cairn.engine.backends import Executor
+from cairn.engine.cluster import request_text
+from cairn.engine.fingerprint import fingerprint
+from cairn.engine.mirror import Mirror
+from cairn.engine.progress import Display
+from cairn.engine.recorder import Inputs, Recorder
+from cairn.errors import StepCancelled
+from cairn.results import Artifact, RunResult, StepResult
+from cairn.settings import Settings
+from cairn.stage import ArtifactType
+from cairn.stage.usage import summarise
+from cairn.tracking import MetricPoint, TrackingError
+from cairn.workflow import Step, Workflow
+
+METRICS_FLUSH_S = 5.0
+PROGRESS_LOG_S = 5.0  # progress lines in the step log, at most this often
+
+
+@dataclass
+class RunningStep:
+    """An attempt in flight, and what its reports have accumulated so far."""
+
+    step: Step
+    step_run_id: int
+    handle: Any
+    reporter: Any
+    fingerprint: str
+    inputs: Inputs
+    mlflow_run_id: str
+    metrics: list[MetricPoint] = field(default_factory=list)
+    last_flush: float = field(default_factory=time.monotonic)
+    last_progress_log: float = 0.0
+    # Latest usage record per worker process (cairn.stage.usage), stored on the step run at the end.
+    usage: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Scheduler:
+    """Runs one workflow run to its end (see the module docstring)."""
+
+    def __init__(
+        self,
+        wf: Workflow,
+        run_id: str,
+        *,
+        resumed_from: str | None,
+        executor: Executor,
+        recorder: Recorder,
+        mirror: Mirror,
+        store: ArtifactStore,
+        settings: Settings,
+        display: Display,
+    ) -> None:
+        self.wf = wf
+        self.run_id = run_id
+        self.resumed_from = resumed_from
+        self.executor = executor
+        self.recorder = recorder
+        self.mirror = mirror
+        self.store = store
+        self.settings = settings
+        self.display = display
+        self.results = {n: StepResult(n, st.kind) for n, st in wf.steps.items()}
+        self.outputs: dict[str, dict[str, dict[str, Any]]] = {}  # step -> output -> artifact info
+        self.running: dict[str, RunningStep] = {}
+        self.sources: dict[str, dict[str, Any]] = {}
+        self.reusable: set[str] = set()
+        self.workflow_info: dict[str, Any] = {}
+        self.cancelled = False
+        self._last_beat = 0.0
+
+    # -- the run -------------------------------------------------------------------------------
+    def go(self) -> RunResult:
+        git, self.reusable = self.recorder.start_run(
+            f"running {self.wf.name} ({len(self.wf.steps)} steps)", self.resumed_from
+        )
+        self.workflow_info = {
+            "name": self.wf.name,
+            "path": str(self.wf.path),
+            "digest": self.wf.digest,
+            "git": git,
+            "text": self.wf.text,
+        }
+        self.display.update("run", state="running", message=self.run_id)
+        self.recorder.set_mlflow_run(self.mirror.start_run(self.wf, self.resumed_from))
+        error = None
+        try:
+            self._loop()
+        except KeyboardInterrupt:
+            self.cancelled, error = True, "interrupted"
+            self._cancel_all("interrupted")
+        except BaseException as ex:
+            error = f"{type(ex).__name__}: {ex}"
+            try:
+                self._cancel_all(f"engine error: {error}")
+            finally:
+                self._finish(error)  # the run never stays `running` behind a dead driver
+            raise
+        return self._finish(error)
+
+    def _loop(self) -> None:
+        pending = list(self.wf.steps)
+        while pending or self.running:
+            self._heartbeat_and_cancel()
+            if self.cancelled:
+                self._cancel_all("run cancelled")
+                return
+            for name in list(pending):
+                step = self.wf.steps[name]
+                ups = step.upstream()
+                bad = next(
+                    (u for u in ups if self.results[u].state in ("failed", "cancelled")), None
+                )
+                if bad is not None:
+                    self._skip(step, f"upstream step '{bad}' {self.results[bad].state}")
+                    pending.remove(name)
+                elif all(u in self.outputs for u in ups):
+                    pending.remove(name)
+                    self._start(step)
+            if self.running:
+                self._poll()
+
+    def _heartbeat_and_cancel(self) -> None:
+        if time.monotonic() - self._last_beat < 1.0:
+            return
+        self._last_beat = time.monotonic()
+        if self.recorder.heartbeat() and not self.cancelled:
+            self.cancelled = True
+            self.recorder.cancelling()
+
+    def _finish(self, error: str | None) -> RunResult:
+        try:
+            self.mirror.flush()  # the lineage in MLflow is part of the result
+        except TrackingError as ex:
+            error = f"{error}; {ex}" if error else str(ex)
+        states = {r.state for r in self.results.values()}
+        if self.cancelled:
+            state = "cancelled"
+        elif error or "failed" in states or "cancelled" in states:
+            state = "failed"
+        else:
+            state = "succeeded"
+        failed = [n for n, r in self.results.items() if r.state == "failed"]
+        if state == "failed" and not error and failed:
+            error = "; ".join(f"{n}: {self.results[n].error}" for n in failed)
+        self.recorder.finish(state, error)
+        self.mirror.finish(state)
+        try:
+            self.mirror.flush()
+        except TrackingError as ex:  # the state is final already; say so in the event log
+            self.recorder.tracking_failed(str(ex))
+        self.recorder.resolve_mlflow_ids(self.mirror.tracker.real_id)
+        self.display.update("run", state=state)
+        return RunResult(self.run_id, state, self.results, error)
+
+    def _cancel_all(self, why: str) -> None:
+        for r in list(self.running.values()):
+            try:
+                r.reporter.cancel()
+                self.executor.cancel(r.handle)
+            except Exception as ex:  # already finished or its worker is gone: still mark it
+                self.recorder.write_log(r.step.name, f"[cancel] {ex}")
+            self.recorder.cancelled(r.step, r.step_run_id, why)
+            self.mirror.end(r.mlflow_run_id, "cancelled")
+            self.results[r.step.name].state = "cancelled"
+            self.results[r.step.name].error = why
+        self.running.clear()
+        for name, res in self.results.items():
+            if res.state == "pending":
+                self._skip(self.wf.steps[name], why)
+
+    # -- one step ------------------------------------------------------------------------------
+    def _start(self, step: Step) -> None:
+        inputs = self._inputs(step)
+        fp = fingerprint(
+            step.spec, step.config, {k: [i["digest"] for i in v] for k, v in inputs.items()}
+        )
+        self.results[step.name].fingerprint = fp
+        cached = self._lookup(step, fp)
+        if cached is not None:
+            mid = self.mirror.cached(step, fp, inputs, cached)
+            self.recorder.cached(step, fp, inputs, cached, mid)
+            self._done(step, "cached", cached, attempts=1)
+        elif why := self.executor.check(step.resources, step.spec.launcher, step.name):
+            self.recorder.unschedulable(step, fp, why)
+            self.results[step.name].error = why
+            self._done(step, "failed", {}, attempts=1)
+        else:
+            self._submit(step, fp, inputs, attempt=1)
+
+    def _inputs(self, step: Step) -> Inputs:
+        out: Inputs = {}
+        for slot, refs in step.inputs.items():
+            items = []
+            for ref in refs:
+                if ref.uri is not None:
+                    items.append(self._source(ref.uri, ref.text, step.spec.inputs[slot].type))
+                else:
+                    assert ref.step is not None and ref.output is not None  # validated spec
+                    art = self.outputs[ref.step][ref.output]
+                    items.append({**art, "name": ref.text})
+            out[slot] = items
+        return out
+
+    def _source(self, uri: str, text: str, type_: ArtifactType) -> dict[str, Any]:
+        if uri not in self.sources:
+            digest, manifest = describe_source(uri, type_.value)
+            self.recorder.source(uri, text, digest, manifest)
+            # The URI travels to the stage too (InputArtifact.metadata["source_uri"]): curate's
+            # Ray tasks read remote files where they lie, from any node, not from a driver copy.
+            self.sources[uri] = {
+                "uri": uri,
+                "digest": digest,
+                "type": type_.value,
+                "metadata": {"source_uri": uri},
+            }
+        return {**self.sources[uri], "name": text}
+
+    def _lookup(self, step: Step, fp: str) -> dict[str, dict[str, Any]] | None:
+        """A verified artifact for every output of `fp`, or None (recompute)."""
+        if not step.spec.cacheable:  # e.g. an endpoint: a live server cannot be reused
+            return None
+        latest = self.recorder.cache_candidates(fp)
+        if set(latest) != set(step.spec.outputs):
+            return None
+        if not step.cache and not all(r.digest in self.reusable for r in latest.values()):
+            return None
+        found = {}
+        for name, r in latest.items():
+            self.display.update(step.name, state="verifying", message=f"verifying cached {name}")
+            problems = self.store.verify(r.uri, r.digest)
+            if problems:
+                self.recorder.cache_corrupt(step.name, name, r.digest, problems)
+                return None
+            found[name] = {
+                "uri": r.uri,
+                "digest": r.digest,
+                "type": r.type,
+                "metadata": r.manifest.get("metadata", {}),
+            }
+        return found
+
+    def _submit(self, step: Step, fp: str, inputs: Inputs, attempt: int) -> None:
+        tags = {"cairn.fingerprint": fp, "cairn.attempt": str(attempt)}
+        mid = self.mirror.open_step(step, inputs, tags)
+        request = request_text(step.resources, step.spec.launcher)
+        sr_id = self.recorder.started(step, fp, attempt, inputs, mid, request)
+        reporter = self.executor.reporter()
+        payload = StepPayload(
+            run_id=self.run_id,
+            step=step.name,
+            step_run_id=sr_id,
+            kind=step.kind,
+            config=step.config.model_dump(mode="json"),
+            inputs=inputs,
+            resources=step.resources.model_dump(),
+            fingerprint=fp,
+            store_root=self.store.root,
+            checkpoint_dir=str(self.settings.checkpoint_dir(step.name, fp)),
+            module=step.spec.run.__module__,
+            workflow=self.workflow_info,
+            compute=self.recorder.ancestors_compute(inputs) if step.spec.reads_compute else {},
+        )
+        try:
+            handle = self.executor.submit(payload, step.spec.launcher, reporter)
+        except BaseException as ex:
+            self.recorder.not_started(sr_id, ex)
+            self.mirror.end(mid, "failed")
+            self.results[step.name].state, self.results[step.name].error = "failed", str(ex)
+            raise
+        self.running[step.name] = RunningStep(step, sr_id, handle, reporter, fp, inputs, mid)
+        self.results[step.name].attempts = attempt
+        self.results[step.name].state = "running"
+        self.display.update(step.name, state="running", message=f"attempt {attempt}")
+
+    def _poll(self) -> None:
+        done = self.executor.wait([r.handle for r in self.running.values()], timeout=0.5)
+        changes = self.executor.cluster_changes(bool(done))
+        if changes:  # nodes that joined or left: a change right before the run ends counts too
+            self.recorder.cluster_events(changes)
+        for r in list(self.running.values()):
+            self._drain(r)
+        for h in done:
+            r = next(x for x in self.running.values() if x.handle == h)
+            del self.running[r.step.name]
+            try:
+                result = self.executor.result(r.handle)
+            except BaseException as ex:  # the stage's failure: recorded, never swallowed
+                self._drain(r, final=True)
+                if self._failed(r, ex):
+                    attempt = self.results[r.step.name].attempts + 1
+                    self._submit(r.step, r.fingerprint, r.inputs, attempt)
+            else:
+                self._drain(r, final=True)
+                self._succeeded(r, result)
+            r.reporter.close()
+
+    def _drain(self, r: RunningStep, final: bool = False) -> None:
+        """What the stage reported since the last look: metrics (batched to MLflow), progress,
+        log lines, events and compute usage."""
+        try:
+            records = r.reporter.drain()
+        except Exception as ex:  # the reporter actor died with its step; its records are lost
+            self.recorder.write_log(r.step.name, f"[reporter] lost: {ex}")
+            records = []
+        for rec in records:
+            t = rec.get("type")
+            if t == "metrics":
+                step_no = rec.get("step") or 0
+                r.metrics.extend(
+                    MetricPoint(k, v, step_no, rec["ts"]) for k, v in rec["values"].items()
+                )
+                self.display.metrics(r.step.name, rec["values"], step_no)
+            elif t == "progress":
+                self.display.update(
+                    r.step.name, progress=(rec["done"], rec["total"]), message=rec["message"]
+                )
+                if time.monotonic() - r.last_progress_log >= PROGRESS_LOG_S:
+                    r.last_progress_log = time.monotonic()
+                    total = f"/{rec['total']:.0f}" if rec.get("total") else ""
+                    self.recorder.write_log(
+                        r.step.name, f"[progress] {rec['done']:.0f}{total} {rec['message']}"
+                    )
+            elif t == "log":
+                self.recorder.write_log(r.step.name, rec["message"])
+                self.display.log(r.step.name, rec["message"])
+            elif t == "event":
+                self.recorder.step_event(
+                    r.step.name, r.step_run_id, rec["event"], rec["message"], **rec.get("data", {})
+                )
+                self.display.log(r.step.name, rec["message"])
+            elif t == "usage":
+                r.usage[rec["usage"]["worker"]] = rec["usage"]
+        if r.metrics and (
+            final or len(r.metrics) >= 1000 or time.monotonic() - r.last_flush > METRICS_FLUSH_S
+        ):
+            self.mirror.metrics(r.mlflow_run_id, r.metrics)
+            r.metrics, r.last_flush = [], time.monotonic()
+
+    def _usage(self, r: RunningStep) -> dict[str, Any] | None:
+        """The attempt's compute totals from its workers' usage records (also to MLflow)."""
+        if not r.usage:
+            return None
+        usage = summarise(list(r.usage.values()))
+        self.mirror.usage(r.mlflow_run_id, usage)
+        return usage
+
+    def _succeeded(self, r: RunningStep, result: dict[str, Any]) -> None:
+        arts = result["artifacts"]
+        usage = self._usage(r)
+        self.recorder.succeeded(r.step, r.step_run_id, r.fingerprint, r.inputs, arts, result, usage)
+        self.mirror.succeeded(r.step.name, r.mlflow_run_id, arts)
+        info = {
+            k: {
+                "uri": v["uri"],
+                "digest": v["digest"],
+                "type": v["type"],
+                "metadata": v["manifest"].get("metadata", {}),
+            }
+            for k, v in arts.items()
+        }
+        self._done(r.step, "succeeded", info, attempts=self.results[r.step.name].attempts)
+
+    def _failed(self, r: RunningStep, ex: BaseException) -> bool:
+        """Record a failed attempt; True when the step has a retry left (recorded too)."""
+        cancelled = isinstance(ex, StepCancelled) or self.cancelled
+        state = "cancelled" if cancelled else "failed"
+        msg = f"{type(ex).__name__}: {ex}"
+        attempt = self.results[r.step.name].attempts
+        detail = "".join(traceback.format_exception(ex))[-4000:]
+        self.recorder.failed(r.step, r.step_run_id, attempt, state, msg, detail, self._usage(r))
+        self.mirror.failed(r.mlflow_run_id, state, msg)
+        if not cancelled and attempt <= r.step.retries:
+            self.recorder.retry(r.step, attempt + 1)
+            return True
+        self.results[r.step.name].error = msg
+        self._done(r.step, state, {}, attempts=attempt)
+        return False
+
+    def _skip(self, step: Step, why: str) -> None:
+        self.recorder.skipped(step, why)
+        self.results[step.name].error = why
+        self._done(step, "cancelled", {}, attempts=0)
+
+    def _done(self, step: Step, state: str, arts: dict[str, dict[str, Any]], attempts: int) -> None:
+        res = self.results[step.name]
+        res.state, res.attempts = state, attempts
+        res.artifacts = {
+            k: Artifact(v["digest"], v["uri"], v["type"], v.get("metadata") or {})
+            for k, v in arts.items()
+        }
+        if state in ("succeeded", "cached"):
+            self.outputs[step.name] = arts
+        self.display.update(step.name, state=state, message=res.error or "")

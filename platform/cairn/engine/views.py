@@ -1,0 +1,125 @@
+"""Read-only views of Cairn's state for the public API: a run's status, the list of runs.
+
+They read Cairn's database and return the typed results of `cairn.results`; the CLI renders
+those as tables or `--json`, and a server would return the same.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cairn.db.models import ArtifactRow, Event, Run, StepRun, StepRunArtifact
+from cairn.errors import CairnError
+from cairn.results import Artifact, Attempt, RunStatus, RunSummary
+from cairn.results import Event as EventRecord
+from cairn.stage.usage import add
+
+
+def iso(ts: datetime | None) -> str | None:
+    if ts is None:
+        return None
+    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).isoformat()
+
+
+def seconds_between(a: datetime | None, b: datetime | None) -> float | None:
+    """Seconds from `a` to `b` (or to now, while it runs); None if it never started."""
+    if a is None:
+        return None
+    a = a if a.tzinfo else a.replace(tzinfo=UTC)
+    b = (b if b.tzinfo else b.replace(tzinfo=UTC)) if b else datetime.now(UTC)
+    return round((b - a).total_seconds(), 3)
+
+
+def run_status(s: Session, run_id: str, driver_alive: bool | None = None) -> RunStatus:
+    run = s.get(Run, run_id)
+    if run is None:
+        raise CairnError(
+            f"no run {run_id}: `cairn runs` lists the runs in this CAIRN_HOME/database"
+        )
+    steps = []
+    for sr in s.scalars(select(StepRun).where(StepRun.run_id == run_id).order_by(StepRun.id)):
+        outs: dict[str, Artifact] = {}
+        for link in s.scalars(
+            select(StepRunArtifact).where(
+                StepRunArtifact.step_run_id == sr.id, StepRunArtifact.role == "output"
+            )
+        ):
+            row = s.get_one(ArtifactRow, link.artifact_digest)
+            outs[link.name] = Artifact(row.digest, row.uri, row.type)
+        steps.append(
+            Attempt(
+                step=sr.step,
+                kind=sr.kind,
+                attempt=sr.attempt,
+                state=sr.state,
+                fingerprint=sr.fingerprint,
+                started_at=iso(sr.started_at),
+                seconds=seconds_between(sr.started_at, sr.finished_at),
+                node=sr.node_id,
+                worker=sr.worker,
+                resources=sr.resources,
+                error=sr.error,
+                artifacts=outs,
+                usage=sr.usage,
+            )
+        )
+    events = [
+        EventRecord(iso(e.ts), e.type, e.message)
+        for e in s.scalars(select(Event).where(Event.run_id == run_id).order_by(Event.id))
+    ]
+    return RunStatus(
+        run_id=run.id,
+        workflow=run.workflow_name,
+        workflow_path=run.workflow_path,
+        state=run.state,
+        created_at=iso(run.created_at),
+        seconds=seconds_between(run.started_at, run.finished_at),
+        resumed_from=run.resumed_from,
+        code_version=run.code_version,
+        ray_address=run.ray_address,
+        mlflow_run_id=run.mlflow_run_id,
+        driver=f"{run.driver_host}:{run.driver_pid}" if run.driver_host else None,
+        driver_alive=driver_alive,
+        error=run.error,
+        steps=steps,
+        compute=compute_by_kind(steps),
+        events=events,
+    )
+
+
+def compute_by_kind(steps: list[Attempt]) -> dict[str, dict[str, float]]:
+    """Compute totals per stage kind over every attempt (failed attempts cost too)."""
+    totals: dict[str, dict[str, float]] = {}
+    for st in steps:
+        if st.usage:
+            add(totals.setdefault(st.kind, {}), st.usage)
+    return totals
+
+
+def list_runs(s: Session, limit: int = 20) -> list[RunSummary]:
+    rows = s.scalars(select(Run).order_by(Run.created_at.desc()).limit(limit))
+    return [
+        RunSummary(
+            run_id=r.id,
+            workflow=r.workflow_name,
+            state=r.state,
+            created_at=iso(r.created_at),
+            seconds=seconds_between(r.started_at, r.finished_at),
+            resumed_from=r.resumed_from,
+        )
+        for r in rows
+    ]
+
+
+def ray_address(s: Session, run_id: str) -> str | None:
+    """The Ray cluster a submitted run went to (None for a local run); an error if no run."""
+    run = s.get(Run, run_id)
+    if run is None:
+        raise CairnError(f"no run {run_id}: see `cairn runs`")
+    return run.ray_address
+
+
+__all__ = ["compute_by_kind", "list_runs", "ray_address", "run_status"]

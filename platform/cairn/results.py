@@ -1,0 +1,331 @@
+"""What the public API returns: runs, steps, artifacts, events, logs, lineage and audits, typed.
+
+A leaf module (it imports nothing else of Cairn), so the engine that fills these in, the CLI that
+renders them, and a client that reads them back from a server's JSON all share one definition.
+Each type's `to_dict()` is the shape `--json` prints; `from_dict` reads it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# A run's and a step's states. Terminal: the last four (and `cached` for a step).
+STATES = ("pending", "running", "succeeded", "failed", "cancelled", "cached")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A sealed, immutable output (or a digested source): its digest, where it lies, its type
+    (`dataset`, `model`, `eval_report`, `release`, ...) and what its stage said about it."""
+
+    digest: str
+    uri: str
+    type: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "uri": self.uri,
+            "type": self.type,
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Artifact:
+        return cls(d["digest"], d.get("uri", ""), d.get("type", ""), d.get("metadata") or {})
+
+    @property
+    def bundle(self) -> str | None:
+        """A release artifact's bundle directory (what `cairn audit` checks), else None."""
+        name = self.metadata.get("bundle") if self.type == "release" else None
+        return f"{self.uri.rstrip('/')}/{name}" if name else None
+
+
+@dataclass
+class StepResult:
+    """How one step of a run ended: its state, fingerprint, attempts and output artifacts."""
+
+    step: str
+    kind: str
+    state: str = "pending"
+    fingerprint: str | None = None
+    attempts: int = 0
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "state": self.state,
+            "fingerprint": self.fingerprint,
+            "attempts": self.attempts,
+            "error": self.error,
+            "artifacts": {k: a.to_dict() for k, a in self.artifacts.items()},
+        }
+
+
+@dataclass
+class RunResult:
+    """How a run ended (`cairn.run`, `cairn.resume`): its state and every step's result."""
+
+    run_id: str
+    state: str
+    steps: dict[str, StepResult]
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "succeeded"
+
+    def artifacts(self, type_: str | None = None) -> list[Artifact]:
+        """Every output of the run (of one type), in step order."""
+        return [
+            a
+            for r in self.steps.values()
+            for a in r.artifacts.values()
+            if type_ is None or a.type == type_
+        ]
+
+    @property
+    def releases(self) -> list[str]:
+        """The bundle directories of the run's releases."""
+        return [b for a in self.artifacts("release") if (b := a.bundle)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.state,
+            "error": self.error,
+            "steps": {name: r.to_dict() for name, r in self.steps.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a run's event log (the audit trail): when, what, and a message."""
+
+    ts: str | None
+    type: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ts": self.ts, "type": self.type, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of one step, as recorded: state, timing, placement, outputs, compute used."""
+
+    step: str
+    kind: str
+    attempt: int
+    state: str
+    fingerprint: str | None
+    started_at: str | None
+    seconds: float | None
+    node: str | None
+    worker: str | None
+    resources: dict[str, Any]
+    error: str | None
+    artifacts: dict[str, Artifact]
+    usage: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "kind": self.kind,
+            "attempt": self.attempt,
+            "state": self.state,
+            "fingerprint": self.fingerprint,
+            "started_at": self.started_at,
+            "seconds": self.seconds,
+            "node": self.node,
+            "worker": self.worker,
+            "resources": self.resources,
+            "error": self.error,
+            "artifacts": {
+                k: {"digest": a.digest, "uri": a.uri, "type": a.type}
+                for k, a in self.artifacts.items()
+            },
+            "usage": self.usage,
+        }
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """A run as `cairn status` shows it: its state, every attempt of every step, its events."""
+
+    run_id: str
+    workflow: str
+    workflow_path: str
+    state: str
+    created_at: str | None
+    seconds: float | None
+    resumed_from: str | None
+    code_version: str | None
+    ray_address: str | None
+    mlflow_run_id: str | None
+    driver: str | None
+    driver_alive: bool | None
+    error: str | None
+    steps: list[Attempt]
+    compute: dict[str, dict[str, float]]
+    events: list[Event]
+    # What the Ray Jobs API says of a submitted run that is not finished (None otherwise).
+    ray_job_status: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "workflow_path": self.workflow_path,
+            "status": self.state,
+            "created_at": self.created_at,
+            "seconds": self.seconds,
+            "resumed_from": self.resumed_from,
+            "code_version": self.code_version,
+            "ray_address": self.ray_address,
+            "mlflow_run_id": self.mlflow_run_id,
+            "driver": self.driver,
+            "driver_alive": self.driver_alive,
+            "error": self.error,
+            "steps": [a.to_dict() for a in self.steps],
+            "compute": self.compute,
+            "events": [e.to_dict() for e in self.events],
+        }
+        if self.ray_job_status is not None:
+            data["ray_job_status"] = self.ray_job_status
+        return data
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of `cairn runs`."""
+
+    run_id: str
+    workflow: str
+    state: str
+    created_at: str | None
+    seconds: float | None
+    resumed_from: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "status": self.state,
+            "created_at": self.created_at,
+            "seconds": self.seconds,
+            "resumed_from": self.resumed_from,
+        }
+
+
+@dataclass(frozen=True)
+class RunLogs:
+    """A run's logs: the engine's (`run`), each step's, and the Ray job driver's if submitted."""
+
+    run_id: str
+    logs: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "logs": self.logs}
+
+
+@dataclass
+class LineageNode:
+    """An artifact and, through `parents`, everything it was made from, back to raw sources.
+
+    `slot` is the input through which this node fed its child (None at the root)."""
+
+    digest: str
+    type: str
+    uri: str | None = None
+    step: str | None = None
+    kind: str | None = None
+    run_id: str | None = None
+    status: str | None = None
+    slot: str | None = None
+    parents: list[LineageNode] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"slot": self.slot} if self.slot is not None else {}
+        out |= {
+            "digest": self.digest,
+            "type": self.type,
+            "uri": self.uri,
+            "step": self.step,
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "status": self.status,
+            "parents": [p.to_dict() for p in self.parents],
+        }
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LineageNode:
+        return cls(
+            digest=d["digest"],
+            type=d["type"],
+            uri=d.get("uri"),
+            step=d.get("step"),
+            kind=d.get("kind"),
+            run_id=d.get("run_id"),
+            status=d.get("status"),
+            slot=d.get("slot"),
+            parents=[cls.from_dict(p) for p in d.get("parents", [])],
+        )
+
+
+@dataclass(frozen=True)
+class LineageGraph:
+    """The same lineage as a flat graph: nodes {digest, type, kind, step, uri, run_id} and edges
+    {parent, child, slot}; `root` is the artifact asked about. A release bundle's graph also
+    holds its evaluation reports, which are not ancestors of its model."""
+
+    root: str
+    nodes: list[dict[str, Any]]
+    edges: list[dict[str, str]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodes": self.nodes, "edges": self.edges}
+
+
+@dataclass
+class Check:
+    """One check of an audit; `problems` name each bad file (empty when it holds)."""
+
+    name: str
+    problems: list[str] = field(default_factory=list)
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class AuditReport:
+    """What `cairn audit` found: `ok` only when every check holds."""
+
+    path: str
+    checks: list[Check]
+    bundle_digest: str | None = None
+    model_digest: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "ok": self.ok,
+            "bundle_digest": self.bundle_digest,
+            "model_digest": self.model_digest,
+            "checks": [
+                {"name": c.name, "ok": c.ok, "detail": c.detail, "problems": c.problems}
+                for c in self.checks
+            ],
+        }

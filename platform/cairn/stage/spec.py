@@ -1,0 +1,156 @@
+"""The stage protocol: what every stage kind declares, and how its config says what is identity.
+
+A stage kind is a `StageSpec`: a pydantic config model, the artifact types it takes and makes,
+default resources, how the engine places it, and one function `run(config, inputs, ctx) ->
+outputs`. `register(spec)` (registry.py) makes it a kind workflows can name.
+
+A config field that does not change the step's result (logging cadence, restarts, a port) is
+declared `Runtime[...]`: it stays out of the step's fingerprint, so changing it reuses the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cairn.stage.artifacts import ArtifactType
+from cairn.stage.context import RunFn
+from cairn.stage.resources import Resources
+
+T = TypeVar("T")
+
+
+class _RuntimeMarker:
+    """Pydantic field metadata: this field does not change results (see `Runtime`)."""
+
+    def __repr__(self) -> str:
+        return "Runtime"
+
+
+RUNTIME = _RuntimeMarker()
+# `log_every: Runtime[int] = Field(10, ...)`: a field left out of the step's fingerprint.
+Runtime = Annotated[T, RUNTIME]
+
+
+class StageConfig(BaseModel):
+    """Base of every stage's config model: unknown fields are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def runtime_fields(cls) -> list[str]:
+        """The fields declared `Runtime[...]`, which do not enter the fingerprint."""
+        return [n for n, info in cls.model_fields.items() if RUNTIME in info.metadata]
+
+    def identity(self) -> dict[str, Any]:
+        """The config fields that change the result, as plain JSON-able data."""
+        data = self.model_dump(mode="json")
+        for name in self.runtime_fields():
+            data.pop(name, None)
+        return data
+
+
+class TrainerConfig(StageConfig):
+    """The runtime fields every training kind has: how often it logs, how often Ray Train may
+    restart its worker group, and how many checkpoints it keeps. None changes the weights."""
+
+    log_every: Runtime[int] = Field(10, ge=1, description="steps between train metrics")
+    max_failures: Runtime[int] = Field(
+        2,
+        ge=-1,
+        description="worker-group restarts from the last checkpoint before failing; -1: unlimited",
+    )
+    keep_checkpoints: Runtime[int | None] = Field(
+        None, ge=1, description="keep only the newest N checkpoints; default all"
+    )
+
+
+@dataclass(frozen=True)
+class InputSlot:
+    """A named input of a stage: the artifact type it accepts and whether it takes several."""
+
+    type: ArtifactType
+    many: bool = False
+    optional: bool = False
+    doc: str = ""
+
+
+Launcher = Literal["task", "trainer", "driver"]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Everything the engine needs to know about a stage kind.
+
+    `launcher` says how the engine places the stage's driver: "task" runs it as one Ray task with
+    the step's resources; "trainer" runs it as a zero-CPU task that starts its own Ray Train
+    workers with the step's resources (so the driver does not take a CPU its workers need);
+    "driver" runs it as a zero-CPU task whose Ray Data tasks use up to the step's resources.
+    `result_packages` are the packages whose versions change results and so enter the fingerprint.
+    `cacheable=False` makes the step run every time (its output describes something live).
+    `shared_code` names modules or packages outside the kind's own folder whose source changes
+    its results (e.g. `cairn.stage.raytrain`): they enter its code version too.
+    `elastic=True`: the stage accepts `resources.num_workers: min..max` (Ray Train elastic).
+    `reads_compute=True` gives the stage `ctx.compute`: what every ancestor artifact's step cost
+    (the release publishes it).
+    """
+
+    kind: str
+    config_model: type[StageConfig]
+    inputs: dict[str, InputSlot]
+    outputs: dict[str, ArtifactType]
+    run: RunFn
+    default_resources: Resources = field(default_factory=Resources)
+    launcher: Launcher = "task"
+    result_packages: tuple[str, ...] = ()
+    shared_code: tuple[str, ...] = ()
+    cacheable: bool = True
+    reads_compute: bool = False
+    elastic: bool = False
+    doc: str = ""
+
+    def code_version(self) -> str:
+        """sha256 of the stage's source: editing a stage invalidates its cache.
+
+        A kind is its folder (`stages/pretrain/`: every module in it) or, for a kind written as
+        one module, that module; plus every module of each `shared_code` module or package."""
+        module = inspect.getmodule(self.run)
+        h = hashlib.sha256()
+        if module is None or module.__file__ is None:
+            h.update(inspect.getsource(self.run).encode())
+        else:
+            path = Path(module.__file__)
+            if path.name == "__init__.py":
+                _hash_files(h, path.parent, sorted(path.parent.rglob("*.py")))
+            else:
+                _hash_files(h, path.parent, [path])
+        for name in self.shared_code:
+            shared = Path(str(importlib.import_module(name).__file__))
+            h.update(name.encode() + b"\0")
+            if shared.name == "__init__.py":
+                _hash_files(h, shared.parent, sorted(shared.parent.rglob("*.py")))
+            else:
+                h.update(shared.read_bytes())
+        return h.hexdigest()
+
+
+def _hash_files(h: Any, root: Path, files: list[Path]) -> None:
+    for f in files:
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+
+
+@cache
+def package_version(name: str) -> str:
+    """The installed version of a distribution, or "absent"."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "absent"

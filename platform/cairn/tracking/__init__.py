@@ -1,0 +1,75 @@
+"""The `Tracker` seam: where the engine mirrors runs, metrics, datasets and models.
+
+`MlflowTracker` (mlflow.py) writes to a real MLflow tracking store (SQLite under `CAIRN_HOME` by
+default, or `MLFLOW_TRACKING_URI`); `MemoryTracker` (memory.py, shipped as
+`cairn.testing.MemoryTracker`) keeps everything in dicts for unit tests; `BackgroundTracker`
+(background.py) runs either off the engine's critical path. One parent run per workflow run, one
+nested run per step run; metrics always go in batches (one `log_batch` per 1000 points, never one
+call per scalar); datasets carry Cairn's sha256 digest, not MLflow's sampled one; models become
+MLflow 3 LoggedModels linked to their source run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    name: str
+    digest: str
+    uri: str
+    type: str
+    slot: str
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    key: str
+    value: float
+    step: int
+    ts: int
+
+
+class Tracker(Protocol):
+    def start_run(
+        self, run_id: str, workflow: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> str: ...
+    def start_step(
+        self, parent: str, run_id: str, step: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> str: ...
+    def log_metrics(self, mlflow_run_id: str, points: list[MetricPoint]) -> None: ...
+    def log_datasets(self, mlflow_run_id: str, datasets: list[DatasetRef]) -> None: ...
+    def log_model(
+        self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]
+    ) -> str: ...
+    def log_model_metrics(
+        self, mlflow_run_id: str, model_digest: str, metrics: dict[str, float]
+    ) -> None: ...
+    def register_model(
+        self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]
+    ) -> str: ...
+    def set_tags(self, mlflow_run_id: str, tags: dict[str, str]) -> None: ...
+    def end(self, mlflow_run_id: str, status: str) -> None: ...
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → MLflow params (`model.hidden_size` = `128`), values cut to MLflow's limit."""
+    out: dict[str, str] = {}
+    for k, v in params.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = (json.dumps(v) if not isinstance(v, str) else v)[:6000]
+    return out
+
+
+class TrackingError(Exception):
+    """A tracker call failed in the background; raised at the next `flush`."""
+
+
+# A Cairn step or run state as MLflow's run status.
+STATUS = {"succeeded": "FINISHED", "cached": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}

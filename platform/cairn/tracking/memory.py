@@ -1,0 +1,89 @@
+"""The in-memory tracker: records what the engine logged, for unit tests to assert on (shipped as
+`cairn.testing.MemoryTracker`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cairn.tracking import STATUS, DatasetRef, MetricPoint, flatten
+
+
+@dataclass
+class MemoryRun:
+    parent: str | None
+    params: dict[str, str]
+    tags: dict[str, str]
+    metrics: list[MetricPoint] = field(default_factory=list)
+    datasets: list[DatasetRef] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    status: str = "RUNNING"
+
+
+class MemoryTracker:
+    """The in-memory fake: records what the engine logged, for unit tests to assert on."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, MemoryRun] = {}
+        self.models: dict[str, dict[str, Any]] = {}
+        self.registry: dict[str, list[dict[str, Any]]] = {}
+        self.calls = 0
+
+    def _new(self, parent: str | None, params: dict[str, Any], tags: dict[str, str]) -> str:
+        rid = f"mem-{len(self.runs)}"
+        self.runs[rid] = MemoryRun(parent, flatten(params), dict(tags))
+        return rid
+
+    def start_run(
+        self, run_id: str, workflow: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> str:
+        self.calls += 1
+        return self._new(None, params, {"cairn.run_id": run_id, **tags})
+
+    def start_step(
+        self, parent: str, run_id: str, step: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> str:
+        self.calls += 1
+        return self._new(parent, params, {"cairn.run_id": run_id, "cairn.step": step, **tags})
+
+    def log_metrics(self, mlflow_run_id: str, points: list[MetricPoint]) -> None:
+        self.calls += 1
+        self.runs[mlflow_run_id].metrics.extend(points)
+
+    def log_datasets(self, mlflow_run_id: str, datasets: list[DatasetRef]) -> None:
+        self.calls += 1
+        self.runs[mlflow_run_id].datasets.extend(datasets)
+
+    def log_model(self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]) -> str:
+        self.calls += 1
+        mid = f"m-{len(self.models)}"
+        self.models[mid] = {"name": name, "run": mlflow_run_id, "dir": local_dir, "tags": tags}
+        self.runs[mlflow_run_id].models.append(mid)
+        return mid
+
+    def log_model_metrics(
+        self, mlflow_run_id: str, model_digest: str, metrics: dict[str, float]
+    ) -> None:
+        for mid, m in self.models.items():
+            if m["tags"].get("cairn.artifact_digest") == model_digest:
+                m.setdefault("metrics", {}).update(metrics)
+                self.runs[mlflow_run_id].tags.setdefault("cairn.evaluated_model", mid)
+        self.log_metrics(
+            mlflow_run_id, [MetricPoint(k, float(v), 0, 0) for k, v in metrics.items()]
+        )
+
+    def register_model(
+        self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]
+    ) -> str:
+        mid = self.log_model(mlflow_run_id, name, local_dir, tags)
+        versions = self.registry.setdefault(name, [])
+        versions.append({"model_id": mid, "tags": tags})
+        return str(len(versions))
+
+    def set_tags(self, mlflow_run_id: str, tags: dict[str, str]) -> None:
+        self.calls += 1
+        self.runs[mlflow_run_id].tags.update(tags)
+
+    def end(self, mlflow_run_id: str, status: str) -> None:
+        self.calls += 1
+        self.runs[mlflow_run_id].status = STATUS.get(status, "FAILED")

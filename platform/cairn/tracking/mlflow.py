@@ -1,0 +1,168 @@
+"""The MLflow tracker: Cairn's runs, steps, metrics, datasets and models in a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from cairn.tracking import STATUS, DatasetRef, MetricPoint, flatten
+
+# MLflow's dataset digest column is String(36): the full sha256 rides in the profile and a tag.
+MLFLOW_DIGEST_LEN = 36
+
+
+class MlflowTracker:
+    def __init__(self, tracking_uri: str, artifact_root: str) -> None:
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri)
+        self.artifact_root = artifact_root
+        self._experiments: dict[str, str] = {}
+        self._run_experiment: dict[str, str] = {}
+
+    def _experiment(self, workflow: str) -> str:
+        name = f"cairn/{workflow}"
+        if name not in self._experiments:
+            exp = self.client.get_experiment_by_name(name)
+            self._experiments[name] = (
+                exp.experiment_id
+                if exp
+                else self.client.create_experiment(
+                    name, artifact_location=f"{self.artifact_root}/{workflow}"
+                )
+            )
+        return self._experiments[name]
+
+    def start_run(
+        self, run_id: str, workflow: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> str:
+        exp = self._experiment(workflow)
+        run = self.client.create_run(exp, run_name=run_id, tags={"cairn.run_id": run_id, **tags})
+        self._run_experiment[run.info.run_id] = exp
+        self._params(run.info.run_id, params)
+        return run.info.run_id
+
+    def start_step(
+        self, parent: str, run_id: str, step: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> str:
+        exp = self._run_experiment.get(parent) or self.client.get_run(parent).info.experiment_id
+        run = self.client.create_run(
+            exp,
+            run_name=step,
+            tags={"mlflow.parentRunId": parent, "cairn.run_id": run_id, "cairn.step": step, **tags},
+        )
+        self._run_experiment[run.info.run_id] = exp
+        self._params(run.info.run_id, params)
+        return run.info.run_id
+
+    def _params(self, mlflow_run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = [Param(k, v) for k, v in flatten(params).items()]
+        for i in range(0, len(flat), 100):
+            self.client.log_batch(mlflow_run_id, params=flat[i : i + 100], synchronous=True)
+
+    def log_metrics(self, mlflow_run_id: str, points: list[MetricPoint]) -> None:
+        from mlflow.entities import Metric
+
+        metrics = [Metric(p.key, p.value, p.ts, p.step) for p in points]
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(mlflow_run_id, metrics=metrics[i : i + 1000], synchronous=True)
+
+    def log_datasets(self, mlflow_run_id: str, datasets: list[DatasetRef]) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [
+            DatasetInput(
+                Dataset(
+                    name=d.name,
+                    digest=d.digest[:MLFLOW_DIGEST_LEN],
+                    source_type="cairn",
+                    source=json.dumps({"uri": d.uri}),
+                    profile=json.dumps({"cairn_digest": d.digest, "type": d.type}),
+                ),
+                tags=[
+                    InputTag("mlflow.data.context", d.slot),
+                    InputTag("cairn.artifact_digest", d.digest),
+                ],
+            )
+            for d in datasets
+        ]
+        if inputs:
+            self.client.log_inputs(mlflow_run_id, datasets=inputs)
+
+    def log_model(self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]) -> str:
+        from mlflow.entities import LoggedModelOutput
+
+        exp = self.client.get_run(mlflow_run_id).info.experiment_id
+        model = self.client.create_logged_model(
+            exp, name=name, source_run_id=mlflow_run_id, tags=tags, model_type="cairn"
+        )
+        try:
+            self.client.log_model_artifacts(model.model_id, local_dir)
+        except Exception:
+            self.client.finalize_logged_model(model.model_id, "FAILED")
+            raise
+        self.client.finalize_logged_model(model.model_id, "READY")
+        self.client.log_outputs(mlflow_run_id, [LoggedModelOutput(model.model_id, step=0)])
+        return model.model_id
+
+    def _model_id(self, mlflow_run_id: str, digest: str) -> str | None:
+        """The LoggedModel Cairn logged for artifact `digest`, in this run's experiment."""
+        exp = self.client.get_run(mlflow_run_id).info.experiment_id
+        found = self.client.search_logged_models(
+            experiment_ids=[exp],
+            filter_string=f"tags.`cairn.artifact_digest` = '{digest}'",
+            max_results=1,
+        )
+        return found[0].model_id if found else None
+
+    def log_model_metrics(
+        self, mlflow_run_id: str, model_digest: str, metrics: dict[str, float]
+    ) -> None:
+        """Scores of a model, logged on the evaluating run *and* tied to the model's
+        LoggedModel (so they show on the model's page and in `search_logged_models`)."""
+        from mlflow.entities import LoggedModelInput, Metric
+
+        model_id = self._model_id(mlflow_run_id, model_digest)
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, 0, model_id=model_id) for k, v in metrics.items()]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(mlflow_run_id, metrics=batch[i : i + 1000], synchronous=True)
+        if model_id:
+            self.client.log_inputs(mlflow_run_id, models=[LoggedModelInput(model_id)])
+
+    def register_model(
+        self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]
+    ) -> str:
+        """Log `local_dir` as a LoggedModel and register it as a new version of `name` in the
+        Model Registry, with `tags` on the version (the link is in a tag too: MLflow's
+        ModelVersion.model_id can come back empty). Returns the version number."""
+        from mlflow.exceptions import MlflowException
+
+        model_id = self.log_model(mlflow_run_id, name, local_dir, tags)
+        try:
+            self.client.create_registered_model(name, tags={"cairn.release": name})
+        except MlflowException as e:
+            if "already exists" not in str(e).lower():
+                raise
+        # The LoggedModel's artifact location, not "models:/<id>": MLflow resolves the latter
+        # through the process-global tracking URI, not this client's (it would create and
+        # search a stray ./mlflow.db).
+        version = self.client.create_model_version(
+            name,
+            source=self.client.get_logged_model(model_id).artifact_location,
+            run_id=mlflow_run_id,
+            tags={**tags, "cairn.logged_model_id": model_id},
+            model_id=model_id,
+        )
+        return str(version.version)
+
+    def set_tags(self, mlflow_run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(mlflow_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def end(self, mlflow_run_id: str, status: str) -> None:
+        self.client.set_terminated(mlflow_run_id, STATUS.get(status, "FAILED"))

@@ -1,0 +1,104 @@
+"""The workflow file's data model: the YAML's shape as written, and the validated `Workflow`.
+
+Input references are either `step.output` (an earlier step's output) or an external source: a
+path starting with `/`, `./`, `../` or `~`, or a URI with a scheme (`s3://…`, `file://…`).
+Relative paths are relative to the workflow file. The checks that turn the one into the other
+live in `checks.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from cairn.stage import Resources, StageConfig, StageSpec
+
+NAME_RE = r"^[a-z][a-z0-9_-]{0,62}$"
+
+
+def _ref_text(value: Any) -> Any:
+    # Checked up front so a wrong value gets one error, not one per branch of `str | list[str]`.
+    if isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(x, str) for x in value)
+    ):
+        return value
+    raise ValueError(
+        f"an input must be a `step.output`, a path, or a list of them, not {value!r}; "
+        "fix: write `<step>.<output>`, or a path such as ./data.jsonl"
+    )
+
+
+RefText = Annotated[str | list[str], BeforeValidator(_ref_text)]
+
+
+class StepModel(BaseModel):
+    """One step as written in the file (config checked later, against its kind)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(description="stage kind, e.g. curate or pretrain")
+    inputs: dict[str, RefText] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    resources: dict[str, Any] = Field(default_factory=dict)
+    retries: int = Field(0, ge=0, le=10)
+    cache: bool = True
+
+
+class WorkflowModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_RE)
+    version: str | int = "1"
+    description: str = ""
+    steps: dict[str, StepModel] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A resolved input reference: an earlier step's output, or an external source."""
+
+    text: str
+    step: str | None = None
+    output: str | None = None
+    uri: str | None = None  # external: absolute local path or fsspec URI
+
+    @property
+    def external(self) -> bool:
+        return self.uri is not None
+
+
+@dataclass
+class Step:
+    name: str
+    kind: str
+    spec: StageSpec
+    config: StageConfig
+    inputs: dict[str, list[Ref]]
+    resources: Resources
+    retries: int
+    cache: bool
+    line: int | None = None
+
+    def upstream(self) -> list[str]:
+        return sorted({r.step for refs in self.inputs.values() for r in refs if r.step})
+
+
+@dataclass
+class Workflow:
+    name: str
+    version: str
+    description: str
+    path: Path
+    text: str
+    steps: dict[str, Step]  # in topological order
+    digest: str = field(default="")
+
+    def order(self) -> list[str]:
+        return list(self.steps)
+
+
+def is_external(ref: str) -> bool:
+    return "://" in ref or ref.startswith(("/", "./", "../", "~"))

@@ -1,0 +1,132 @@
+"""The artifact store: sealing is atomic and content-described, verification catches any change.
+
+Runs on a local directory and on fsspec's in-memory filesystem (the code path of `s3://` stores).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cairn.artifacts.store import ArtifactStore, describe_source
+from cairn.errors import CairnError
+from cairn.stage.files import MANIFEST
+
+
+def fill(d: Path) -> Path:
+    (d / "sub").mkdir(parents=True, exist_ok=True)
+    (d / "a.txt").write_text("alpha")
+    (d / "sub" / "b.bin").write_bytes(bytes(range(50)))
+    return d
+
+
+@pytest.fixture(params=["local", "memory"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return ArtifactStore(tmp_path / "store")
+    return ArtifactStore(f"memory://cairn-{uuid.uuid4().hex}", cache_dir=tmp_path / "cache")
+
+
+def seal(store: ArtifactStore, rel: str = "k/s/fp/out"):
+    staging = fill(store.staging_dir("run-step") / "out")
+    return store.seal(staging, rel, {"type": "dataset", "parents": []})
+
+
+def test_seal_lists_every_file_and_digest_is_the_manifest_hash(store):
+    art = seal(store)
+    data = store.read_manifest(art.uri)
+    assert art.digest == hashlib.sha256(data).hexdigest()
+    manifest = json.loads(data)
+    assert [f["path"] for f in manifest["files"]] == ["a.txt", "sub/b.bin"]
+    assert manifest["files"][0] == {
+        "path": "a.txt",
+        "size": 5,
+        "sha256": hashlib.sha256(b"alpha").hexdigest(),
+    }
+    assert store.verify(art.uri, art.digest) == []
+    local = store.local_path(art.uri, art.digest)
+    assert (local / "sub" / "b.bin").read_bytes() == bytes(range(50))
+
+
+def test_local_seal_moves_the_staging_directory_into_place(tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    staging = fill(store.staging_dir("run-step") / "out")
+    art = store.seal(staging, "k/s/fp/out", {"type": "dataset"})
+    assert Path(art.uri, MANIFEST).exists() and Path(art.uri, "sub", "b.bin").exists()
+    assert not staging.exists()  # renamed, not copied: never visible half-written
+
+
+def test_an_empty_output_is_refused(store):
+    empty = store.staging_dir("x") / "out"
+    empty.mkdir()
+    with pytest.raises(CairnError, match="wrote no files"):
+        store.seal(empty, "k/s/fp/out", {"type": "dataset"})
+
+
+@pytest.mark.parametrize(
+    "tamper, problem",
+    [
+        (lambda p: p.joinpath("a.txt").write_text("alphA"), "a.txt: sha256 mismatch"),
+        (lambda p: p.joinpath("a.txt").write_text("alpha!"), "a.txt: size 6 != 5"),
+        (lambda p: p.joinpath("sub", "b.bin").unlink(), "sub/b.bin: missing"),
+        (lambda p: p.joinpath("extra.txt").write_text("x"), "extra.txt: not in manifest"),
+        (lambda p: p.joinpath(MANIFEST).write_text("{}"), "manifest.json: changed"),
+    ],
+)
+def test_verify_names_what_changed(tmp_path, tamper, problem):
+    store = ArtifactStore(tmp_path / "store")
+    art = seal(store)
+    tamper(Path(art.uri))
+    assert any(problem in p for p in store.verify(art.uri, art.digest)), store.verify(
+        art.uri, art.digest
+    )
+
+
+def test_remote_verify_catches_a_flipped_byte(tmp_path):
+    store = ArtifactStore(f"memory://cairn-{uuid.uuid4().hex}", cache_dir=tmp_path / "cache")
+    art = seal(store)
+    with store.fs.open(f"{art.uri}/a.txt", "wb") as f:
+        f.write(b"alphb")
+    assert store.verify(art.uri, art.digest) == ["a.txt: sha256 mismatch"]
+
+
+def test_resealing_a_taken_path_quarantines_the_old_artifact(tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    first = seal(store)
+    Path(first.uri, "a.txt").write_text("corrupted")
+    second = seal(store)
+    assert second.uri == first.uri and store.verify(second.uri, second.digest) == []
+    kept = list((tmp_path / "store" / ".quarantine").iterdir())
+    assert len(kept) == 1 and (kept[0] / "a.txt").read_text() == "corrupted"
+
+
+def test_sources_are_digested_in_place_and_deterministically(tmp_path):
+    src = fill(tmp_path / "src")
+    d1, m1 = describe_source(str(src), "raw")
+    d2, _ = describe_source(str(src), "raw")
+    assert d1 == d2 and m1["source"] == str(src) and len(m1["files"]) == 2
+    (src / "a.txt").write_text("beta")
+    assert describe_source(str(src), "raw")[0] != d1
+    with pytest.raises(CairnError, match="has no files"):
+        (tmp_path / "empty").mkdir()
+        describe_source(str(tmp_path / "empty"), "raw")
+
+
+def test_inputs_are_read_from_their_own_filesystem_not_the_stores(tmp_path):
+    # a local source feeding a remote store is read where it lies
+    remote = ArtifactStore(f"memory://cairn-{uuid.uuid4().hex}", cache_dir=tmp_path / "cache")
+    src = fill(tmp_path / "src")
+    assert remote.local_path(str(src), "d1") == src
+    # a remote source (another filesystem) feeding a local store is downloaded, once, by digest
+    local = ArtifactStore(tmp_path / "store", cache_dir=tmp_path / "cache2")
+    fs = remote.fs
+    uri = f"memory://src-{uuid.uuid4().hex}"
+    fs.pipe(f"{uri}/a.txt", b"alpha")
+    got = local.local_path(uri, "d2")
+    assert (got / "a.txt").read_bytes() == b"alpha"
+    fs.rm(uri, recursive=True)
+    assert local.local_path(uri, "d2") == got  # cached: not fetched again
