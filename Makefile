@@ -24,12 +24,13 @@ quickstart: $(STAMP)
 	$(BIN)/cairn run workflows/quickstart.yaml --audit
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 check: $(STAMP)
 	$(BIN)/ruff check platform tests bench migrations
 	$(BIN)/ruff format --check platform tests bench migrations
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from cairn.db.models import Event, LineageEdge, Run, StepRun
 from cairn.workflow import load_workflow
-from tests.unit.test_engine import home, make_engine, states, toy_kinds, write_wf  # noqa: F401
+from tests.unit.engine.test_engine import home, make_engine, states, write_wf  # noqa: F401
 
 pytestmark = pytest.mark.postgres
 

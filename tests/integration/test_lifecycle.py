@@ -79,7 +79,7 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory, ray_local) -> dict:
                 os.environ[k] = v
     assert result.state == "succeeded", {n: s.error for n, s in result.steps.items()}
     release = result.steps["publish"].artifacts["release"]
-    bundle = Path(release["uri"]) / release["metadata"]["bundle"]
+    bundle = Path(release.uri) / release.metadata["bundle"]
     return {"result": result, "engine": engine, "bundle": bundle}
 
 

@@ -53,9 +53,9 @@ def _reference(result, engine: Engine, root: Path, workflow: Path, workers: int)
     step = wf.steps["model"]
     data = result.steps["corpus"].artifacts["dataset"]
     dataset = InputArtifact(
-        path=engine.store.local_path(data["uri"], data["digest"]),
+        path=engine.store.local_path(data.uri, data.digest),
         type=ArtifactType.DATASET,
-        digest=data["digest"],
+        digest=data.digest,
     )
     ctx = local_context(root, resources=Resources(num_workers=workers, cpus_per_worker=1))
     config = PretrainConfig.model_validate(step.config.model_dump())
@@ -157,14 +157,14 @@ def test_an_elastic_step_starts_with_fewer_workers_and_finishes(elastic_run, tmp
 
 def _model_dir(engine: Engine, result) -> Path:
     art = result.steps["model"].artifacts["model"]
-    return engine.store.local_path(art["uri"], art["digest"])
+    return engine.store.local_path(art.uri, art.digest)
 
 
 def test_data_order_answers_for_a_document_of_the_run(elastic_run):
     engine, result, _, root = elastic_run
     model = _model_dir(engine, result)
     data = result.steps["corpus"].artifacts["dataset"]
-    dataset = engine.store.local_path(data["uri"], data["digest"])
+    dataset = engine.store.local_path(data.uri, data.digest)
     meta = json.loads((dataset / "dataset.json").read_text())
     docs = [json.loads(x) for x in (dataset / "documents.jsonl").read_text().splitlines()]
     # Step 1's batch, computed as the loop computes it, and its first sequence's first token

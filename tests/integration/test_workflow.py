@@ -56,20 +56,20 @@ def test_cache_reruns_and_corruption(engine, tmp_path):
 
     # flip one byte of the cached model's weights: detected, recomputed, recorded
     art = changed_data.steps["model"].artifacts["model"]
-    weights = Path(art["uri"]) / "model.safetensors"
+    weights = Path(art.uri) / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0x01
     weights.write_bytes(bytes(data))
     healed = engine.run(load_workflow(write_tiny(wf_dir, lr=0.002, min_words=3)))
     assert states(healed) == {"corpus": "cached", "model": "succeeded"}
     with engine.sessions() as s:
-        assert s.get(ArtifactRow, art["digest"]).status == "corrupt"
+        assert s.get(ArtifactRow, art.digest).status == "corrupt"
         ev = s.scalars(
             select(Event).where(Event.type == "cache_corrupt", Event.run_id == healed.run_id)
         ).one()
         assert "model.safetensors: sha256 mismatch" in ev.message
     new = healed.steps["model"].artifacts["model"]
-    assert engine.store.verify(new["uri"], new["digest"]) == []
+    assert engine.store.verify(new.uri, new.digest) == []
 
 
 def test_mlflow_holds_runs_params_metrics_datasets_and_models(engine, tmp_path):
