@@ -37,6 +37,8 @@ KNOWN_BROKEN = {
 
 def lint(platform: Path, config: Path, cache: Path, *contracts: str) -> subprocess.CompletedProcess:
     """`lint-imports` on the `cairn` package under `platform`, with the contracts in `config`."""
+    if not LINT_IMPORTS.exists():
+        pytest.fail(f"no {LINT_IMPORTS}: install import-linter in this environment")
     args = [str(LINT_IMPORTS), str(config), "--no-logo", "--cache-dir", str(cache)]
     for c in contracts:
         args += ["--contract", c]
