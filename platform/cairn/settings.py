@@ -17,6 +17,10 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Settings:
+    """Where one deployment keeps its state: its home, database, MLflow, artifact store and
+    checkpoints. `Settings.from_env()` reads them from `CAIRN_HOME`, `CAIRN_DATABASE_URL`,
+    `MLFLOW_TRACKING_URI`, `CAIRN_STORE` and `CAIRN_CHECKPOINTS` (defaults: `cairn.settings`)."""
+
     home: Path
     database_url: str
     mlflow_uri: str

@@ -24,7 +24,9 @@ def flatten(tree: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, 
 
     def visit(n: dict[str, Any]) -> None:
         first = n["digest"] not in nodes
-        nodes.setdefault(n["digest"], {k: v for k, v in n.items() if k != "parents"})
+        # A slot is how a node fed one child (an edge's), not part of the node: an artifact
+        # reached along two paths may have fed them through different slots.
+        nodes.setdefault(n["digest"], {k: v for k, v in n.items() if k not in ("parents", "slot")})
         if not first:
             return
         for p in n.get("parents", []):

@@ -50,4 +50,5 @@ def lookup(kind: str, module: str | None = None) -> StageSpec:
 
 
 def registered() -> list[str]:
+    """Every registered kind, in the order they were registered."""
     return list(_KINDS)

@@ -11,7 +11,7 @@ declared `Runtime[...]`: it stays out of the step's fingerprint, so changing it 
 from __future__ import annotations
 
 import hashlib
-import importlib
+import importlib.util
 import inspect
 from dataclasses import dataclass, field
 from functools import cache
@@ -133,13 +133,26 @@ class StageSpec:
             else:
                 _hash_files(h, path.parent, [path])
         for name in self.shared_code:
-            shared = Path(str(importlib.import_module(name).__file__))
+            shared = _source_file(self.kind, name)
             h.update(name.encode() + b"\0")
             if shared.name == "__init__.py":
                 _hash_files(h, shared.parent, sorted(shared.parent.rglob("*.py")))
             else:
                 h.update(shared.read_bytes())
         return h.hexdigest()
+
+
+def _source_file(kind: str, name: str) -> Path:
+    """The file of module `name` (a package's `__init__.py`), found without importing it: a
+    shared module such as `cairn.stage.raytrain` imports Ray Train and torch, which the engine
+    must not pay for just to compute a cache key."""
+    found = importlib.util.find_spec(name)
+    if found is None or found.origin is None:
+        raise ModuleNotFoundError(
+            f"stage kind '{kind}' names shared_code module '{name}', which is not importable; "
+            "fix: name a module or package on the Python path"
+        )
+    return Path(found.origin)
 
 
 def _hash_files(h: Any, root: Path, files: list[Path]) -> None:

@@ -11,6 +11,9 @@ from cairn.tracking import STATUS, DatasetRef, MetricPoint, flatten
 
 @dataclass
 class MemoryRun:
+    """One run as MLflow would hold it: its parent run (None for the workflow's run), params
+    (flattened), tags, metrics, datasets, logged model ids and final status."""
+
     parent: str | None
     params: dict[str, str]
     tags: dict[str, str]

@@ -88,6 +88,10 @@ class Step:
 
 @dataclass
 class Workflow:
+    """A validated workflow file (`cairn.load_workflow`): its steps in topological order, each
+    with its stage spec, config, resolved inputs and resources; `digest` is the sha256 of the
+    file's text."""
+
     name: str
     version: str
     description: str
