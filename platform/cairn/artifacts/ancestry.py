@@ -11,6 +11,7 @@ so an auditor needs neither the store nor the database); `cairn lineage PATH` dr
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 
 import fsspec
@@ -49,27 +50,43 @@ def walk(roots: Iterable[tuple[str, str]], verify_sources: bool = True) -> Ances
     not made from); without it, it is taken as recorded.
     """
     graph = Ancestry()
-    todo = [(uri, digest, "") for uri, digest in roots]
+    todo: list[tuple[str, str, str, bool]] = [(uri, digest, "", False) for uri, digest in roots]
     while todo:
-        uri, digest, type_ = todo.pop()
+        uri, digest, type_, external = todo.pop()
         if digest in graph:
             continue
-        if type_ == "raw" or (type_ and _external(uri)):
+        if not type_ and _unsealed(uri):  # a root that no step made: an external input
+            type_, external = "model", True
+        if type_ == "raw" or external:
             graph.nodes[digest] = _source(uri, digest, type_, verify_sources)
-            continue
-        if not type_ and _external(uri):  # a root that no step made: an external input
-            graph.nodes[digest] = _source(uri, digest, "model", verify_sources)
             continue
         node = Ancestor(digest, uri, read_manifest(uri, digest))
         graph.nodes[digest] = node
         for p in node.parents:
             if "uri" not in p:
                 raise unsealed_parents(digest, uri)
-            todo.append((p["uri"], p["digest"], p["type"]))
+            todo.append((p["uri"], p["digest"], p["type"], _external(p)))
     return graph
 
 
-def _external(uri: str) -> bool:
+# How a workflow names an earlier step's output (`step.output`); anything else it gives an input
+# slot is external: a path or a URI (see cairn.workflow.model.is_external).
+_STEP_OUTPUT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+def _external(parent: dict[str, str]) -> bool:
+    """Whether a parent entry names data no step made: a raw source, or a directory (a model)
+    given as an input. Told by how the workflow named it; a manifest sealed before names were
+    recorded is told by the data itself (no manifest.json where it lies)."""
+    if parent["type"] == "raw":
+        return True
+    name = parent.get("name")
+    if name:
+        return not _STEP_OUTPUT.fullmatch(name)
+    return _unsealed(parent["uri"])
+
+
+def _unsealed(uri: str) -> bool:
     """Data that exists where it lies but is no sealed artifact (no manifest.json)."""
     fs, path = fsspec.core.url_to_fs(uri)
     path = path.rstrip("/")

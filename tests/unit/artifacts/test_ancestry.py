@@ -28,9 +28,10 @@ from cairn.stage import Ancestry
 from cairn.stage.files import MANIFEST, canonical_json
 
 
-def _parent(slot: str, digest: str, type_: str, uri: str) -> dict[str, str]:
-    # The shape execute_step (cairn/engine/attempt.py) records for each input.
-    return {"slot": slot, "digest": digest, "type": type_, "uri": uri, "name": slot}
+def _parent(slot: str, digest: str, type_: str, uri: str, name: str = "") -> dict[str, str]:
+    # The shape execute_step (cairn/engine/attempt.py) records for each input; `name` is the
+    # reference as the workflow wrote it: `step.output` for a step's output, else the path.
+    return {"slot": slot, "digest": digest, "type": type_, "uri": uri, "name": name or uri}
 
 
 def _seal(
@@ -86,7 +87,7 @@ def chain(tmp_path: Path) -> dict[str, Any]:
         "pretrain",
         "model",
         {"config.json": "{}\n"},
-        [_parent("dataset", dataset.digest, "dataset", dataset.uri)],
+        [_parent("dataset", dataset.digest, "dataset", dataset.uri, "curate.dataset")],
     )
     tuned = _seal(
         store,
@@ -94,7 +95,7 @@ def chain(tmp_path: Path) -> dict[str, Any]:
         "model",
         {"config.json": '{"tuned": true}\n'},
         [
-            _parent("model", base.digest, "model", base.uri),
+            _parent("model", base.digest, "model", base.uri, "pretrain.model"),
             _parent("data", chats_d, "raw", str(chats)),
         ],
     )
@@ -250,6 +251,18 @@ def test_a_deleted_artifact_is_gone(chain: dict) -> None:
     message = str(err.value)
     assert f"artifact {base_d[:12]} is gone from {base}" in message
     assert "fix: re-run the workflow" in message
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_an_artifact_without_its_manifest_is_gone_not_an_external_model(
+    chain: dict, verify: bool
+) -> None:
+    # Its files are still there, like a model directory given as an input; but the workflow
+    # named it `pretrain.model`, a step's output, so it is a sealed artifact that lost its seal.
+    base_d, base = chain["base"]
+    Path(base, MANIFEST).unlink()
+    with pytest.raises(CairnError, match=f"artifact {base_d[:12]} is gone from"):
+        _walk(chain, "tuned", verify_sources=verify)
 
 
 def test_a_tampered_manifest_fails_its_digest(chain: dict) -> None:
