@@ -9,8 +9,6 @@ collapsed, because several of them count lines and paragraphs.
 
 from __future__ import annotations
 
-import hashlib
-import unicodedata
 from dataclasses import dataclass, field
 
 from cairn.stages.curate import quality
@@ -44,15 +42,6 @@ def quality_filter(raw: str, config: CurateConfig) -> str | None:
     return failed[0].split(":", 1)[0] if failed else None
 
 
-def normalise(text: str) -> str:
-    """NFC, every run of whitespace (newlines included) made one space, ends stripped.
-
-    NFC first, so that the same text typed with combining accents or precomposed letters
-    becomes the same string and the same tokens, and dedup sees it as the same document.
-    """
-    return " ".join(unicodedata.normalize("NFC", text).split())
-
-
 def length_filter(text: str, config: CurateConfig) -> str | None:
     """The name of the first length filter that rejects a normalised text, or None to keep it."""
     if len(text) < config.min_chars:
@@ -63,11 +52,6 @@ def length_filter(text: str, config: CurateConfig) -> str | None:
     if config.min_words and (text.count(" ") + 1 if text else 0) < config.min_words:
         return "min_words"
     return None
-
-
-def digest(text: str) -> bytes:
-    """sha256 of a normalised text: the key of exact dedup and of the train/validation split."""
-    return hashlib.sha256(text.encode("utf-8")).digest()
 
 
 @dataclass

@@ -26,7 +26,7 @@ Decisions, so that both sides agree on them:
   joined in the row's order, which still holds the prompt and answer. Not rendering the real
   Jinja keeps curate free of lm-eval; not always joining every field keeps ids and titles out of
   short items (an item "q-7 The Tempest Who rules the isle? Prospero" would never match).
-- Words: the text is NFC-normalised (`clean.normalise`), case-folded, every run of characters
+- Words: the text is NFC-normalised (`text.normalise`), case-folded, every run of characters
   that are not letters or digits is a word break. So re-cased, re-spaced or re-punctuated copies
   match; re-worded ones do not.
 - Short items: an item of fewer than `ngram` words is one gram of its own length (the document
@@ -59,6 +59,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cairn.errors import StageError
+from cairn.stages.curate.text import normalise
 from cairn.stages.evaluate.taskdir import flatten, mappings, sha256
 
 if TYPE_CHECKING:
@@ -249,8 +250,6 @@ class EvalIndex:
 
 def tokens(text: str) -> tuple[str, ...]:
     """The words of `text` as the index compares them: normalised, case-folded, no punctuation."""
-    from cairn.stages.curate.clean import normalise  # here: clean imports config, which imports us
-
     return tuple(_BREAK.sub(" ", normalise(text).casefold()).split())
 
 

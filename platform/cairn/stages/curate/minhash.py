@@ -22,7 +22,6 @@ The work has two halves, both batch-oriented so they run inside Ray Data workers
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 from pydantic import BaseModel, ConfigDict, Field
+
+from cairn.stages.curate.text import digest, words
 
 _U64 = np.uint64
 _MASK64 = (1 << 64) - 1
@@ -93,21 +94,6 @@ class Duplicates:
 
 
 # --- per-document keys ------------------------------------------------------------------------
-
-# Words: lowercase, a word is a maximal run of letters, digits or underscores (Python's `\w`);
-# everything else (punctuation, symbols, whitespace) only separates words. ASCII text, the common
-# case, takes a byte-level fast path with exactly the same result as the regex.
-_WORD = re.compile(r"\w+")
-_ASCII_WORDS = bytes(
-    (c + 32 if 65 <= c <= 90 else c) if chr(c).isalnum() or c == 95 else 32 for c in range(128)
-) + bytes(range(128, 256))
-
-
-def words(text: str) -> list[bytes]:
-    """The words of `text` as MinHash sees them: lowercased, punctuation stripped, UTF-8."""
-    if text.isascii():
-        return text.encode().translate(_ASCII_WORDS).split()
-    return " ".join(_WORD.findall(text.lower())).encode().split()
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -224,11 +210,9 @@ def signatures(texts: Sequence[str], cfg: FuzzyConfig) -> np.ndarray:
 def exact_keys(texts: Sequence[str]) -> np.ndarray:
     """The exact-dedup key of each (normalised) text: bytes 8-16 of its sha256, as uint64.
 
-    The same key `scan` stores from `clean.digest`: bytes 0-8 of that digest place a document
+    The same key `scan` stores from `text.digest`: bytes 0-8 of that digest place a document
     in train or validation, so the split and the dedup key stay independent.
     """
-    from cairn.stages.curate.clean import digest
-
     raw = b"".join(digest(t)[8:16] for t in texts)
     return np.frombuffer(raw, dtype=">u8").astype(_U64)
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 from cairn.errors import StageError
 from cairn.stages.curate import clean, language, minhash, pii, quality, sources
 from cairn.stages.curate.config import CurateConfig
+from cairn.stages.curate.text import digest, normalise
 
 BATCH = 1024  # rows per output batch: small enough to stream, big enough to vectorise MinHash
 EXCERPT = 400  # characters of a removed document kept for the data card's examples
@@ -95,7 +96,7 @@ def _row(task: FileTask, record: Any, config: CurateConfig, index: Any | None) -
     if config.pii:
         raw, found = pii.scrub(raw)
         row["pii"] = json.dumps(found, sort_keys=True) if found else ""
-    text = clean.normalise(raw)
+    text = normalise(raw)
     reason = clean.length_filter(text, config)
     if reason is None and config.language is not None:
         reason = language.check(text, config.language)
@@ -111,7 +112,7 @@ def _row(task: FileTask, record: Any, config: CurateConfig, index: Any | None) -
     if reason is not None:
         return {**row, "reason": reason, "text": raw[:EXCERPT], "skip": ""}
     row["chars"] = len(text)
-    row["sha"] = clean.digest(text)
+    row["sha"] = digest(text)
     return {**row, "reason": KEPT, "text": text, "skip": ""}
 
 

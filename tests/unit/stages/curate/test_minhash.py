@@ -18,8 +18,8 @@ import pytest
 from pydantic import ValidationError
 
 from cairn.stages.curate import minhash
-from cairn.stages.curate.clean import digest
 from cairn.stages.curate.minhash import Duplicates, FuzzyConfig
+from cairn.stages.curate.text import digest, words
 from tests import REPO
 
 PLAYS = REPO / "workflows" / "data" / "shakespeare" / "plays.jsonl"
@@ -65,7 +65,7 @@ def test_config_threshold_and_unknown_fields() -> None:
 
 
 def test_words_rule() -> None:
-    assert minhash.words("Hello, WORLD! It's  2-for-1_x") == [
+    assert words("Hello, WORLD! It's  2-for-1_x") == [
         b"hello",
         b"world",
         b"it",
@@ -75,7 +75,7 @@ def test_words_rule() -> None:
         b"1_x",
     ]
     # the non-ASCII path follows the same rule
-    assert minhash.words("Ça va — très BIEN, «merci»") == [
+    assert words("Ça va — très BIEN, «merci»") == [
         "ça".encode(),
         b"va",
         "très".encode(),
