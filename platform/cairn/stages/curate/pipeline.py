@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 from cairn.errors import StageError
 from cairn.stage import Context, InputArtifact
-from cairn.stages.curate import card, clean, decontam, minhash, mix, pack, raydata, scan, sources
+from cairn.stages.curate import card, decontam, filters, minhash, mix, pack, raydata, scan, sources
 from cairn.stages.curate import tokenizer as toks
 from cairn.stages.curate.config import CurateConfig, SourceConfig
 
@@ -61,7 +61,7 @@ class Source:
     artifact: InputArtifact
     settings: SourceConfig
     files: int = 0
-    stats: clean.SourceStats = field(default_factory=clean.SourceStats)
+    stats: sources.SourceStats = field(default_factory=sources.SourceStats)
 
 
 @dataclass
@@ -83,8 +83,8 @@ def curate(config: CurateConfig, inputs: dict[str, Any], ctx: Context) -> dict[s
     scratch = ctx.scratch_dir / "curate"
     _clear(out, scratch)
     index = _eval_index(config, inputs, ctx)
-    filters = clean.filter_names(config, decontaminating=index is not None)
-    srcs = _sources(config, inputs, filters)
+    names = filters.filter_names(config, decontaminating=index is not None)
+    srcs = _sources(config, inputs, names)
     raydata.configure(ctx.resources.num_workers * ctx.resources.cpus_per_worker or None)
     stats = card.CardStats()
 
@@ -103,14 +103,14 @@ def curate(config: CurateConfig, inputs: dict[str, Any], ctx: Context) -> dict[s
     counts = _split(
         config, srcs, removed, stats, scratch / "kept.parquet", scratch / "docs.parquet"
     )
-    totals = {n: sum(s.stats.removed[n] for s in srcs) for n in filters}
+    totals = {n: sum(s.stats.removed[n] for s in srcs) for n in names}
     n_in = sum(s.stats.documents_in for s in srcs)
     ctx.log(
         f"read {n_in} documents from {len(srcs)} source(s); kept {sum(counts.values())} "
         f"(removed: {', '.join(f'{k} {v}' for k, v in totals.items())})"
     )
     if not sum(counts.values()):
-        raise StageError(clean.explain_empty(totals, config))
+        raise StageError(filters.explain_empty(totals, config))
     if not counts[pack.TRAIN]:
         raise StageError(
             f"only {counts[pack.VALIDATION]} document(s) left after filtering: nothing to train "
@@ -183,7 +183,7 @@ def curate(config: CurateConfig, inputs: dict[str, Any], ctx: Context) -> dict[s
 
 
 def _sources(
-    config: CurateConfig, inputs: dict[str, Any], filters: tuple[str, ...]
+    config: CurateConfig, inputs: dict[str, Any], filter_names: tuple[str, ...]
 ) -> list[Source]:
     given = inputs.get("sources")
     artifacts = given if isinstance(given, list) else [given] if given else []
@@ -198,8 +198,8 @@ def _sources(
             name,
             a,
             settings.get(name, SourceConfig()),
-            stats=clean.SourceStats(
-                removed=dict.fromkeys(filters, 0),
+            stats=sources.SourceStats(
+                removed=dict.fromkeys(filter_names, 0),
                 pii={} if config.pii else None,
             ),
         )

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from cairn.errors import StageError
-from cairn.stages.curate import clean, language, minhash, pii, quality, sources
+from cairn.stages.curate import language, length, minhash, pii, quality, sources
 from cairn.stages.curate.config import CurateConfig
 from cairn.stages.curate.text import digest, normalise
 
@@ -97,12 +97,11 @@ def _row(task: FileTask, record: Any, config: CurateConfig, index: Any | None) -
         raw, found = pii.scrub(raw)
         row["pii"] = json.dumps(found, sort_keys=True) if found else ""
     text = normalise(raw)
-    reason = clean.length_filter(text, config)
+    reason = length.check(text, config)
     if reason is None and config.language is not None:
         reason = language.check(text, config.language)
     if reason is None and config.quality is not None:
-        failed = quality.check(raw, config.quality)
-        reason = failed[0].split(":", 1)[0] if failed else None
+        reason = quality.first_failure(raw, config.quality)
     if reason is None and index is not None:
         items = index.matches(text)
         if items:

@@ -28,7 +28,7 @@ import json
 import posixpath
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal, get_args
 
@@ -37,6 +37,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from cairn.errors import StageError
 from cairn.stage import InputArtifact
+from cairn.stages.curate.filters import FILTERS
 
 JSONL = (".jsonl", ".ndjson", ".json")
 PARQUET = (".parquet",)
@@ -106,6 +107,30 @@ class Skipped:
     where: str  # "<origin>:<line>" (Parquet: "<origin>:row <n>")
     reason: Reason
     detail: str  # what is wrong, for a person
+
+
+@dataclass
+class SourceStats:
+    """What happened to one input's documents, as written to dataset.json."""
+
+    documents_in: int = 0
+    documents_out: int = 0
+    tokens: int = 0
+    removed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FILTERS, 0))
+    pii: dict[str, int] | None = None  # placeholders inserted, by type, when scrubbing is on
+    skipped: dict[str, int] = field(default_factory=dict)  # malformed records, by reason
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "documents_in": self.documents_in,
+            "documents_out": self.documents_out,
+            "removed": dict(self.removed),
+            "tokens": self.tokens,
+            "skipped": dict(self.skipped),
+        }
+        if self.pii is not None:
+            out["pii"] = dict(self.pii)
+        return out
 
 
 def doc_id(source_digest: str, relpath: str, index: int) -> str:
