@@ -45,7 +45,18 @@ import pyarrow.parquet as pq
 
 from cairn.errors import StageError
 from cairn.stage import Context, InputArtifact
-from cairn.stages.curate import card, decontam, filters, minhash, mix, pack, raydata, scan, sources
+from cairn.stages.curate import (
+    card,
+    card_files,
+    decontam,
+    filters,
+    minhash,
+    mix,
+    pack,
+    raydata,
+    scan,
+    sources,
+)
 from cairn.stages.curate import tokenizer as toks
 from cairn.stages.curate.config import CurateConfig, SourceConfig
 
@@ -161,7 +172,7 @@ def curate(config: CurateConfig, inputs: dict[str, Any], ctx: Context) -> dict[s
     meta["card"] = stats.to_dict()
     full = {**meta, "config": config.identity()}
     (out / "dataset.json").write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
-    card.write_card(out, full)
+    card_files.write_card(out, full)
     shutil.rmtree(scratch, ignore_errors=True)
     ctx.log_metrics(
         {
