@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from cairn.errors import StageError
-from cairn.stages.curate import language, length, minhash, pii, quality, sources
+from cairn.stages.curate import language, length, minhash, pii, quality, readers, sources
 from cairn.stages.curate.config import CurateConfig
 from cairn.stages.curate.text import digest, normalise
 
@@ -54,14 +54,14 @@ def scan_file(
     index: Any | None,  # decontam.EvalIndex, or None when the step has no eval_tasks
 ) -> Iterator[pa.Table]:
     """Arrow batches of rows for every record of one file, in file order."""
-    opts = sources.ReadOptions(
+    opts = readers.ReadOptions(
         text_field=config.text_field,
         split_text_files=config.split_text_files,
         on_malformed=config.on_malformed,
     )
     rows: list[dict[str, Any]] = []
     try:
-        for record in sources.read_documents(task.file, opts):
+        for record in readers.read_documents(task.file, opts):
             rows.append(_row(task, record, config, index))
             if len(rows) == BATCH:
                 yield _table(rows, config)
@@ -69,7 +69,7 @@ def scan_file(
     except StageError as e:
         # Sent as a row, not raised: the driver raises the error of the first broken file in
         # source order, so a run with two broken files always reports the same one.
-        failed = sources.Skipped(2**32 - 1, task.file.origin, "corrupt_file", "")
+        failed = readers.Skipped(2**32 - 1, task.file.origin, "corrupt_file", "")
         rows.append({**_row(task, failed, config, index), "reason": FAILED, "text": str(e)})
     if rows:
         yield _table(rows, config)
@@ -88,7 +88,7 @@ def _row(task: FileTask, record: Any, config: CurateConfig, index: Any | None) -
         "chars": 0,
         "sha": b"",
     }
-    if isinstance(record, sources.Skipped):
+    if isinstance(record, readers.Skipped):
         detail = f"{record.where}: {record.detail}"
         return {**row, "reason": SKIPPED, "text": detail, "skip": record.reason}
     raw = record.text
