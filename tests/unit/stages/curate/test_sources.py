@@ -1,5 +1,6 @@
-"""Tests of how curate reads its sources (`sources`, `readers`, `streams`): formats, compression, fsspec
-sources, stable document ids, and what happens to every kind of malformed record."""
+"""Tests of how curate reads its sources (`sources`, `readers`, `streams`): formats,
+compression, fsspec sources, stable document ids, and what happens to every kind of malformed
+record."""
 
 from __future__ import annotations
 
