@@ -49,8 +49,8 @@ from cairn.stages.curate import (
     card,
     card_files,
     decontam,
+    dedup,
     filters,
-    minhash,
     mix,
     pack,
     raydata,
@@ -107,7 +107,7 @@ def curate(config: CurateConfig, inputs: dict[str, Any], ctx: Context) -> dict[s
     ctx.check_cancelled()
 
     ctx.progress(1, PHASES, "deduplicating")
-    removed = _dedup(config, scratch / "kept.parquet", ctx)
+    removed = dedup.run(config, scratch / "kept.parquet", ctx)
     ctx.check_cancelled()
 
     ctx.progress(2, PHASES, "splitting train/validation")
@@ -371,43 +371,6 @@ def _count(table: pa.Table, srcs: list[Source], stats: card.CardStats, flags: An
         items = row["contaminated"].split("\n")
         line = decontam.record(row["doc_id"], srcs[row["source"]].name, items, action)
         flags.write(json.dumps(line) + "\n")
-
-
-# --- phase 2: dedup --------------------------------------------------------------------------
-
-
-def _dedup(config: CurateConfig, kept_path: Path, ctx: Context) -> dict[int, str]:
-    """order → the dedup filter that removes it ("dedup" exact, "fuzzy_dedup" near)."""
-    if not config.dedup and config.fuzzy_dedup is None:
-        return {}
-    if pq.ParquetFile(kept_path).metadata.num_rows == 0:
-        return {}
-    columns = ["order", "exact"] + (["bands"] if config.fuzzy_dedup is not None else [])
-    started = time.monotonic()
-    with raydata.unwrapped():
-        dups = minhash.find_duplicates(
-            raydata.read_local_parquet(kept_path, columns), config.fuzzy_dedup
-        )
-    removed: dict[int, str] = {}
-    if config.dedup:
-        removed.update(dict.fromkeys(dups.exact, "dedup"))
-    else:  # exact copies are near-duplicates too: with fuzzy on, they go as such
-        removed.update(dict.fromkeys(dups.exact, "fuzzy_dedup"))
-    if config.fuzzy_dedup is not None:
-        removed.update(dict.fromkeys(dups.fuzzy, "fuzzy_dedup"))
-    else:
-        removed = {o: r for o, r in removed.items() if o in dups.exact}
-    ctx.log(
-        f"dedup: {len(dups.exact)} exact and {len(dups.fuzzy)} near duplicates "
-        f"in {time.monotonic() - started:.1f}s"
-        + (
-            f" (MinHash {config.fuzzy_dedup.bands}x{config.fuzzy_dedup.rows}, "
-            f"{config.fuzzy_dedup.ngram}-grams, threshold ~{config.fuzzy_dedup.threshold:.2f})"
-            if config.fuzzy_dedup is not None
-            else ""
-        )
-    )
-    return removed
 
 
 # --- phase 3: split --------------------------------------------------------------------------
