@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cairn.errors import StageError
+from cairn.stage import Context
 from cairn.stages.curate import ngrams
 from cairn.stages.curate.text import normalise
 from cairn.stages.evaluate import taskfolder
@@ -231,6 +232,20 @@ class EvalIndex:
         """Memory of the arrays (what a worker receives, besides the refs)."""
         arrays = (self.keys, self.offsets, self.item_ids, self.bitmap)
         return int(sum(a.nbytes for a in arrays))
+
+
+def index_inputs(inputs: dict[str, Any], cfg: DecontamConfig, ctx: Context) -> EvalIndex | None:
+    """The index of the step's `eval_tasks` input, or None when the step has none."""
+    given = inputs.get("eval_tasks")
+    artifacts = given if isinstance(given, list) else [given] if given else []
+    if not artifacts:
+        return None
+    index = EvalIndex.build([(a.name or a.path.name, a.path) for a in artifacts], cfg)
+    ctx.log(
+        f"decontamination: {index.items} eval items from {len(index.files)} task data file(s), "
+        f"{cfg.ngram}-grams, action {cfg.action}"
+    )
+    return index
 
 
 def tokens(text: str) -> tuple[str, ...]:

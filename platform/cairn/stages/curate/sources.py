@@ -1,4 +1,5 @@
-"""What a source is: the files of one input, in a stable order, and its documents' ids.
+"""What a source is: one input of the step, its files in a stable order, its documents' ids and
+what happened to them.
 
 A source is a file or a directory, local or behind any fsspec URI (`s3://…`, `memory://…`),
 walked recursively in sorted order, so the same tree always yields the same files in the same
@@ -8,7 +9,8 @@ order. Formats: JSON lines (.jsonl, .ndjson, .json), Parquet (one string column)
 
 A document's id is `doc_id(source digest, file path in the source, index)`, its index being its
 position within its file: stable for as long as the source is unchanged, and unchanged when a
-record elsewhere is fixed or skipped.
+record elsewhere is fixed or skipped. Each source keeps its own counts (`SourceStats`), written to
+dataset.json per source, and its settings from the step's config (weight, licence).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import hashlib
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from cairn.errors import StageError
 from cairn.stage import InputArtifact
+from cairn.stages.curate.config import CurateConfig, SourceConfig
 from cairn.stages.curate.filters import FILTERS
 
 JSONL = (".jsonl", ".ndjson", ".json")
@@ -72,6 +76,89 @@ class SourceStats:
         if self.pii is not None:
             out["pii"] = dict(self.pii)
         return out
+
+
+@dataclass
+class Source:
+    """One input and what happened to its documents."""
+
+    name: str
+    artifact: InputArtifact
+    settings: SourceConfig
+    files: int = 0
+    stats: SourceStats = field(default_factory=SourceStats)
+
+    def record(self) -> dict[str, Any]:
+        """This source's entry under dataset.json's "sources"."""
+        record = self.stats.as_dict()
+        record.update(
+            digest=self.artifact.digest,
+            license=self.settings.license,
+            weight=self.settings.weight,
+            files=self.files,
+        )
+        return record
+
+
+def from_inputs(
+    config: CurateConfig, inputs: dict[str, Any], filter_names: tuple[str, ...]
+) -> list[Source]:
+    """The step's `sources` input as Sources: unique names, their settings, empty counts."""
+    given = inputs.get("sources")
+    artifacts = given if isinstance(given, list) else [given] if given else []
+    if not artifacts:
+        raise StageError("curate has no sources; list at least one under the step's inputs")
+    names: list[str] = []
+    for a in artifacts:
+        names.append(_unique(a.name or a.path.name, names))
+    settings = _match_settings(config, names)
+    return [
+        Source(
+            name,
+            a,
+            settings.get(name, SourceConfig()),
+            stats=SourceStats(
+                removed=dict.fromkeys(filter_names, 0),
+                pii={} if config.pii else None,
+            ),
+        )
+        for name, a in zip(names, artifacts, strict=True)
+    ]
+
+
+def _match_settings(config: CurateConfig, names: list[str]) -> dict[str, SourceConfig]:
+    """config.sources keys → source names: a key is the input as written, or its file or folder
+    name with or without extension ("./data/plays.jsonl", "plays.jsonl", "plays")."""
+
+    def aliases(name: str) -> set[str]:
+        p = Path(name.split("#", 1)[0].rstrip("/"))
+        return {name, p.name, p.name.split(".", 1)[0]}
+
+    matched: dict[str, SourceConfig] = {}
+    for key, value in config.sources.items():
+        hits = [n for n in names if key in aliases(n)]
+        if len(hits) != 1:
+            what = "matches no source" if not hits else f"matches several sources ({hits})"
+            raise StageError(
+                f"curate config: sources.{key} {what}; the sources are {names}: key each "
+                "setting by the input as written in the workflow or by its file/folder name"
+            )
+        matched[hits[0]] = value
+    return matched
+
+
+def _unique(name: str, taken: list[str]) -> str:
+    """Two inputs with the same name get separate statistics: 'plays', 'plays#2'."""
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}#{n}"
+    return candidate
+
+
+def removed(srcs: list[Source], filter_names: tuple[str, ...]) -> dict[str, int]:
+    """Documents removed by each filter, over all sources (dataset.json's "filters")."""
+    return {n: sum(s.stats.removed[n] for s in srcs) for n in filter_names}
 
 
 def doc_id(source_digest: str, relpath: str, index: int) -> str:

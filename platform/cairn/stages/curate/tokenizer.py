@@ -8,12 +8,17 @@ stages, and anyone with `transformers`, load it with `AutoTokenizer.from_pretrai
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+from cairn.stage import Context
+from cairn.stages.curate import scratch
+from cairn.stages.curate.pack import TRAIN
 
 EOS = "<|endoftext|>"  # ends every document; also serves as BOS, as in GPT-2
 PAD = "<|pad|>"
@@ -49,6 +54,22 @@ def train_stream(texts: Iterator[str], length: int, vocab_size: int) -> Tokenize
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer, length=length)
+    return tok
+
+
+def train_split(
+    docs_path: Path, documents: int, vocab_size: int, out: Path, ctx: Context
+) -> Tokenizer:
+    """The tokenizer phase: train on the `documents` train documents of the split's scratch file
+    and save the tokenizer to `out`/tokenizer."""
+    started = time.monotonic()
+    # Trained on the train split only, so validation loss is measured on unseen text.
+    tok = train_stream(scratch.texts(docs_path, TRAIN), documents, vocab_size)
+    save(tok, out / "tokenizer")
+    ctx.log(
+        f"trained byte-level BPE tokenizer: vocab {tok.get_vocab_size(with_added_tokens=True)} "
+        f"(asked {vocab_size}) on {documents} documents in {time.monotonic() - started:.1f}s"
+    )
     return tok
 
 
