@@ -6,10 +6,10 @@ filter. Its memory does not grow with the corpus, and two of them merge by addin
 Data workers or successive batches can each keep one. dataset.json carries `CardStats.to_dict()`
 under "card"; everything a card shows is read back from there.
 
-This module is the card's shared vocabulary and imports nothing else of curate: the card's files
-(`CARD_MD`, `CARD_DIR`, ...), which the release copies; `card_markdown` renders the markdown from
-a dataset.json (the release renders it again on its copy), and `card_files` writes the card of a
-curated dataset: the plots, removed.jsonl and DATA_CARD.md.
+It imports nothing else of curate, so both sides of the card build on it: `card_markdown`
+renders DATA_CARD.md from a dataset.json (the release renders it again from its copy), and
+`card_files` writes a curated dataset's card (the plots, removed.jsonl, DATA_CARD.md). The card's
+file names (`CARD_MD`, `CARD_DIR`, ...) are here for both, and for the release, which copies them.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The length filter: documents too short or too long to be worth training on.
 
 Its settings are three top-level fields of the step's config (`min_chars`, `max_chars`,
-`min_words`), not a nested model like the other filters' (`quality: {...}`): they were the first
-filters, workflows write them flat, and nesting them would change every dataset's recorded
-identity. `Limits` names what this filter reads of them, so it needs nothing else of curate. Lengths are measured on the normalised text (`text.normalise`), the text that is kept.
+`min_words`), not a nested model like the other filters' (`quality: {...}`): workflows write them
+flat, and nesting them would break those workflows and change every dataset's recorded identity.
+`Limits` names what this filter reads of them, so it needs nothing else of curate. Lengths are
+measured on the normalised text (`text.normalise`), the text that is kept.
 """
 
 from __future__ import annotations

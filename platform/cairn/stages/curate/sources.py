@@ -54,6 +54,110 @@ class SourceFile:
         return Path(self.url)
 
 
+def doc_id(source_digest: str, relpath: str, index: int) -> str:
+    """A document's id (16 hex chars): the same for as long as the source is unchanged.
+
+    Any change to the source's files gives it a new digest, hence new ids: an id always names
+    one exact text, which is what tracing a token back to its document needs.
+    """
+    return hashlib.sha256(f"{source_digest}:{relpath}:{index}".encode()).hexdigest()[:16]
+
+
+def source_uri(artifact: InputArtifact) -> str:
+    """Where the source's files lie. The engine records an external source's URI in its
+    metadata; reading from there (not from a copy on the driver's disk) lets a Ray task on any
+    node read any file. A source given only as a path is read from that path."""
+    uri = artifact.metadata.get("source_uri")
+    return str(uri) if uri else str(artifact.path)
+
+
+def list_files(artifact: InputArtifact, label: str) -> tuple[list[SourceFile], list[str]]:
+    """The readable files of one source in a stable order, and the ones skipped as unsupported
+    (by path relative to the source). Hidden files and folders (.git, .DS_Store) are not data."""
+    uri = source_uri(artifact)
+    try:
+        fs, root = fsspec.core.url_to_fs(uri)
+    except (ValueError, ImportError) as e:  # an unknown protocol, or its package missing
+        raise StageError(f"{label}: cannot open {uri} ({e}); check the URI") from e
+    if isinstance(fs, LocalFileSystem):
+        return _list_local(Path(root), label)
+    try:
+        if fs.isfile(root):
+            name = posixpath.basename(root.rstrip("/"))
+            _check_single(name, label)
+            return [SourceFile(fs.unstrip_protocol(root), name, label, fs.size(root))], []
+        if not fs.isdir(root):
+            raise StageError(f"{label}: {uri} does not exist; check the source's URI")
+        found = fs.find(root, detail=True)
+    except OSError as e:
+        raise StageError(f"{label}: cannot list {uri} ({e}); check the URI and access") from e
+    entries = []
+    for path, info in found.items():
+        rel = posixpath.relpath(path, root.rstrip("/") or "/")
+        entries.append((rel, fs.unstrip_protocol(path), int(info.get("size") or 0)))
+    return _classify(sorted(entries), label)
+
+
+source_files = list_files  # the name the pipeline used before list_files
+
+
+def _list_local(root: Path, label: str) -> tuple[list[SourceFile], list[str]]:
+    if root.is_file():
+        _check_single(root.name, label)
+        return [SourceFile(str(root), root.name, label, root.stat().st_size)], []
+    if not root.is_dir():
+        raise StageError(f"{label}: {root} does not exist; check the source's path")
+    entries = [
+        (p.relative_to(root).as_posix(), str(p), p.stat().st_size)
+        for p in root.rglob("*")
+        if p.is_file()
+    ]
+    return _classify(sorted(entries), label)
+
+
+def _classify(
+    entries: list[tuple[str, str, int]], label: str
+) -> tuple[list[SourceFile], list[str]]:
+    files, skipped = [], []
+    for rel, url, size in entries:
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        if kind(rel) is None:
+            skipped.append(rel)
+        else:
+            files.append(SourceFile(url, rel, f"{label}/{rel}", size))
+    return files, skipped
+
+
+def _check_single(name: str, label: str) -> None:
+    if kind(name) is None:
+        hint = (
+            "Parquet compresses its own pages: decompress the file"
+            if name.lower().removesuffix(".gz").removesuffix(".zst").endswith(PARQUET)
+            else "convert the file, or point the source at a supported one"
+        )
+        raise StageError(
+            f"{label}: unsupported file type '{name}'; curate reads {SUPPORTED} ({hint})"
+        )
+
+
+def kind(name: str) -> str | None:
+    """The reader a file's name calls for (jsonl, parquet, text), or None: not supported."""
+    lower = name.lower()
+    if lower.endswith(PARQUET):
+        return "parquet"
+    for ext in COMPRESSED:
+        lower = lower.removesuffix(ext)
+    if lower.endswith(JSONL):
+        return "jsonl"
+    if lower.endswith(TEXT):
+        return "text"
+    return None
+
+
+# --- the step's inputs as sources: names, settings, counts --------------------------------
+
+
 @dataclass
 class SourceStats:
     """What happened to one input's documents, as written to dataset.json."""
@@ -159,104 +263,3 @@ def _unique(name: str, taken: list[str]) -> str:
 def removed(srcs: list[Source], filter_names: tuple[str, ...]) -> dict[str, int]:
     """Documents removed by each filter, over all sources (dataset.json's "filters")."""
     return {n: sum(s.stats.removed[n] for s in srcs) for n in filter_names}
-
-
-def doc_id(source_digest: str, relpath: str, index: int) -> str:
-    """A document's id (16 hex chars): the same for as long as the source is unchanged.
-
-    Any change to the source's files gives it a new digest, hence new ids: an id always names
-    one exact text, which is what tracing a token back to its document needs.
-    """
-    return hashlib.sha256(f"{source_digest}:{relpath}:{index}".encode()).hexdigest()[:16]
-
-
-def source_uri(artifact: InputArtifact) -> str:
-    """Where the source's files lie. The engine records an external source's URI in its
-    metadata; reading from there (not from a copy on the driver's disk) lets a Ray task on any
-    node read any file. A source given only as a path is read from that path."""
-    uri = artifact.metadata.get("source_uri")
-    return str(uri) if uri else str(artifact.path)
-
-
-def list_files(artifact: InputArtifact, label: str) -> tuple[list[SourceFile], list[str]]:
-    """The readable files of one source in a stable order, and the ones skipped as unsupported
-    (by path relative to the source). Hidden files and folders (.git, .DS_Store) are not data."""
-    uri = source_uri(artifact)
-    try:
-        fs, root = fsspec.core.url_to_fs(uri)
-    except (ValueError, ImportError) as e:  # an unknown protocol, or its package missing
-        raise StageError(f"{label}: cannot open {uri} ({e}); check the URI") from e
-    if isinstance(fs, LocalFileSystem):
-        return _list_local(Path(root), label)
-    try:
-        if fs.isfile(root):
-            name = posixpath.basename(root.rstrip("/"))
-            _check_single(name, label)
-            return [SourceFile(fs.unstrip_protocol(root), name, label, fs.size(root))], []
-        if not fs.isdir(root):
-            raise StageError(f"{label}: {uri} does not exist; check the source's URI")
-        found = fs.find(root, detail=True)
-    except OSError as e:
-        raise StageError(f"{label}: cannot list {uri} ({e}); check the URI and access") from e
-    entries = []
-    for path, info in found.items():
-        rel = posixpath.relpath(path, root.rstrip("/") or "/")
-        entries.append((rel, fs.unstrip_protocol(path), int(info.get("size") or 0)))
-    return _classify(sorted(entries), label)
-
-
-source_files = list_files  # the name the pipeline used before list_files
-
-
-def _list_local(root: Path, label: str) -> tuple[list[SourceFile], list[str]]:
-    if root.is_file():
-        _check_single(root.name, label)
-        return [SourceFile(str(root), root.name, label, root.stat().st_size)], []
-    if not root.is_dir():
-        raise StageError(f"{label}: {root} does not exist; check the source's path")
-    entries = [
-        (p.relative_to(root).as_posix(), str(p), p.stat().st_size)
-        for p in root.rglob("*")
-        if p.is_file()
-    ]
-    return _classify(sorted(entries), label)
-
-
-def _classify(
-    entries: list[tuple[str, str, int]], label: str
-) -> tuple[list[SourceFile], list[str]]:
-    files, skipped = [], []
-    for rel, url, size in entries:
-        if any(part.startswith(".") for part in rel.split("/")):
-            continue
-        if kind(rel) is None:
-            skipped.append(rel)
-        else:
-            files.append(SourceFile(url, rel, f"{label}/{rel}", size))
-    return files, skipped
-
-
-def _check_single(name: str, label: str) -> None:
-    if kind(name) is None:
-        hint = (
-            "Parquet compresses its own pages: decompress the file"
-            if name.lower().removesuffix(".gz").removesuffix(".zst").endswith(PARQUET)
-            else "convert the file, or point the source at a supported one"
-        )
-        raise StageError(
-            f"{label}: unsupported file type '{name}'; curate reads {SUPPORTED} ({hint})"
-        )
-
-
-def kind(name: str) -> str | None:
-    """The reader a file's name calls for (jsonl, parquet, text), or None: not supported."""
-    lower = name.lower()
-    if lower.endswith(PARQUET):
-        return "parquet"
-    for ext in COMPRESSED:
-        lower = lower.removesuffix(ext)
-    if lower.endswith(JSONL):
-        return "jsonl"
-    if lower.endswith(TEXT):
-        return "text"
-    return None

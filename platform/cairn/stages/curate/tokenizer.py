@@ -3,6 +3,8 @@
 Byte-level (as GPT-2): every byte has a token, so any text encodes without an unknown token and
 decodes back exactly. The tokenizer is saved in the Hugging Face layout so the pretrain and serve
 stages, and anyone with `transformers`, load it with `AutoTokenizer.from_pretrained` offline.
+`train_split` is curate's tokenizer phase; the tokenize phase (`tokenize.py`) encodes with
+`table_encoder`.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def train_stream(texts: Iterator[str], length: int, vocab_size: int) -> Tokenize
 
     The result depends only on the texts and their order: the trainer breaks ties between
     equally frequent pairs by token id, and the byte alphabet is fixed, so ids never depend on
-    hash order. (Checked by the byte-for-byte test in tests/unit/test_curate.py.)
+    hash order. (Checked by the byte-for-byte test in tests/unit/stages/curate/test_curate.py.)
     """
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
