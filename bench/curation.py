@@ -4,7 +4,7 @@ Builds a corpus from the real text shipped in workflows/data (Shakespeare's play
 and the Python documentation when it is there), plants exact copies and near-copies in it, and
 runs three MinHash LSH dedups with the same parameters (word 5-grams, 14 bands x 8 rows = 112
 hashes, threshold ~0.72), in one process, on this machine:
-  - cairn:      texts in memory -> Ray Data map_batches(minhash.add_keys) -> find_duplicates
+  - cairn:      texts in memory -> Ray Data map_batches(minhash.add_keys) -> dedup.find_duplicates
                 (exact and near duplicates in one pass), in a Ray session of 2 CPUs started and
                 warmed up before timing;
   - datatrove:  MinhashDedupSignature -> Buckets -> Cluster -> Filter, LocalPipelineExecutor
@@ -174,7 +174,7 @@ def cairn_dedup(texts: list[str]) -> set[int]:
     import pyarrow as pa
     import ray
 
-    from cairn.stages.curate import minhash
+    from cairn.stages.curate import dedup, minhash
 
     cfg = minhash.FuzzyConfig(ngram=NGRAM, bands=BANDS, rows=ROWS)
     table = pa.table({"order": np.arange(len(texts)), "text": pa.array(texts, pa.large_string())})
@@ -183,7 +183,7 @@ def cairn_dedup(texts: list[str]) -> set[int]:
     keyed = docs.map_batches(
         minhash.add_keys, fn_kwargs={"cfg": cfg}, batch_size=None, batch_format="numpy"
     )
-    dups = minhash.find_duplicates(keyed.select_columns(["order", "exact", "bands"]), cfg)
+    dups = dedup.find_duplicates(keyed.select_columns(["order", "exact", "bands"]), cfg)
     return set(dups.exact) | set(dups.fuzzy)
 
 

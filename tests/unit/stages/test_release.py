@@ -22,7 +22,8 @@ from cairn.artifacts.store import ArtifactStore, describe_source
 from cairn.cli import app
 from cairn.errors import CairnError
 from cairn.stage import ArtifactType, InputArtifact
-from cairn.stages.curate.card import CardStats, write_card
+from cairn.stages.curate.card import CardStats
+from cairn.stages.curate.card_files import write_card
 from cairn.stages.release import SPEC, ReleaseConfig
 from cairn.testing import local_context
 from tests.tiny import corpus_texts, make_tiny_model

@@ -51,8 +51,8 @@ SPEC = StageSpec(
     launcher="driver",
     default_resources=Resources(num_workers=2, cpus_per_worker=1),
     result_packages=("tokenizers", "py3langid"),
-    # decontamination finds task data files the way evaluate reads task YAMLs
-    shared_code=("cairn.stages.evaluate.taskdir",),
+    # decontamination reads task folders with the evaluate stage's own reader
+    shared_code=("cairn.stages.evaluate.taskfolder",),
     doc="Read, scrub, filter, decontaminate and dedup (exact and MinHash) text on Ray Data, "
     "mix sources by weight, train a byte-level BPE tokenizer, and pack train/validation token "
     "shards of seq_len tokens, with a data card.",

@@ -1,5 +1,9 @@
 """The settings of a `curate` step, kept apart so the pipeline modules can share them.
 
+Each filter owns its settings next to the check that reads them (`quality.QualityConfig`,
+`language.LanguageConfig`, `decontam.DecontamConfig`, `minhash.FuzzyConfig`); this model composes
+them with the step's own fields. The length limits (`length.check`) are flat fields here.
+
 Every field here is part of the step's identity: each one changes which documents are kept, how
 they are tokenized or how the shards are laid out, so two steps that differ in any of them must
 produce two different datasets.

@@ -1,19 +1,100 @@
 """Packing documents' tokens into fixed-length shards, and tracing a packed token back.
 
-(The train/validation split is decided before, in scan and pipeline, by each document's content
-hash, not its position: adding other documents never moves one, and identical texts always land
-together, so a copy can never leak from train into validation.)
+`mix_and_pack` is curate's mix-and-pack phase: the training split's documents chosen by the mix
+(`mix.plan`), then each split packed by `pack_stream`. (The train/validation split is decided
+before, in the split phase, by each document's content hash, not its position: adding other
+documents never moves one, and identical texts always land together, so a copy can never leak
+from train into validation.)
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cairn.errors import StageError
+from cairn.stages.curate import mix
+
+if TYPE_CHECKING:
+    from cairn.stage import Context
+    from cairn.stages.curate.config import CurateConfig
+    from cairn.stages.curate.documents import Documents
+    from cairn.stages.curate.sources import Source
+
 TRAIN, VALIDATION = "train", "validation"
 PACKING = "packing.npz"  # beside the shards: which document each packed token came from
+
+
+def mix_and_pack(
+    config: CurateConfig,
+    srcs: list[Source],
+    docs: Documents,
+    scratch: Path,
+    out: Path,
+    ctx: Context,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The mix-and-pack phase: the train split mixed by the sources' weights, each split packed
+    into shards under `out`; returns dataset.json's sizes and mix, and each document's uses."""
+    split = np.array(docs.split)
+    source = np.array(docs.source, dtype=np.int64)
+    tokens = np.array(docs.tokens, dtype=np.int64)
+    start = np.array(docs.start, dtype=np.int64)
+    uses = np.zeros(len(docs.ids), dtype=np.int64)
+    meta: dict[str, Any] = {"seq_len": config.seq_len}
+    for stream, name in enumerate((TRAIN, VALIDATION)):
+        numbers = np.flatnonzero(split == name)  # document numbers (lines of documents.jsonl)
+        if name == TRAIN:
+            plan = mix.plan(
+                source[numbers],
+                tokens[numbers],
+                [s.name for s in srcs],
+                [s.settings.weight for s in srcs],
+                config.target_tokens,
+                config.seed,
+            )
+            meta["mix"] = plan.record()
+            entries = numbers[plan.entries]
+            _log_mix(plan, ctx)
+        else:
+            entries = numbers
+        np.add.at(uses, entries, 1)
+        # pack_stream indexes starts/lengths by document number: the token file is per split.
+        rows, tail = pack_stream(
+            scratch / f"tokens-{name}.bin",
+            start,
+            tokens,
+            entries,
+            config.seq_len,
+            config.seed,
+            stream,
+            out / name,
+            config.shard_sequences,
+        )
+        if rows == 0:
+            have = int(tokens[entries].sum())
+            fix = "raise val_fraction, " if name == VALIDATION else ""
+            raise StageError(
+                f"the {name} split has {have} tokens, fewer than seq_len={config.seq_len} "
+                f"needed for one sequence; {fix}lower seq_len, or add data"
+            )
+        meta[f"{name}_sequences"] = rows
+        meta[f"{name}_tokens"] = rows * config.seq_len
+        ctx.log(
+            f"packed {rows} {name} sequences of {config.seq_len} tokens "
+            f"({tail} tail tokens dropped)"
+        )
+    return meta, uses
+
+
+def _log_mix(plan: mix.Plan, ctx: Context) -> None:
+    parts = [
+        f"{name}: {r['tokens_used']}/{r['tokens_available']} tokens ({r['epochs']}x)"
+        for name, r in plan.sources.items()
+    ]
+    ctx.log("mix: " + "; ".join(parts))
 
 
 def pack_stream(

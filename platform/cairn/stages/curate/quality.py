@@ -8,10 +8,10 @@ here measures one statistic and, when it is out of bounds, says so as
 "<rule>: <measured> <op> <threshold>", so a user can see which setting to relax.
 
 Rules run in the order of `FILTERS`; `check` returns every failing rule in that order, so a
-caller that counts a removed document against its first failing rule (as clean.py does) gets
-counts that add up. Setting a rule's threshold to None turns the rule off.
+caller that counts a removed document against its first failing rule (`first_failure`, as the
+scan does) gets counts that add up. Setting a rule's threshold to None turns the rule off.
 
-Line and paragraph rules need the raw text: run `check` before `clean.normalise`, which folds
+Line and paragraph rules need the raw text: run `check` before `text.normalise`, which folds
 newlines into spaces and would leave every document a single line.
 
 Tokenisation is a single whitespace split (`str.split`, the same as the regex `\\S+` but faster),
@@ -299,6 +299,12 @@ def check(text: str, config: QualityConfig) -> list[str]:
         failed.append("c4_lorem_ipsum: contains 'lorem ipsum'")
 
     return failed
+
+
+def first_failure(text: str, config: QualityConfig) -> str | None:
+    """The name of the first rule the raw text fails (the filter it is counted under), or None."""
+    failed = check(text, config)
+    return failed[0].split(":", 1)[0] if failed else None
 
 
 def drop_boilerplate_lines(text: str, config: QualityConfig) -> tuple[str, int]:

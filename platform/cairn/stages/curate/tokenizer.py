@@ -3,17 +3,24 @@
 Byte-level (as GPT-2): every byte has a token, so any text encodes without an unknown token and
 decodes back exactly. The tokenizer is saved in the Hugging Face layout so the pretrain and serve
 stages, and anyone with `transformers`, load it with `AutoTokenizer.from_pretrained` offline.
+`train_split` is curate's tokenizer phase; the tokenize phase (`tokenize.py`) encodes with
+`table_encoder`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+from cairn.stage import Context
+from cairn.stages.curate import scratch
+from cairn.stages.curate.pack import TRAIN
 
 EOS = "<|endoftext|>"  # ends every document; also serves as BOS, as in GPT-2
 PAD = "<|pad|>"
@@ -35,7 +42,7 @@ def train_stream(texts: Iterator[str], length: int, vocab_size: int) -> Tokenize
 
     The result depends only on the texts and their order: the trainer breaks ties between
     equally frequent pairs by token id, and the byte alphabet is fixed, so ids never depend on
-    hash order. (Checked by the byte-for-byte test in tests/unit/test_curate.py.)
+    hash order. (Checked by the byte-for-byte test in tests/unit/stages/curate/test_curate.py.)
     """
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -49,6 +56,22 @@ def train_stream(texts: Iterator[str], length: int, vocab_size: int) -> Tokenize
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer, length=length)
+    return tok
+
+
+def train_split(
+    docs_path: Path, documents: int, vocab_size: int, out: Path, ctx: Context
+) -> Tokenizer:
+    """The tokenizer phase: train on the `documents` train documents of the split's scratch file
+    and save the tokenizer to `out`/tokenizer."""
+    started = time.monotonic()
+    # Trained on the train split only, so validation loss is measured on unseen text.
+    tok = train_stream(scratch.texts(docs_path, TRAIN), documents, vocab_size)
+    save(tok, out / "tokenizer")
+    ctx.log(
+        f"trained byte-level BPE tokenizer: vocab {tok.get_vocab_size(with_added_tokens=True)} "
+        f"(asked {vocab_size}) on {documents} documents in {time.monotonic() - started:.1f}s"
+    )
     return tok
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn.stage import InputArtifact
-from cairn.stages.evaluate import harness, taskdir
+from cairn.stages.evaluate import harness, taskdir, taskfolder
 from cairn.stages.evaluate.config import BOOTSTRAP_ITERS, EvaluateConfig
 
 FORMAT = 1
@@ -90,7 +90,7 @@ def write(
 ) -> dict[str, Any]:
     """Write report.json, samples/ and tasks/ under `out`; returns the report."""
     shutil.copytree(
-        tasks.source, out / "tasks", ignore=shutil.ignore_patterns(*taskdir.IGNORED_DIRS)
+        tasks.source, out / "tasks", ignore=shutil.ignore_patterns(*taskfolder.IGNORED_DIRS)
     )
     samples = results.get("samples") or {}
     (out / "samples").mkdir(exist_ok=True)
@@ -193,11 +193,11 @@ def _task(task: str, results: dict[str, Any], tasks: taskdir.TaskDir) -> dict[st
     if isinstance(kwargs, dict) and kwargs.get("cache_dir") == str(tasks.cache_dir):
         kwargs.pop("cache_dir")  # the stage's own addition (see taskdir._anchor)
     data = []
-    for path in taskdir.data_paths(results["configs"][task]):
-        for file in taskdir.expand(path):
+    for path in taskfolder.data_paths(results["configs"][task]):
+        for file in taskfolder.expand(path):
             rel = tasks.relative(file)
             inside = rel in tasks.files
-            entry = {"path": rel, "sha256": tasks.files[rel] if inside else taskdir.sha256(file)}
+            entry = {"path": rel, "sha256": tasks.files[rel] if inside else taskfolder.sha256(file)}
             data.append(entry if inside else {**entry, "outside_tasks_input": True})
     chain = tasks.leaves.get(task, [])
     return {

@@ -11,13 +11,14 @@ are what the report digests and ships; the rewritten copy is only what lm-eval r
 Everything is checked before the model is loaded, so a typo costs a second, not a model load:
 unknown task names (with the available ones and a did-you-mean), missing data files (naming the
 YAML, the field and the path), and Hub datasets, which an offline run cannot fetch.
+
+How a task folder is read (the YAML loader, `include:`, data paths and their files) is
+`taskfolder`, which curate's decontamination reads the same folders with.
 """
 
 from __future__ import annotations
 
 import difflib
-import glob
-import hashlib
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,11 +28,8 @@ from typing import Any
 import yaml
 
 from cairn.errors import StageError
+from cairn.stages.evaluate import taskfolder
 
-IGNORED_DIRS = {"__pycache__", ".ipynb_checkpoints"}
-# `datasets` builders that read local files; any other dataset_path that is not a local
-# directory names a Hub dataset, which the offline evaluation cannot download.
-LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas", "xml"}
 FIX_DATA = (
     "put the data file in the tasks folder and give its path relative to the YAML's folder "
     "(dataset_path: json, dataset_kwargs: {data_files: {test: FILE}})"
@@ -97,14 +95,12 @@ def prepare(source: Path, scratch: Path, names: list[str]) -> TaskDir:
     scratch = scratch.resolve()  # paths in the copy are compared with resolved ones
     if scratch.exists():
         shutil.rmtree(scratch)  # a retry starts from the input, not from an earlier rewrite
-    shutil.copytree(source, scratch, ignore=shutil.ignore_patterns(*IGNORED_DIRS))
+    shutil.copytree(source, scratch, ignore=shutil.ignore_patterns(*taskfolder.IGNORED_DIRS))
     cache_dir = scratch.parent / f"{scratch.name}-datasets-cache"
-    files = digest_tree(source)
+    files = taskfolder.digest_tree(source)
     missing: list[Missing] = []
     rewritten: dict[str, list[str]] = {}
-    for path in sorted(scratch.rglob("*.yaml")):
-        if IGNORED_DIRS.intersection(path.relative_to(scratch).parts):
-            continue
+    for path in taskfolder.yaml_files(scratch, ("*.yaml",)):  # lm-eval indexes only *.yaml
         fields = _anchor(path, scratch, cache_dir, missing)
         if fields:
             rewritten[path.relative_to(scratch).as_posix()] = fields
@@ -130,78 +126,14 @@ def _data_files(cfg: dict[str, Any], tasks: TaskDir) -> list[dict[str, str]]:
     """[{path, sha256}] of the files a task reads: relative to the task folder where they are
     in it (digested with the folder), else absolute (digested here)."""
     out = []
-    for value in data_paths(cfg):
-        for file in expand(value):
+    for value in taskfolder.data_paths(cfg):
+        for file in taskfolder.expand(value):
             rel = tasks.relative(file)
-            out.append({"path": rel, "sha256": tasks.files.get(rel) or sha256(Path(file))})
+            out.append({"path": rel, "sha256": tasks.files.get(rel) or taskfolder.sha256(file)})
     return out
-
-
-def digest_tree(root: Path) -> dict[str, str]:
-    """sha256 of every file under `root`, by relative path."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if path.is_file() and not IGNORED_DIRS.intersection(rel.parts):
-            out[rel.as_posix()] = sha256(path)
-    return out
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def data_paths(cfg: dict[str, Any]) -> list[str]:
-    """Every data path (data_files, data_dir, a local dataset_path) a task config names."""
-    kwargs = cfg.get("dataset_kwargs") or {}
-    out = [v for _, v in flatten(kwargs.get("data_files"), "")]
-    if isinstance(kwargs.get("data_dir"), str):
-        out.append(kwargs["data_dir"])
-    path = cfg.get("dataset_path")
-    if isinstance(path, str) and Path(path).is_absolute():
-        out.append(path)
-    return out
-
-
-def expand(path: str) -> list[Path]:
-    """The files a data path stands for: itself, the files of a directory, or a glob's matches."""
-    p = Path(path)
-    if p.is_dir():
-        return sorted(f for f in p.rglob("*") if f.is_file())
-    if glob.has_magic(path):
-        return sorted(Path(m) for m in glob.glob(path, recursive=True) if Path(m).is_file())
-    return [p]
 
 
 # --- rewriting relative paths -------------------------------------------------------------------
-
-
-class _Function(str):
-    """A `!function module.name` value, kept as written so the rewritten YAML round-trips."""
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe loading, plus lm-eval's one custom tag."""
-
-
-class _Dumper(yaml.SafeDumper):
-    pass
-
-
-def _load_function(loader: yaml.SafeLoader, node: yaml.Node) -> _Function:
-    return _Function(loader.construct_scalar(node))  # type: ignore[arg-type]
-
-
-def _dump_function(dumper: yaml.SafeDumper, value: _Function) -> yaml.Node:
-    return dumper.represent_scalar("!function", str(value))
-
-
-_Loader.add_constructor("!function", _load_function)
-_Dumper.add_representer(_Function, _dump_function)
 
 
 def _anchor(path: Path, root: Path, cache_dir: Path, missing: list[Missing]) -> list[str]:
@@ -211,13 +143,13 @@ def _anchor(path: Path, root: Path, cache_dir: Path, missing: list[Missing]) -> 
     every run, so caching under ~/.cache would add an entry per run and never reuse one.
     """
     try:
-        cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+        cfg = taskfolder.load(path)
     except yaml.YAMLError:
         return []  # lm-eval skips it too; if a requested task needs it, the name check says so
     rel = path.relative_to(root).as_posix()
     changed: list[str] = []
     cache_added = False
-    for where, mapping in list(mappings(cfg, "")):  # listed first: the loop edits them
+    for where, mapping in list(taskfolder.mappings(cfg, "")):  # listed first: the loop edits them
         kwargs = mapping.get("dataset_kwargs")
         if isinstance(kwargs, dict):
             if "cache_dir" not in kwargs:
@@ -235,7 +167,9 @@ def _anchor(path: Path, root: Path, cache_dir: Path, missing: list[Missing]) -> 
             mapping["dataset_path"] = str((path.parent / dataset_path).resolve())
             changed.append(f"{where}dataset_path")
     if changed or cache_added:
-        text = yaml.dump(cfg, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
+        text = yaml.dump(
+            cfg, Dumper=taskfolder.Dumper, sort_keys=False, allow_unicode=True, width=1000
+        )
         path.write_text(text, encoding="utf-8")
     return changed
 
@@ -246,9 +180,9 @@ def _anchor_value(
     if isinstance(value, str):
         if Path(value).is_absolute() or "://" in value:
             return value
-        tried = [(here / value).resolve(), (root / value).resolve()]
+        tried = taskfolder.candidates(value, here, root)
         for candidate in tried:
-            if expand(str(candidate)) and all(p.exists() for p in expand(str(candidate))):
+            if taskfolder.expand(candidate):
                 return str(candidate)
         missing.append(Missing(yaml_rel, field, value, list(dict.fromkeys(tried))))
         return value
@@ -266,32 +200,10 @@ def _anchor_value(
 
 
 def _is_local_dir(dataset_path: str, here: Path) -> bool:
-    relative = not Path(dataset_path).is_absolute() and dataset_path not in LOCAL_BUILDERS
+    relative = (
+        not Path(dataset_path).is_absolute() and dataset_path not in taskfolder.LOCAL_BUILDERS
+    )
     return relative and (here / dataset_path).is_dir()
-
-
-def mappings(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every mapping in a YAML document with its location: a task config may sit at the top or
-    inline in a group's task list. (curate's decontamination finds task data with it too.)"""
-    if isinstance(node, dict):
-        yield where, node
-        for key, value in node.items():
-            yield from mappings(value, f"{where}{key}.")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from mappings(value, f"{where[:-1]}[{i}].")
-
-
-def flatten(value: Any, field: str) -> Iterator[tuple[str, str]]:
-    """Every string in a YAML value (a string, list or mapping) with its field path."""
-    if isinstance(value, str):
-        yield field, value
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from flatten(v, f"{field}[{i}]")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from flatten(v, f"{field}.{k}")
 
 
 # --- resolving and checking names ---------------------------------------------------------------
@@ -338,27 +250,7 @@ def _leaves(
                 raise StageError(f"{here}: group '{name}' includes itself through '{task}'")
             yield from _leaves(task, index, root, source, [*stack, name])
     else:
-        yield name, entry.cfg, _include_chain(entry.yaml_path, root)
-
-
-def _include_chain(path: Path | None, root: Path) -> list[str]:
-    """The YAML that defines a task followed by the files it includes, recursively."""
-    if path is None:
-        return []
-    chain, todo = [], [path]
-    while todo:
-        p = todo.pop(0).resolve()
-        rel = (
-            p.relative_to(root.resolve()).as_posix() if p.is_relative_to(root.resolve()) else str(p)
-        )
-        if rel in chain or not p.is_file():
-            continue
-        chain.append(rel)
-        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader)
-        includes = raw.get("include") if isinstance(raw, dict) else None
-        for inc in includes if isinstance(includes, list) else [includes] if includes else []:
-            todo.append(Path(inc) if Path(inc).is_absolute() else p.parent / inc)
-    return chain
+        yield name, entry.cfg, taskfolder.include_chain(entry.yaml_path, root)
 
 
 def _check_data(
@@ -371,9 +263,8 @@ def _check_data(
 ) -> None:
     """Fail on a data path of `task` that the rewrite could not find, or on a Hub dataset."""
     where = source / chain[0] if chain else source
-    for value in data_paths(cfg):
-        files = expand(value) if Path(value).is_absolute() else []
-        if files and all(p.exists() for p in files):
+    for value in taskfolder.data_paths(cfg):
+        if Path(value).is_absolute() and taskfolder.expand(value):
             continue
         known = [m for m in missing if m.value == value and m.yaml in chain]
         if known:
@@ -382,7 +273,7 @@ def _check_data(
             f"{where}: task '{task}' names data '{value}', which does not exist; fix: {FIX_DATA}"
         )
     dataset_path = cfg.get("dataset_path")
-    is_builder = dataset_path in LOCAL_BUILDERS
+    is_builder = dataset_path in taskfolder.LOCAL_BUILDERS
     if "class" not in cfg and not is_builder and not Path(str(dataset_path)).is_absolute():
         raise StageError(
             f"{where}: task '{task}' reads dataset_path '{dataset_path}', a Hugging Face Hub "

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cairn.stages.curate.card import EDGES, CardStats, Lengths, write_card
+from cairn.stages.curate.card import EDGES, CardStats, Lengths
+from cairn.stages.curate.card_files import write_card
 
 PLAYS, DOCS = "./data/shakespeare/plays.jsonl", "./data/python-docs"
 PNG = b"\x89PNG\r\n\x1a\n"

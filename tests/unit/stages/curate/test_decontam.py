@@ -121,6 +121,28 @@ def test_items_are_prompt_and_answer_where_the_templates_are_simple(folder: Path
     )
 
 
+def test_includes_are_followed_as_lm_eval_follows_them(tmp_path: Path):
+    """`include:` is one path or a list, relative to the including YAML, merged in order; a data
+    path stays relative to the YAML that names it (the evaluate stage reads them the same way)."""
+    root = tmp_path / "evals"
+    (root / "base").mkdir(parents=True)
+    (root / "base" / "_qa.yaml").write_text(
+        "dataset_path: json\ndataset_kwargs: {data_files: {test: qa.jsonl}}\n"
+        "doc_to_text: '{{question}}'\n"
+    )
+    (root / "base" / "_target.yaml").write_text("doc_to_target: '{{answer}}'\n")
+    write_jsonl(root / "base" / "qa.jsonl", QA)
+    (root / "qa.yaml").write_text("task: qa\ninclude: [base/_qa.yaml, base/_target.yaml]\n")
+    files, read = decontam.data_files(root)
+    assert read == ["base/_qa.yaml", "base/_target.yaml", "qa.yaml"]
+    assert files == {
+        root / "base" / "qa.jsonl": [
+            decontam.Template("{{question}}", None, None),  # base/_qa.yaml read on its own
+            decontam.Template("{{question}}", "{{answer}}", None),  # qa.yaml, both included
+        ]
+    }
+
+
 def test_a_planted_item_is_caught_verbatim_and_re_cased_and_re_spaced(folder: Path):
     index = build(folder)
     question = QA[0]["question"]

@@ -1,4 +1,4 @@
-"""Tests of MinHash LSH dedup (`cairn.stages.curate.minhash`): keys, collisions, clusters.
+"""Tests of MinHash LSH dedup (`minhash` keys, `dedup` clusters): keys, collisions, clusters.
 
 The key tests run in-process on passages of the shipped Shakespeare corpus. The clustering tests
 run `find_duplicates` on the session's local Ray, on small datasets with known answers.
@@ -17,9 +17,10 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from cairn.stages.curate import minhash
-from cairn.stages.curate.clean import digest
-from cairn.stages.curate.minhash import Duplicates, FuzzyConfig
+from cairn.stages.curate import dedup, minhash
+from cairn.stages.curate.dedup import Duplicates
+from cairn.stages.curate.minhash import FuzzyConfig
+from cairn.stages.curate.text import digest, words
 from tests import REPO
 
 PLAYS = REPO / "workflows" / "data" / "shakespeare" / "plays.jsonl"
@@ -65,7 +66,7 @@ def test_config_threshold_and_unknown_fields() -> None:
 
 
 def test_words_rule() -> None:
-    assert minhash.words("Hello, WORLD! It's  2-for-1_x") == [
+    assert words("Hello, WORLD! It's  2-for-1_x") == [
         b"hello",
         b"world",
         b"it",
@@ -75,7 +76,7 @@ def test_words_rule() -> None:
         b"1_x",
     ]
     # the non-ASCII path follows the same rule
-    assert minhash.words("Ça va — très BIEN, «merci»") == [
+    assert words("Ça va — très BIEN, «merci»") == [
         "ça".encode(),
         b"va",
         "très".encode(),
@@ -217,7 +218,7 @@ def test_clusters_with_known_answer(ray_local, corpus) -> None:
     texts, orders, want = corpus
     ds = dataset(texts, orders, CFG)
     strategy = ds.context.shuffle_strategy
-    got = minhash.find_duplicates(ds, CFG)
+    got = dedup.find_duplicates(ds, CFG)
     assert got == want
     assert ds.context.shuffle_strategy == strategy  # borrowed for the sort, then given back
 
@@ -225,7 +226,7 @@ def test_clusters_with_known_answer(ray_local, corpus) -> None:
 @pytest.mark.ray
 def test_exact_only_without_config(ray_local, corpus) -> None:
     texts, orders, _ = corpus
-    got = minhash.find_duplicates(dataset(texts, orders, None), None)
+    got = dedup.find_duplicates(dataset(texts, orders, None), None)
     assert got == Duplicates(exact={40: 17, 56: 55})
 
 
@@ -241,8 +242,8 @@ def test_same_answer_whatever_the_blocks(ray_local, blocks: int) -> None:
         orders.append(len(orders))
     perm = rng.sample(range(len(texts)), len(texts))
     ds = dataset([texts[i] for i in perm], [orders[i] for i in perm], CFG, blocks)
-    got = minhash.find_duplicates(ds, CFG)
-    reference = minhash.find_duplicates(dataset(texts, orders, CFG, 1), CFG)
+    got = dedup.find_duplicates(ds, CFG)
+    reference = dedup.find_duplicates(dataset(texts, orders, CFG, 1), CFG)
     assert got == reference
     assert 30 <= len(got.exact) + len(got.fuzzy) <= 40 and len(got.exact) >= 13
     assert all(keep < gone for gone, keep in {**got.exact, **got.fuzzy}.items())
@@ -256,15 +257,15 @@ def test_tensor_column_from_map_batches(ray_local) -> None:
     texts = passages(5) + passages(2)
     ds = ray.data.from_items([{"order": i, "text": t} for i, t in enumerate(texts)])
     ds = ds.map_batches(minhash.add_keys, fn_kwargs={"cfg": CFG}, batch_format="numpy")
-    got = minhash.find_duplicates(ds.select_columns(["order", "exact", "bands"]), CFG)
+    got = dedup.find_duplicates(ds.select_columns(["order", "exact", "bands"]), CFG)
     assert got == Duplicates(exact={5: 0, 6: 1})
 
 
 @pytest.mark.ray
 def test_no_documents_and_no_duplicates(ray_local) -> None:
     empty = dataset([], [], CFG)
-    assert minhash.find_duplicates(empty, CFG) == Duplicates()
-    assert minhash.find_duplicates(dataset(passages(3), [7, 8, 9], CFG), CFG) == Duplicates()
+    assert dedup.find_duplicates(empty, CFG) == Duplicates()
+    assert dedup.find_duplicates(dataset(passages(3), [7, 8, 9], CFG), CFG) == Duplicates()
 
 
 @pytest.mark.ray
@@ -273,7 +274,7 @@ def test_missing_column_is_a_clear_error(ray_local) -> None:
 
     ds = ray.data.from_items([{"order": 0, "exact": 1}])
     with pytest.raises(Exception, match="needs a column 'bands'"):
-        minhash.find_duplicates(ds, CFG)
+        dedup.find_duplicates(ds, CFG)
 
 
 # --- the driver's half, without Ray --------------------------------------------------------------
@@ -284,16 +285,16 @@ def test_runs_cut_across_blocks_are_joined() -> None:
     key = np.array([7, 7, 7, 7, 9, 9], dtype=np.uint64)
     order = np.array([50, 20, 40, 10, 60, 61], dtype=np.int64)
     exact = np.array([False] * 4 + [True] * 2)
-    first = minhash._edges({"key": key[:2], "order": order[:2], "is_exact": exact[:2]})
-    second = minhash._edges({"key": key[2:], "order": order[2:], "is_exact": exact[2:]})
-    got = minhash.resolve([first, second])
+    first = dedup._edges({"key": key[:2], "order": order[:2], "is_exact": exact[:2]})
+    second = dedup._edges({"key": key[2:], "order": order[2:], "is_exact": exact[2:]})
+    got = dedup.resolve([first, second])
     assert got == Duplicates(exact={61: 60}, fuzzy={20: 10, 40: 10, 50: 10})
 
 
 def test_components_follow_chains() -> None:
     a = np.array([5, 3, 9, 100, 7], dtype=np.int64)
     b = np.array([3, 9, 1, 200, 8], dtype=np.int64)
-    nodes, keep = minhash._components(a, b)
+    nodes, keep = dedup._components(a, b)
     assert dict(zip(nodes.tolist(), keep.tolist(), strict=True)) == {
         1: 1,
         3: 1,

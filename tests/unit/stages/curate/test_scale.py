@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 from cairn.errors import StageError
 from cairn.stage import ArtifactType, InputArtifact
 from cairn.stages.curate import SPEC, CurateConfig, pack, sources
-from cairn.stages.curate.clean import normalise
+from cairn.stages.curate.text import normalise
 from cairn.testing import local_context
 from tests import REPO
 

@@ -1,5 +1,6 @@
-"""Tests of curate's readers (`cairn.stages.curate.sources`): formats, compression, fsspec
-sources, stable document ids, and what happens to every kind of malformed record."""
+"""Tests of how curate reads its sources (`sources`, `readers`, `streams`): formats,
+compression, fsspec sources, stable document ids, and what happens to every kind of malformed
+record."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ import zstandard
 from cairn.artifacts.store import ArtifactStore
 from cairn.errors import StageError
 from cairn.stage import ArtifactType, InputArtifact
-from cairn.stages.curate import sources
-from cairn.stages.curate.sources import Document, ReadOptions, Skipped, SourceFile
+from cairn.stages.curate import readers, sources, streams
+from cairn.stages.curate.readers import Document, ReadOptions, Skipped
+from cairn.stages.curate.sources import SourceFile
 
 TEXTS = [f"Document {i}: the {w} walked to the market." for i, w in enumerate("abcdefg")]
 DIGEST = "a" * 64
@@ -43,7 +45,7 @@ def one(path: Path) -> SourceFile:
 
 
 def read(file: SourceFile, **opts) -> list[Document | Skipped]:
-    return list(sources.read_documents(file, ReadOptions(**opts)))
+    return list(readers.read_documents(file, ReadOptions(**opts)))
 
 
 def texts_of(records: list) -> list[str]:
@@ -83,9 +85,9 @@ def test_every_format_reads_the_same_documents(tmp_path, name):
 
 @pytest.mark.parametrize("chunk", [1, 5, 64])
 def test_lines_and_paragraphs_survive_any_chunk_boundary(tmp_path, monkeypatch, chunk):
-    monkeypatch.setattr(sources, "_CHUNK", chunk)
-    monkeypatch.setattr(sources, "_ZSTD_IN", chunk)
-    monkeypatch.setattr(sources, "_ZSTD_PIECE", max(1, chunk // 2))
+    monkeypatch.setattr(streams, "_CHUNK", chunk)
+    monkeypatch.setattr(streams, "_ZSTD_IN", chunk)
+    monkeypatch.setattr(streams, "_ZSTD_PIECE", max(1, chunk // 2))
     long = "word " * 200  # longer than many chunks
     for name in ("a.jsonl", "b.jsonl.gz", "c.jsonl.zst"):
         (tmp_path / name).write_bytes(FORMATS[name.replace("b.", "a.").replace("c.", "a.")]())
@@ -429,7 +431,7 @@ def test_the_old_interface_still_yields_texts_and_raises(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_bytes(jsonl(TEXTS) + b"{bad\n")
     calls = []
-    texts = sources.read_file(one(path), "text", "document", lambda: calls.append(1))
+    texts = readers.read_file(one(path), "text", "document", lambda: calls.append(1))
     assert [next(texts) for _ in TEXTS] == TEXTS
     with pytest.raises(StageError, match=r"src:8: not valid JSON"):
         next(texts)
@@ -441,5 +443,5 @@ def test_very_repetitive_zstd_is_decoded_in_bounded_pieces(tmp_path):
     path = tmp_path / "a.jsonl.zst"
     path.write_bytes(zstandard.ZstdCompressor(level=3).compress(raw))
     with open(path, "rb") as f:
-        sizes = [len(chunk) for chunk in sources._zstd(f)]
+        sizes = [len(chunk) for chunk in streams._zstd(f)]
     assert sum(sizes) == len(raw) and max(sizes) < 16 << 20
