@@ -24,17 +24,6 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 CONTRACTS: dict[str, dict[str, Any]] = {
     c["id"]: c for c in tomllib.loads(PYPROJECT.read_text())["tool"]["importlinter"]["contracts"]
 }
-# Known broken on the tree these tests were written against: stages/curate imports in circles
-# (card -> card_markdown -> card; clean -> config -> minhash/decontam -> clean), each closed by a
-# function-level import. Strict: once curate is untangled this xfail fails, and the mark goes.
-KNOWN_BROKEN = {
-    "no-cycles": pytest.mark.xfail(
-        strict=True,
-        reason="import cycles in cairn.stages.curate (card/card_markdown, clean/config)",
-    )
-}
-
-
 def lint(platform: Path, config: Path, cache: Path, *contracts: str) -> subprocess.CompletedProcess:
     """`lint-imports` on the `cairn` package under `platform`, with the contracts in `config`."""
     if not LINT_IMPORTS.exists():
@@ -71,7 +60,7 @@ def test_the_contracts_are_the_ones_these_tests_know() -> None:
 
 
 @pytest.mark.parametrize(
-    "contract", [pytest.param(c, marks=KNOWN_BROKEN.get(c, ())) for c in CONTRACTS]
+    "contract", list(CONTRACTS)
 )
 def test_the_real_tree_keeps_every_contract(real_tree: str, contract: str) -> None:
     name = CONTRACTS[contract]["name"]
