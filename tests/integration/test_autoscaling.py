@@ -19,23 +19,16 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from cairn.db.models import Event, StepRun
-from cairn.engine import Engine
-from cairn.settings import Settings
-from cairn.workflow import load_workflow
+from tests import REPO
 
-from .conftest import POEMS, REPO
+from .conftest import Trail, tiny
 from .fake_cluster import LocalAutoscalingCluster
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-WORKFLOW = """
-name: scale
-steps:
-  corpus:
-    kind: curate
-    inputs: {{sources: ["{poems}"]}}
-    config: {{vocab_size: 384, seq_len: 64, val_fraction: 0.1}}
-    resources: {{num_workers: 1, cpus_per_worker: 1}}
+# The trail's curate step (a cache hit in its home), then a training step that only fake nodes
+# can hold: only they carry accelerator_type:fake, so both workers need new nodes.
+MODEL = """
   model:
     kind: pretrain
     inputs: {{dataset: corpus.dataset}}
@@ -51,13 +44,17 @@ steps:
       eval_every: 6
       eval_batches: 1
       log_every: 2
-    # Only the fake worker nodes carry accelerator_type:fake, so both workers need new nodes.
     resources: {{num_workers: {workers}, cpus_per_worker: 1, accelerator_type: fake}}
   settled:
     kind: wait_for_scale_down
     inputs: {{model: model.model}}
     config: {{nodes: 1}}
 """
+
+
+def workflow(workers: int, steps: int) -> str:
+    curate = tiny("scale").split("  model:")[0]
+    return curate + MODEL.format(workers=workers, steps=steps).lstrip("\n")
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +78,10 @@ def cluster(tmp_path_factory):
 
 
 def _run(
-    cluster, home: Path, workers: int, steps: int = 12
+    cluster, trail: Trail, workers: int, steps: int = 12
 ) -> tuple[dict, list[Event], list[StepRun]]:
-    wf = home.parent / f"scale-{workers}.yaml"
-    wf.write_text(WORKFLOW.format(poems=POEMS, workers=workers, steps=steps))
-    env = {**cluster.env, "CAIRN_HOME": str(home), "RAY_ADDRESS": cluster.address}
-    for var in ("CAIRN_DATABASE_URL", "MLFLOW_TRACKING_URI", "CAIRN_STORE"):
-        env.pop(var, None)
+    wf = trail.workflow(f"scale-{workers}.yaml", workflow(workers, steps))
+    env = {**cluster.env, **trail.env(), "RAY_ADDRESS": cluster.address}
     out = subprocess.run(
         [sys.executable, str(Path(__file__).parent / "scale_driver.py"), str(wf)],
         env=env,
@@ -98,7 +92,7 @@ def _run(
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    db = create_engine(f"sqlite:///{home / 'cairn.db'}")
+    db = create_engine(f"sqlite:///{trail.home / 'cairn.db'}")
     with Session(db) as s:
         events = list(s.scalars(select(Event).where(Event.run_id == result["run_id"])))
         runs = list(s.scalars(select(StepRun).where(StepRun.run_id == result["run_id"])))
@@ -107,27 +101,11 @@ def _run(
     return result, events, runs
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory, ray_local):
-    """One CAIRN_HOME for both tests, with the workflow's dataset already curated (on the
-    session's local Ray): on the fake cluster the curate step is a cache hit, which saves a
-    scale-up and scale-down cycle of its own (about a minute)."""
-    home = tmp_path_factory.mktemp("scale") / "home"
-    curate_only = WORKFLOW.format(poems=POEMS, workers=2, steps=12).split("  model:")[0]
-    wf = home.parent / "curate.yaml"
-    wf.write_text(curate_only)
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("CAIRN_DATABASE_URL", "MLFLOW_TRACKING_URI", "CAIRN_STORE", "RAY_ADDRESS"):
-            mp.delenv(var, raising=False)
-        mp.setenv("CAIRN_HOME", str(home))
-        assert Engine(Settings.from_env()).run(load_workflow(wf)).state == "succeeded"
-    return home
-
-
-def test_scales_up_for_a_two_worker_step_and_down_after(home, cluster):
+def test_scales_up_for_a_two_worker_step_and_down_after(trail, cluster):
     assert cluster.alive_nodes() == 1  # the head only
-    result, events, runs = _run(cluster, home, workers=2)
+    result, events, runs = _run(cluster, trail, workers=2)
     assert result["state"] == "succeeded"
+    assert {r.step: r.state for r in runs}["corpus"] == "cached"  # the trail's dataset
     kinds = [e.type for e in events]
     story = "\n".join(f"{e.type}: {e.message}" for e in events)
     begin = next(
@@ -152,10 +130,10 @@ def test_scales_up_for_a_two_worker_step_and_down_after(home, cluster):
     assert cluster.alive_nodes() == 1
 
 
-def test_a_step_no_node_type_can_hold_fails_at_once(home, cluster):
+def test_a_step_no_node_type_can_hold_fails_at_once(trail, cluster):
     t0 = time.monotonic()
     # 10 steps, not 12: a different fingerprint, so the step is not the first test's cache hit.
-    result, events, runs = _run(cluster, home, workers=3, steps=10)
+    result, events, runs = _run(cluster, trail, workers=3, steps=10)
     assert result["state"] == "failed"
     model = next(r for r in runs if r.step == "model")
     assert model.state == "failed" and model.mlflow_run_id is None

@@ -1,7 +1,10 @@
-"""The CLI as a user drives it: SIGKILL a running driver and resume; submit to a real Ray head.
+"""The CLI as a user drives it: SIGKILL a running driver and resume; submit to a real Ray head;
+cancel a training step.
 
 These start their own processes (a `cairn run` driver, a `ray start --head`) and clean up only
-what they started: never `ray stop`, which would kill every Ray on the machine.
+what they started: never `ray stop`, which would kill every Ray on the machine. They run in the
+session trail's home (conftest), so their curate step is a cache hit and they pay only for the
+step each is about; each workflow has a name of its own, so each test finds its own run.
 """
 
 from __future__ import annotations
@@ -21,22 +24,37 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import cli_env, free_port, write_tiny
+from .conftest import Trail, free_port, tiny
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 CAIRN = [sys.executable, "-m", "cairn"]
 
 
-def cairn(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def cairn(trail: Trail, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*CAIRN, *args], env=cli_env(home), capture_output=True, text=True, timeout=timeout
+        [*CAIRN, *args], env=trail.env(), capture_output=True, text=True, timeout=timeout
     )
 
 
-def cairn_json(home: Path, *args: str, timeout: float = 600) -> dict:
-    p = cairn(home, *args, "--json", timeout=timeout)
+def cairn_json(trail: Trail, *args: str, timeout: float = 600) -> dict:
+    p = cairn(trail, *args, "--json", timeout=timeout)
     assert p.stdout.strip(), p.stderr[-3000:]
     return json.loads(p.stdout)
+
+
+def new_run_training(trail: Trail, before: set[str], step: str, driver) -> str | None:
+    """The run a driver started since `before` (the run log folders then), once its `step` has
+    logged a training loss. Read from the log files: no CLI call, so the wait reacts at once."""
+    for folder in (trail.home / "logs").glob("r-*"):
+        log = folder / f"{step}.log"
+        if folder.name not in before and log.exists() and "loss" in log.read_text():
+            return folder.name
+    assert driver.poll() is None, driver.stderr.read()[-3000:] if driver.stderr else ""
+    return None
+
+
+def run_folders(trail: Trail) -> set[str]:
+    return {p.name for p in (trail.home / "logs").glob("r-*")}
 
 
 def wait_for(pred, timeout: float, what: str, every: float = 0.5):
@@ -58,58 +76,60 @@ def visible_artifacts_all_sealed(store: Path) -> list[str]:
     return bad
 
 
-def test_sigkill_driver_then_resume(tmp_path):
-    home = tmp_path / "home"
-    wf = write_tiny(tmp_path / "wf", max_steps=300, checkpoint_every=20)
+def test_sigkill_driver_then_resume(trail: Trail):
+    home = trail.home
+    wf = trail.workflow("sigkill.yaml", tiny("sigkill", max_steps=120, checkpoint_every=20))
+    before = run_folders(trail)
+    checkpoints = set(home.glob("checkpoints/model-*/train/step-00000040"))
     driver = subprocess.Popen(
         [*CAIRN, "run", str(wf)],
-        env=cli_env(home),
+        env=trail.env(),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-
-        def model_training():
-            if not (home / "cairn.db").exists():
-                return None
-            runs = cairn_json(home, "runs").get("runs", [])
-            if not runs:
-                return None
-            st = cairn_json(home, "status", runs[0]["run_id"])
-            steps = {s["step"]: s["state"] for s in st["steps"]}
-            log = home / "logs" / runs[0]["run_id"] / "model.log"
-            # running, and past its first checkpoint report (training is under way)
-            if steps.get("model") == "running" and log.exists() and "loss" in log.read_text():
-                return runs[0]["run_id"]
-            assert driver.poll() is None, driver.stderr.read()[-3000:]
-            return None
-
-        run_id = wait_for(model_training, 300, "the model step to be training", every=2)
+        # running, and past its first checkpoint (step 40's being written: step 20's is in)
+        run_id = wait_for(
+            lambda: new_run_training(trail, before, "model", driver),
+            300,
+            "the model step to be training",
+            every=0.2,
+        )
+        wait_for(
+            lambda: set(home.glob("checkpoints/model-*/train/step-00000040")) - checkpoints,
+            300,
+            "the model step's checkpoint at step 40",
+            every=0.1,
+        )
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
         driver.wait(30)
 
     assert visible_artifacts_all_sealed(home / "store") == []
-    st = cairn_json(home, "status", run_id)
+    st = cairn_json(trail, "status", run_id)
     assert st["status"] == "running" and st["driver_alive"] is False
     assert {s["step"]: s["state"] for s in st["steps"]} == {
-        "corpus": "succeeded",
+        "corpus": "cached",
         "model": "running",
     }
 
-    resumed = cairn_json(home, "resume", run_id, timeout=900)
+    resumed = cairn_json(trail, "resume", run_id, timeout=900)
     assert resumed["status"] == "succeeded", resumed
     assert resumed["steps"]["corpus"]["state"] == "cached"  # not re-run
     assert resumed["steps"]["model"]["state"] == "succeeded"
+    model_log = (home / "logs" / resumed["run_id"] / "model.log").read_text()
+    assert "resumed from step 20" in model_log or "resumed from step 40" in model_log, model_log
     assert visible_artifacts_all_sealed(home / "store") == []
-    assert not list((home / "store" / ".staging").iterdir()), "the lost run's staging was not swept"
+    assert not list((home / "store" / ".staging").glob(f"{run_id}-*")), (
+        "the lost run's staging was not swept"
+    )
 
-    old = cairn_json(home, "status", run_id)
+    old = cairn_json(trail, "status", run_id)
     assert old["status"] == "failed" and "driver lost" in old["error"]
-    new = cairn_json(home, "status", resumed["run_id"])
+    new = cairn_json(trail, "status", resumed["run_id"])
     assert new["resumed_from"] == run_id
 
 
@@ -171,25 +191,25 @@ def ray_head():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_submit_to_a_ray_head_then_status_and_logs(tmp_path, ray_head):
-    home = tmp_path / "home"
-    wf = write_tiny(tmp_path / "wf")
-    sub = cairn_json(home, "submit", str(wf), "--address", ray_head)
+def test_submit_to_a_ray_head_then_status_and_logs(trail: Trail, ray_head):
+    wf = trail.workflow("submitted.yaml", tiny("submitted", max_steps=4, checkpoint_every=4))
+    sub = cairn_json(trail, "submit", str(wf), "--address", ray_head)
     assert "run_id" in sub, sub  # an error object instead says why the submission failed
     run_id = sub["run_id"]
     assert sub["status"] == "pending"
 
     def finished():
-        st = cairn_json(home, "status", run_id)
+        st = cairn_json(trail, "status", run_id)
         job = st.get("ray_job_status", "")
-        assert not job.endswith(("FAILED", "STOPPED")), cairn(home, "logs", run_id).stdout[-4000:]
+        assert not job.endswith(("FAILED", "STOPPED")), cairn(trail, "logs", run_id).stdout[-4000:]
         return st if st["status"] in ("succeeded", "failed", "cancelled") else None
 
     st = wait_for(finished, 600, "the submitted run to finish", every=3)
-    logs = cairn(home, "logs", run_id).stdout
+    logs = cairn(trail, "logs", run_id).stdout
     assert st["status"] == "succeeded", (st.get("error"), logs[-4000:])
+    # The job's driver found the trail's dataset in the same home, and trained on the cluster.
     assert {s["step"]: s["state"] for s in st["steps"]} == {
-        "corpus": "succeeded",
+        "corpus": "cached",
         "model": "succeeded",
     }
     assert st["ray_address"] == ray_head
@@ -202,28 +222,25 @@ def test_submit_to_a_ray_head_then_status_and_logs(tmp_path, ray_head):
     assert job_status(ray_head, run_id).endswith("SUCCEEDED")
 
 
-def test_cancel_stops_a_training_step(tmp_path):
-    home = tmp_path / "home"
-    wf = write_tiny(tmp_path / "wf", max_steps=5000, checkpoint_every=50)
+def test_cancel_stops_a_training_step(trail: Trail):
+    wf = trail.workflow("cancelled.yaml", tiny("cancelled", max_steps=5000, checkpoint_every=50))
+    before = run_folders(trail)
     driver = subprocess.Popen(
         [*CAIRN, "run", str(wf), "--json"],
-        env=cli_env(home),
+        env=trail.env(),
         start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
     try:
-
-        def training():
-            if not (home / "cairn.db").exists():
-                return None
-            runs = cairn_json(home, "runs").get("runs", [])
-            log = home / "logs" / runs[0]["run_id"] / "model.log" if runs else None
-            return runs[0]["run_id"] if log and log.exists() and "loss" in log.read_text() else None
-
-        run_id = wait_for(training, 300, "the model step to be training", every=2)
-        assert cairn_json(home, "cancel", run_id)["status"] == "cancelling"
+        run_id = wait_for(
+            lambda: new_run_training(trail, before, "model", driver),
+            300,
+            "the model step to be training",
+            every=0.2,
+        )
+        assert cairn_json(trail, "cancel", run_id)["status"] == "cancelling"
         out, _ = driver.communicate(timeout=120)  # the driver ends by itself
     finally:
         if driver.poll() is None:
@@ -235,10 +252,12 @@ def test_cancel_stops_a_training_step(tmp_path):
         **result["steps"],
         "model": {**result["steps"]["model"], "state": "cancelled"},
     }
-    assert result["steps"]["corpus"]["state"] == "succeeded"
-    st = cairn_json(home, "status", run_id)
+    assert result["steps"]["corpus"]["state"] == "cached"
+    st = cairn_json(trail, "status", run_id)
     assert [e["type"] for e in st["events"]].count("cancel_requested") == 1
-    assert visible_artifacts_all_sealed(home / "store") == []
-    assert not list((home / "store" / "pretrain").glob("*/*/model")), (
+    store = trail.home / "store"
+    assert visible_artifacts_all_sealed(store) == []
+    fingerprint = result["steps"]["model"]["fingerprint"]
+    assert not list(store.glob(f"pretrain/*/{fingerprint}/model")), (
         "a cancelled step sealed a model"
     )

@@ -6,7 +6,6 @@ against until the workflow says `allow_contaminated: true`, which the report the
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from cairn.engine import Engine
 from cairn.settings import Settings
 from cairn.workflow import load_workflow
 
-from .conftest import REPO, write_tiny
+from .conftest import stock, write_tiny
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -28,10 +27,8 @@ EVALUATE = """
 
 
 def workflow(folder, checked: bool, allow: bool):
-    path = write_tiny(folder, max_steps=2, checkpoint_every=2)
+    path = write_tiny(folder, max_steps=2, checkpoint_every=2, eval_every=2, eval_tasks=checked)
     text = path.read_text()
-    if checked:
-        text = text.replace("sources: [./poems]", "sources: [./poems]\n      eval_tasks: [./evals]")
     path.write_text(text + EVALUATE.format(allow=", allow_contaminated: true" if allow else ""))
     return load_workflow(path)
 
@@ -39,9 +36,7 @@ def workflow(folder, checked: bool, allow: bool):
 def test_evaluate_refuses_unchecked_tasks_until_allowed_and_curate_catches_a_planted_item(
     cairn_home, ray_local, tmp_path
 ):
-    folder = tmp_path / "wf"
-    write_tiny(folder)
-    shutil.copytree(REPO / "workflows" / "evals" / "shakespeare", folder / "evals")
+    folder = stock(tmp_path / "wf")  # its own folder and home: it plants an item in a poem
     # Plant one eval item, verbatim, inside a training poem.
     item = json.loads((folder / "evals" / "next_word.jsonl").read_text().splitlines()[0])
     leaked = " ".join(str(v) for v in item.values() if isinstance(v, str))

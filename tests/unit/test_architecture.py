@@ -24,6 +24,8 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 CONTRACTS: dict[str, dict[str, Any]] = {
     c["id"]: c for c in tomllib.loads(PYPROJECT.read_text())["tool"]["importlinter"]["contracts"]
 }
+
+
 def lint(platform: Path, config: Path, cache: Path, *contracts: str) -> subprocess.CompletedProcess:
     """`lint-imports` on the `cairn` package under `platform`, with the contracts in `config`."""
     if not LINT_IMPORTS.exists():
@@ -59,9 +61,7 @@ def test_the_contracts_are_the_ones_these_tests_know() -> None:
     }
 
 
-@pytest.mark.parametrize(
-    "contract", list(CONTRACTS)
-)
+@pytest.mark.parametrize("contract", list(CONTRACTS))
 def test_the_real_tree_keeps_every_contract(real_tree: str, contract: str) -> None:
     name = CONTRACTS[contract]["name"]
     assert f"{name} KEPT" in real_tree, real_tree

@@ -53,8 +53,11 @@ def _seal(store: ArtifactStore, staging: Path, kind: str, type_: str, parents: l
 
 
 def _parent(slot: str, art_or_source: tuple[str, str, str]) -> dict:
+    # As the engine records an input (cairn/engine/attempt.py): `name` is the reference as the
+    # workflow wrote it, `step.output` for a step's output and the path for a source.
     digest, type_, uri = art_or_source
-    return {"slot": slot, "digest": digest, "type": type_, "uri": uri, "name": slot}
+    name = uri if type_ == "raw" else f"upstream.{type_}"
+    return {"slot": slot, "digest": digest, "type": type_, "uri": uri, "name": name}
 
 
 @pytest.fixture(scope="module")
