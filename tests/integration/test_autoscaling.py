@@ -81,7 +81,13 @@ def _run(
     cluster, trail: Trail, workers: int, steps: int = 12
 ) -> tuple[dict, list[Event], list[StepRun]]:
     wf = trail.workflow(f"scale-{workers}.yaml", workflow(workers, steps))
-    env = {**cluster.env, **trail.env(), "RAY_ADDRESS": cluster.address}
+    # The cluster's own variables last (its auth mode, its PYTHONPATH), the trail's home first.
+    env = {
+        **trail.env(),
+        **cluster.env,
+        "CAIRN_HOME": str(trail.home),
+        "RAY_ADDRESS": cluster.address,
+    }
     out = subprocess.run(
         [sys.executable, str(Path(__file__).parent / "scale_driver.py"), str(wf)],
         env=env,

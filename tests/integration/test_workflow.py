@@ -96,7 +96,7 @@ def test_mlflow_holds_runs_params_metrics_datasets_and_models(trail: Trail):
     assert {t.key: t.value for t in inputs[0].tags}["cairn.artifact_digest"] == dataset
     # the raw source feeding curate is recorded with its own digest too
     src_inputs = nested["corpus"].inputs.dataset_inputs
-    assert len(src_inputs) == 1 and src_inputs[0].dataset.name == "./poems"
+    assert sorted(d.dataset.name for d in src_inputs) == ["./evals", "./poems"]
 
     model_digest = result.steps["model"].artifacts["model"].digest
     assert model_run.data.tags["cairn.artifact_digest"] == model_digest

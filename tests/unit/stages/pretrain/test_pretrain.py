@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -218,10 +219,10 @@ def test_throughput_clock_stops_for_validation_and_checkpoints(monkeypatch) -> N
 
 # --- real runs on Ray --------------------------------------------------------------------------
 # Each fit costs ~15-25 s of Ray Train start-up on 2 cores (controller and worker actors, torch
-# imports) for ~2 s of training, so there are five fits: the reference, a crash followed by a
-# resuming rerun, which must reproduce the reference's weights bit for bit (so it also covers
-# determinism), and a DDP crash resumed under FSDP2. A worker killed inside a run, with the
-# weights compared bit for bit, is tests/integration/test_worker_loss.py.
+# imports) for ~2 s of training, so there are four fits: the reference, a DDP crash at step 25,
+# and two resumes of copies of its checkpoints: one that must reproduce the reference's weights
+# bit for bit (so it also covers determinism), and one under FSDP2. A worker killed inside a run,
+# with the weights compared bit for bit, is tests/integration/test_worker_loss.py.
 
 
 def _train(dataset: Path, root: Path, fail_at_step: int | None = None, **overrides):
@@ -299,14 +300,31 @@ def test_tiny_run_learns_and_writes_a_loadable_model(reference) -> None:
     assert tok.decode(gen[0]).startswith("the quick")
 
 
-@pytest.mark.ray
-def test_crash_then_rerun_resumes_from_checkpoint(reference, dataset: Path, tmp_path: Path) -> None:
-    ref_ctx, ref_out, _ = reference
-    # Crash at step 25 (after the step-20 checkpoint) with no automatic restarts: the step fails.
+@pytest.fixture(scope="module")
+def crashed(ray_local, dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkpoint directory of a DDP run that crashed at step 25, after its step-20
+    checkpoint, with no automatic restarts: the step failed. Two tests resume a copy of it (Ray
+    Train names checkpoints relative to its storage path, so a copy resumes like the original)."""
+    root = tmp_path_factory.mktemp("crashed")
     with pytest.raises(RuntimeError, match="re-running the step resumes"):
-        _train(dataset, tmp_path, fail_at_step=25, max_failures=0)
+        _train(dataset, root, fail_at_step=25, max_failures=0)
+    return root / "checkpoints"
+
+
+def _resume_from(crashed: Path, root: Path) -> Path:
+    shutil.copytree(crashed, root / "checkpoints")
+    return root
+
+
+@pytest.mark.ray
+def test_crash_then_rerun_resumes_from_checkpoint(
+    reference, crashed: Path, dataset: Path, tmp_path: Path
+) -> None:
+    ref_ctx, ref_out, _ = reference
     # The engine re-runs the same step with the same checkpoint_dir: training resumes at 20.
-    ctx, out, records = _train(dataset, tmp_path, fail_at_step=25, max_failures=0)
+    ctx, out, records = _train(
+        dataset, _resume_from(crashed, tmp_path), fail_at_step=25, max_failures=0
+    )
     logs = [r["message"] for r in records if r["type"] == "log"]
     assert any("resumed from step 20" in m for m in logs), logs
     steps = [r["step"] for r in records if r["type"] == "metrics"]
@@ -332,7 +350,7 @@ def _without_speed(jsonl: str) -> list[dict]:
 
 @pytest.mark.ray
 def test_fsdp2_with_micro_batches_resumes_a_ddp_checkpoint_and_trains_the_same_model(
-    reference, dataset: Path, tmp_path: Path
+    reference, crashed: Path, dataset: Path, tmp_path: Path
 ) -> None:
     """FSDP2 (fully_shard) on the CPU workers' gloo group: each worker holds half the state and
     accumulates its share of every step in micro-batches. It resumes from a step-20 checkpoint
@@ -343,10 +361,10 @@ def test_fsdp2_with_micro_batches_resumes_a_ddp_checkpoint_and_trains_the_same_m
     from safetensors.torch import load_file
 
     ref_ctx, ref_out, _ = reference
-    with pytest.raises(RuntimeError, match="re-running the step resumes"):
-        _train(dataset, tmp_path, fail_at_step=25, max_failures=0)  # DDP: leaves step 20
     # Micro-batches of 1 sequence: each worker's 4 add up their gradients before FSDP reduces.
-    ctx, out, records = _train(dataset, tmp_path, sharding="fsdp", micro_batch_size=1)
+    ctx, out, records = _train(
+        dataset, _resume_from(crashed, tmp_path), sharding="fsdp", micro_batch_size=1
+    )
     logs = [r["message"] for r in records if r["type"] == "log"]
     assert any("FSDP2 across 2 workers" in m for m in logs), logs
     assert any("resumed from step 20" in m for m in logs), logs
