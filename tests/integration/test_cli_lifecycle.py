@@ -187,7 +187,7 @@ def ray_head():
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(15)
+            proc.wait(5)
         except subprocess.TimeoutExpired:  # it drains for up to 30 s: no need to wait for that
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
