@@ -8,6 +8,7 @@ a kind named twice while `cairn.testing.registered` gives a kind for one block o
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import json
 import os
@@ -186,9 +187,12 @@ def _spec(kind: str) -> StageSpec:
     )
 
 
-def test_the_seven_built_ins_come_first() -> None:
+def test_the_seven_built_ins_come_first_and_each_module_registers_its_own() -> None:
     assert stages.kinds()[:7] == BUILTINS
-    assert [k.SPEC.kind for k in stages.BUILTIN] == BUILTINS
+    assert list(stages.BUILTIN) == BUILTINS
+    for kind, module in stages.BUILTIN.items():
+        spec = stages.get(kind)
+        assert spec.kind == kind and spec is importlib.import_module(module).SPEC
 
 
 def test_a_kind_named_twice_is_refused_naming_both_modules() -> None:

@@ -18,6 +18,20 @@
 
 from __future__ import annotations
 
-from cairn.engine.runs import Engine
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cairn.engine.runs import Engine
 
 __all__ = ["Engine"]
+
+
+def __getattr__(name: str) -> object:
+    # Imported on first use, not with the package: a Ray worker imports `cairn.engine.attempt`
+    # (and the reporter hub, `cairn.engine.context`) for every step, and would otherwise pay for
+    # the driver's side (SQLAlchemy, the scheduler, MLflow mirroring) in each of its processes.
+    if name == "Engine":
+        from cairn.engine.runs import Engine
+
+        return Engine
+    raise AttributeError(f"module 'cairn.engine' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The built-in stage kinds, one folder each, registered here explicitly (no entry-point scanning).
+"""The built-in stage kinds, one folder each, named here explicitly (no entry-point scanning).
 
 | kind | folder | what it does |
 |---|---|---|
@@ -9,29 +9,36 @@
 | serve | `serve/` | an OpenAI-compatible endpoint, smoke-tested |
 | release | `release/` | the model with its whole ancestry, checkable by `cairn audit` |
 
-Each folder has the same layout: `__init__.py` holds `SPEC` (and `run`), `config.py` beside it
-its config model, the rest is the kind's own code. To add a kind elsewhere, call
-`cairn.stage.register(StageSpec(...))` when its module is imported.
+Each folder has the same layout: `__init__.py` holds `SPEC = register(StageSpec(...))` and
+`run`, `config.py` beside it its config model, the rest is the kind's own code. A kind's module
+is imported when the kind is first looked up, so a Ray worker running a pretrain step imports
+pretrain's, not curate's numpy and pyarrow. A kind from elsewhere (a plugin, a test) calls
+`cairn.stage.register(StageSpec(...))` when its module is imported, as these do.
 """
 
 from __future__ import annotations
 
-from cairn.stage import StageSpec, lookup, register, registered
-from cairn.stages import curate, dpo, evaluate, pretrain, release, serve, sft
+from cairn.stage import StageSpec, lookup, registered
 
-BUILTIN = (curate, pretrain, sft, dpo, evaluate, serve, release)
-for _kind in BUILTIN:
-    register(_kind.SPEC)
+BUILTIN = {
+    "curate": "cairn.stages.curate",
+    "pretrain": "cairn.stages.pretrain",
+    "sft": "cairn.stages.sft",
+    "dpo": "cairn.stages.dpo",
+    "evaluate": "cairn.stages.evaluate",
+    "serve": "cairn.stages.serve",
+    "release": "cairn.stages.release",
+}
 
 
 def get(kind: str, module: str | None = None) -> StageSpec:
     """The spec of a built-in or registered kind (`module`: where a plugin kind lives)."""
-    return lookup(kind, module)
+    return lookup(kind, module or BUILTIN.get(kind))
 
 
 def kinds() -> list[str]:
     """Every kind a workflow can name: the built-ins, then those registered since."""
-    return registered()
+    return [*BUILTIN, *(k for k in registered() if k not in BUILTIN)]
 
 
 __all__ = ["BUILTIN", "get", "kinds"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cairn.stage import ArtifactType, Context, InputSlot, Resources, StageSpec
+from cairn.stage import ArtifactType, Context, InputSlot, Resources, StageSpec, register
 from cairn.stages.curate.config import CurateConfig
 
 
@@ -26,36 +26,38 @@ def run(config: CurateConfig, inputs: dict[str, Any], ctx: Context) -> dict[str,
     return {"dataset": curate(config, inputs, ctx)}
 
 
-SPEC = StageSpec(
-    kind="curate",
-    config_model=CurateConfig,
-    inputs={
-        "sources": InputSlot(
-            ArtifactType.RAW,
-            many=True,
-            doc="files or directories of text: .jsonl (one object per line, text under "
-            "text_field), .parquet (column text_field), .txt/.md/.rst (one document per file or "
-            "per paragraph), each optionally .gz or .zst; local paths or fsspec URIs",
-        ),
-        "eval_tasks": InputSlot(
-            ArtifactType.RAW,
-            many=True,
-            optional=True,
-            doc="the lm-eval task folders that evaluate steps will score the trained model on: "
-            "every training document is checked for n-gram overlap with their items "
-            "(config `decontaminate`), and evaluate refuses tasks that were not checked",
-        ),
-    },
-    outputs={"dataset": ArtifactType.DATASET},
-    run=run,
-    launcher="driver",
-    default_resources=Resources(num_workers=2, cpus_per_worker=1),
-    result_packages=("tokenizers", "py3langid"),
-    # decontamination reads task folders with the evaluate stage's own reader
-    shared_code=("cairn.stages.evaluate.taskfolder",),
-    doc="Read, scrub, filter, decontaminate and dedup (exact and MinHash) text on Ray Data, "
-    "mix sources by weight, train a byte-level BPE tokenizer, and pack train/validation token "
-    "shards of seq_len tokens, with a data card.",
+SPEC = register(
+    StageSpec(
+        kind="curate",
+        config_model=CurateConfig,
+        inputs={
+            "sources": InputSlot(
+                ArtifactType.RAW,
+                many=True,
+                doc="files or directories of text: .jsonl (one object per line, text under "
+                "text_field), .parquet (column text_field), .txt/.md/.rst (one document per file or "
+                "per paragraph), each optionally .gz or .zst; local paths or fsspec URIs",
+            ),
+            "eval_tasks": InputSlot(
+                ArtifactType.RAW,
+                many=True,
+                optional=True,
+                doc="the lm-eval task folders that evaluate steps will score the trained model on: "
+                "every training document is checked for n-gram overlap with their items "
+                "(config `decontaminate`), and evaluate refuses tasks that were not checked",
+            ),
+        },
+        outputs={"dataset": ArtifactType.DATASET},
+        run=run,
+        launcher="driver",
+        default_resources=Resources(num_workers=2, cpus_per_worker=1),
+        result_packages=("tokenizers", "py3langid"),
+        # decontamination reads task folders with the evaluate stage's own reader
+        shared_code=("cairn.stages.evaluate.taskfolder",),
+        doc="Read, scrub, filter, decontaminate and dedup (exact and MinHash) text on Ray Data, "
+        "mix sources by weight, train a byte-level BPE tokenizer, and pack train/validation token "
+        "shards of seq_len tokens, with a data card.",
+    )
 )
 
 __all__ = ["SPEC", "CurateConfig", "run"]

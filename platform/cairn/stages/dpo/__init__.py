@@ -12,7 +12,7 @@ Training is TRL's `DPOTrainer` (`recipe.py`) inside Ray Train, through the post-
 
 from __future__ import annotations
 
-from cairn.stage import Context, Inputs, Outputs
+from cairn.stage import Context, Inputs, Outputs, register
 from cairn.stages.dpo.config import DpoConfig
 from cairn.stages.posttrain import posttrain_spec
 
@@ -25,15 +25,17 @@ def run(config: DpoConfig, inputs: Inputs, ctx: Context) -> Outputs:
     return train(DPO, config, inputs, ctx)
 
 
-SPEC = posttrain_spec(
-    "dpo",
-    DpoConfig,
-    run,
-    data_doc="preference rows: .jsonl file or directory",
-    doc=(
-        "Direct Preference Optimization on prompt/chosen/rejected rows with TRL's DPOTrainer "
-        "on Ray Train, against a frozen copy of the input model."
-    ),
+SPEC = register(
+    posttrain_spec(
+        "dpo",
+        DpoConfig,
+        run,
+        data_doc="preference rows: .jsonl file or directory",
+        doc=(
+            "Direct Preference Optimization on prompt/chosen/rejected rows with TRL's DPOTrainer "
+            "on Ray Train, against a frozen copy of the input model."
+        ),
+    )
 )
 
 __all__ = ["SPEC", "DpoConfig", "run"]

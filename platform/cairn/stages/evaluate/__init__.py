@@ -16,7 +16,7 @@ lm-eval, torch and transformers are imported inside `run`, so importing the regi
 
 from __future__ import annotations
 
-from cairn.stage import ArtifactType, Context, Inputs, InputSlot, Outputs, StageSpec
+from cairn.stage import ArtifactType, Context, Inputs, InputSlot, Outputs, StageSpec, register
 from cairn.stages.evaluate.config import EvaluateConfig
 
 
@@ -27,26 +27,28 @@ def run(config: EvaluateConfig, inputs: Inputs, ctx: Context) -> Outputs:
     return {"eval_report": evaluate(config, inputs, ctx)}
 
 
-SPEC = StageSpec(
-    kind="evaluate",
-    config_model=EvaluateConfig,
-    inputs={
-        "model": InputSlot(
-            ArtifactType.MODEL, doc="a Hugging Face model directory with its tokenizer"
-        ),
-        "tasks": InputSlot(
-            ArtifactType.RAW,
-            doc="a folder of lm-eval task YAMLs and their data files (dataset_path: json, "
-            "data_files relative to the YAML), e.g. ./evals/shakespeare",
-        ),
-    },
-    outputs={"eval_report": ArtifactType.EVAL_REPORT},
-    run=run,
-    launcher="task",
-    result_packages=("lm_eval", "torch", "transformers", "datasets", "tokenizers"),
-    doc="Score a model on lm-evaluation-harness tasks (multiple choice, generation, perplexity) "
-    "with local data; writes scores, per-sample predictions and everything needed to "
-    "reproduce them.",
+SPEC = register(
+    StageSpec(
+        kind="evaluate",
+        config_model=EvaluateConfig,
+        inputs={
+            "model": InputSlot(
+                ArtifactType.MODEL, doc="a Hugging Face model directory with its tokenizer"
+            ),
+            "tasks": InputSlot(
+                ArtifactType.RAW,
+                doc="a folder of lm-eval task YAMLs and their data files (dataset_path: json, "
+                "data_files relative to the YAML), e.g. ./evals/shakespeare",
+            ),
+        },
+        outputs={"eval_report": ArtifactType.EVAL_REPORT},
+        run=run,
+        launcher="task",
+        result_packages=("lm_eval", "torch", "transformers", "datasets", "tokenizers"),
+        doc="Score a model on lm-evaluation-harness tasks (multiple choice, generation, perplexity) "
+        "with local data; writes scores, per-sample predictions and everything needed to "
+        "reproduce them.",
+    )
 )
 
 __all__ = ["SPEC", "EvaluateConfig", "run"]

@@ -16,7 +16,16 @@ every node can read.
 
 from __future__ import annotations
 
-from cairn.stage import ArtifactType, Context, Inputs, InputSlot, Outputs, Resources, StageSpec
+from cairn.stage import (
+    ArtifactType,
+    Context,
+    Inputs,
+    InputSlot,
+    Outputs,
+    Resources,
+    StageSpec,
+    register,
+)
 from cairn.stages.pretrain.config import SUPPORTED_HEAD_DIMS, PretrainConfig
 
 
@@ -27,21 +36,23 @@ def run(config: PretrainConfig, inputs: Inputs, ctx: Context) -> Outputs:
     return train(config, inputs, ctx)
 
 
-SPEC = StageSpec(
-    kind="pretrain",
-    config_model=PretrainConfig,
-    inputs={"dataset": InputSlot(ArtifactType.DATASET, doc="tokenized shards from curate")},
-    outputs={"model": ArtifactType.MODEL},
-    run=run,
-    launcher="trainer",
-    elastic=True,
-    shared_code=("cairn.stage.raytrain",),
-    result_packages=("torch", "transformers"),
-    default_resources=Resources(num_workers=2, cpus_per_worker=1),
-    doc=(
-        "Pretrain a Llama-style causal LM from scratch with Ray Train (DDP) on a curated "
-        "dataset; resumes from its latest checkpoint when re-run after a failure."
-    ),
+SPEC = register(
+    StageSpec(
+        kind="pretrain",
+        config_model=PretrainConfig,
+        inputs={"dataset": InputSlot(ArtifactType.DATASET, doc="tokenized shards from curate")},
+        outputs={"model": ArtifactType.MODEL},
+        run=run,
+        launcher="trainer",
+        elastic=True,
+        shared_code=("cairn.stage.raytrain",),
+        result_packages=("torch", "transformers"),
+        default_resources=Resources(num_workers=2, cpus_per_worker=1),
+        doc=(
+            "Pretrain a Llama-style causal LM from scratch with Ray Train (DDP) on a curated "
+            "dataset; resumes from its latest checkpoint when re-run after a failure."
+        ),
+    )
 )
 
 __all__ = ["SPEC", "SUPPORTED_HEAD_DIMS", "PretrainConfig", "run"]

@@ -34,6 +34,7 @@ from cairn.stage import (
     Outputs,
     Resources,
     StageSpec,
+    register,
 )
 from cairn.stages.release.config import ReleaseConfig
 from cairn.stages.release.contamination import contamination, describe, summarise
@@ -51,26 +52,28 @@ def run(config: ReleaseConfig, inputs: Inputs, ctx: Context) -> Outputs:
     return outputs
 
 
-SPEC = StageSpec(
-    kind="release",
-    config_model=ReleaseConfig,
-    inputs={
-        "model": InputSlot(ArtifactType.MODEL, doc="the model to release"),
-        "evals": InputSlot(
-            ArtifactType.EVAL_REPORT,
-            many=True,
-            optional=True,
-            doc="evaluation reports of that same model",
+SPEC = register(
+    StageSpec(
+        kind="release",
+        config_model=ReleaseConfig,
+        inputs={
+            "model": InputSlot(ArtifactType.MODEL, doc="the model to release"),
+            "evals": InputSlot(
+                ArtifactType.EVAL_REPORT,
+                many=True,
+                optional=True,
+                doc="evaluation reports of that same model",
+            ),
+        },
+        outputs={"release": ArtifactType.RELEASE},
+        run=run,
+        reads_compute=True,
+        default_resources=Resources(num_workers=1, cpus_per_worker=1),
+        doc=(
+            "Publish a model with its full ancestry: weights, checkpoints, data manifest, configs, "
+            "logs, evals, model and data cards, lineage.json and SHA256SUMS (see `cairn audit`)."
         ),
-    },
-    outputs={"release": ArtifactType.RELEASE},
-    run=run,
-    reads_compute=True,
-    default_resources=Resources(num_workers=1, cpus_per_worker=1),
-    doc=(
-        "Publish a model with its full ancestry: weights, checkpoints, data manifest, configs, "
-        "logs, evals, model and data cards, lineage.json and SHA256SUMS (see `cairn audit`)."
-    ),
+    )
 )
 
 __all__ = ["SPEC", "ReleaseConfig", "contamination", "describe", "run", "summarise"]

