@@ -91,24 +91,20 @@ def test_sigkill_driver_then_resume(trail: Trail):
         text=True,
     )
     try:
-        # running, and past its first checkpoint (step 40's being written: step 20's is in)
-        run_id = wait_for(
-            lambda: new_run_training(trail, before, "model", driver),
-            300,
-            "the model step to be training",
-            every=0.2,
-        )
-        wait_for(
-            lambda: set(home.glob("checkpoints/model-*/train/step-00000040")) - checkpoints,
-            300,
-            "the model step's checkpoint at step 40",
-            every=0.1,
-        )
+        # Training, and past its first checkpoint (step 40's is being written, so step 20's is
+        # in). Watched on disk, not in the step log: progress lines reach the log only every
+        # few seconds, by when a fast machine has finished these 120 steps.
+        def second_checkpoint():
+            assert driver.poll() is None, driver.stderr.read()[-3000:] if driver.stderr else ""
+            return set(home.glob("checkpoints/model-*/train/step-00000040")) - checkpoints
+
+        wait_for(second_checkpoint, 300, "the model step's checkpoint at step 40", every=0.05)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
         driver.wait(30)
 
+    [run_id] = run_folders(trail) - before
     assert visible_artifacts_all_sealed(home / "store") == []
     st = cairn_json(trail, "status", run_id)
     assert st["status"] == "running" and st["driver_alive"] is False

@@ -175,7 +175,7 @@ def test_rows_round_trip_through_the_orm(url: str) -> None:
                 for ts in (run.created_at, step.created_at, art.created_at, event.ts):
                     assert ts.tzinfo is not None
             else:
-                # SQLite keeps no zone: it hands back naive UTC (engine.py and report.py add UTC).
+                # SQLite keeps no zone: it hands back naive UTC (cairn.engine.views adds UTC).
                 assert run.started_at == started.replace(tzinfo=None)
             now = datetime.now(UTC).replace(tzinfo=None)
             assert abs(now - _naive_utc(run.created_at)) < timedelta(minutes=5)

@@ -1,4 +1,4 @@
-"""Tests of workflow validation (`cairn.spec`): every malformed file is rejected precisely.
+"""Tests of workflow validation (`cairn.workflow`): every malformed file is rejected precisely.
 
 A person reading a validation error is about to edit the file, so each case below checks the
 issue's field, its line, what it says and what it tells them to do, not only that loading failed.
