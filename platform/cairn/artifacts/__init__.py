@@ -7,6 +7,7 @@
 | `queries.py` | lineage as Cairn's database records it: ancestry trees, what ancestors cost |
 | `graphs.py` | nested trees and flat {nodes, edges} graphs, Graphviz and Mermaid |
 | `audit.py` | `cairn audit`: a release bundle verified with nothing but the bundle |
+| `confined.py` | reading an untrusted folder (a bundle) without following links or leaving it |
 
 Named `artifacts`, not `lineage`, because `cairn.lineage` is the public API's function.
 """
