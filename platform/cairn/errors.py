@@ -10,7 +10,12 @@ from dataclasses import dataclass, field
 
 
 class CairnError(Exception):
-    """An error the user can fix. `str()` is the full message shown to them."""
+    """An error the user can fix. `str()` is the full message shown to them.
+
+    `run_id` names the run the error ended, when one had started (the CLI prints it, so a
+    script's `--json` reader can still find the run's steps and logs)."""
+
+    run_id: str | None = None
 
 
 @dataclass

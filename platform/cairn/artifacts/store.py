@@ -176,18 +176,31 @@ class ArtifactStore:
 
 def describe_source(uri: str, type_: str) -> tuple[str, dict[str, Any]]:
     """Digest external data where it lies (no copy): the root of a lineage graph."""
-    fs, path = fsspec.core.url_to_fs(uri)
-    if isinstance(fs, LocalFileSystem):
-        files = hash_tree(Path(path))
-    else:
-        files = []
-        entries = [path] if fs.isfile(path) else sorted(fs.find(path))
-        for e in entries:
-            with fs.open(e, "rb") as fh:
-                digest = sha256_stream(fh)
-            rel = os.path.relpath(e, path) if e != path else os.path.basename(e)
-            files.append({"path": rel, "size": fs.size(e), "sha256": digest})
+    try:
+        files = _source_files(uri)
+    except Exception as e:  # the filesystem's own error (missing, permission, network): say where
+        raise CairnError(
+            f"cannot read source {uri} ({type(e).__name__}: {e}); fix: check that it exists "
+            "and that this machine can read it (permissions; for a URI, credentials and endpoint)"
+        ) from e
     if not files:
-        raise CairnError(f"source {uri} has no files: point the input at the data")
+        raise CairnError(
+            f"source {uri} holds no files; fix: point the input at the data files, or at a "
+            "folder that holds them"
+        )
     manifest = {"cairn_manifest": FORMAT, "type": type_, "source": uri, "files": files}
     return hashlib.sha256(canonical_json(manifest)).hexdigest(), manifest
+
+
+def _source_files(uri: str) -> list[dict[str, Any]]:
+    fs, path = fsspec.core.url_to_fs(uri)
+    if isinstance(fs, LocalFileSystem):
+        return hash_tree(Path(path))
+    files = []
+    entries = [path] if fs.isfile(path) else sorted(fs.find(path))
+    for e in entries:
+        with fs.open(e, "rb") as fh:
+            digest = sha256_stream(fh)
+        rel = os.path.relpath(e, path) if e != path else os.path.basename(e)
+        files.append({"path": rel, "size": fs.size(e), "sha256": digest})
+    return files

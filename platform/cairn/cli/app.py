@@ -63,12 +63,16 @@ def fail(e: CairnError, as_json: bool) -> NoReturn:
     code = 2 if isinstance(e, SpecError) else 1
     if as_json:
         payload: dict[str, Any] = {"error": str(e)}
+        if e.run_id:  # the run it ended: its steps and logs are there to look at
+            payload["run_id"] = e.run_id
         if isinstance(e, SpecError):
             payload["issues"] = [i.__dict__ for i in e.issues]
         emit(payload)
     else:
         err.print("[bold red]error:[/] ", end="")
         err.print(str(e), markup=False, highlight=False)
+        if e.run_id:
+            err.print(f"run {e.run_id}: see `cairn status {e.run_id}`", highlight=False)
     raise typer.Exit(code)
 
 

@@ -47,9 +47,12 @@ class Recorder:
         )
         self.write_log(data.get("step") or "run", f"[{type_}] {message}")
 
+    def log_path(self, step: str) -> Path:
+        return self.log_dir / f"{step}.log"
+
     def write_log(self, step: str, line: str) -> None:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        with open(self.log_dir / f"{step}.log", "a", encoding="utf-8") as f:
+        with open(self.log_path(step), "a", encoding="utf-8") as f:
             f.write(f"{stamp} {line}\n")
 
     def step_event(
@@ -369,6 +372,13 @@ class Recorder:
                 s, step, "failed", fingerprint=fp, finished_at=utcnow(), error=why
             )
             self.event(s, "step_unschedulable", f"{step.name}: {why}", sr.id, step=step.name)
+
+    def unreadable_input(self, step: Step, why: str) -> None:
+        """A step whose inputs could not be read (a source gone, empty or unreachable): failed
+        before it started, so it has no fingerprint and no attempt."""
+        with self.sessions.begin() as s:
+            sr = self._new_step_run(s, step, "failed", finished_at=utcnow(), error=why)
+            self.event(s, "step_failed", f"{step.name}: {why}", sr.id, step=step.name)
 
     def skipped(self, step: Step, why: str) -> None:
         with self.sessions.begin() as s:

@@ -22,7 +22,7 @@ from cairn.engine.fingerprint import fingerprint
 from cairn.engine.mirror import Mirror
 from cairn.engine.progress import Display
 from cairn.engine.recorder import Inputs, Recorder
-from cairn.errors import StepCancelled
+from cairn.errors import CairnError, StepCancelled
 from cairn.results import Artifact, RunResult, StepResult
 from cairn.settings import Settings
 from cairn.stage import ArtifactType
@@ -107,7 +107,9 @@ class Scheduler:
             self.cancelled, error = True, "interrupted"
             self._cancel_all("interrupted")
         except BaseException as ex:
-            error = f"{type(ex).__name__}: {ex}"
+            error = str(ex) if isinstance(ex, CairnError) else f"{type(ex).__name__}: {ex}"
+            if isinstance(ex, CairnError):
+                ex.run_id = self.run_id
             try:
                 self._cancel_all(f"engine error: {error}")
             finally:
@@ -188,7 +190,15 @@ class Scheduler:
 
     # -- one step ------------------------------------------------------------------------------
     def _start(self, step: Step) -> None:
-        inputs = self._inputs(step)
+        try:
+            inputs = self._inputs(step)
+        except Exception as ex:  # an input that cannot be read: this step fails, not the run
+            unreadable = self._message(step.name, ex)
+            self.recorder.write_log(step.name, "".join(traceback.format_exception(ex)))
+            self.recorder.unreadable_input(step, unreadable)
+            self.results[step.name].error = unreadable
+            self._done(step, "failed", {}, attempts=1)
+            return
         fp = fingerprint(
             step.spec, step.config, {k: [i["digest"] for i in v] for k, v in inputs.items()}
         )
@@ -211,7 +221,13 @@ class Scheduler:
             items = []
             for ref in refs:
                 if ref.uri is not None:
-                    items.append(self._source(ref.uri, ref.text, step.spec.inputs[slot].type))
+                    try:
+                        items.append(self._source(ref.uri, ref.text, step.spec.inputs[slot].type))
+                    except CairnError as e:  # where in the workflow file the source is named
+                        where = f"{self.wf.path}:{step.line}" if step.line else str(self.wf.path)
+                        raise CairnError(
+                            f"{where}: steps.{step.name}.inputs.{slot}: '{ref.text}': {e}"
+                        ) from e
                 else:
                     assert ref.step is not None and ref.output is not None  # validated spec
                     art = self.outputs[ref.step][ref.output]
@@ -382,9 +398,9 @@ class Scheduler:
         """Record a failed attempt; True when the step has a retry left (recorded too)."""
         cancelled = isinstance(ex, StepCancelled) or self.cancelled
         state = "cancelled" if cancelled else "failed"
-        msg = f"{type(ex).__name__}: {ex}"
+        msg = self._message(r.step.name, ex)
         attempt = self.results[r.step.name].attempts
-        detail = "".join(traceback.format_exception(ex))[-4000:]
+        detail = "".join(traceback.format_exception(ex))[-8000:]
         self.recorder.failed(r.step, r.step_run_id, attempt, state, msg, detail, self._usage(r))
         self.mirror.failed(r.mlflow_run_id, state, msg)
         if not cancelled and attempt <= r.step.retries:
@@ -393,6 +409,15 @@ class Scheduler:
         self.results[r.step.name].error = msg
         self._done(r.step, state, {}, attempts=attempt)
         return False
+
+    def _message(self, step: str, ex: BaseException) -> str:
+        """What the user reads for a failure (status, --json, the database, MLflow's
+        cairn.error): a `CairnError`'s own message, written for them; for anything else (a bug)
+        its type and first line, and where its traceback is."""
+        if isinstance(ex, CairnError):
+            return str(ex)
+        first = (str(ex).strip().splitlines() or [""])[0][:500]
+        return f"{type(ex).__name__}: {first} (traceback in {self.recorder.log_path(step)})"
 
     def _skip(self, step: Step, why: str) -> None:
         self.recorder.skipped(step, why)

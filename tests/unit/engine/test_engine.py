@@ -33,13 +33,6 @@ steps:
 """
 
 
-@pytest.fixture
-def home(tmp_path):
-    (tmp_path / "wf" / "data").mkdir(parents=True)
-    (tmp_path / "wf" / "data" / "a.txt").write_text("one\ntwo\nthree\n")
-    return tmp_path
-
-
 def write_wf(home: Path, factor=1, fit="{width: 4}", retries=0, cache="true") -> Path:
     p = home / "wf" / "toy.yaml"
     p.write_text(WF.format(factor=factor, fit=fit, retries=retries, cache=cache))

@@ -50,6 +50,7 @@ class FitConfig(StageConfig):
     fail_times: int = Field(0, ge=0, description="fail this many attempts first (per counter file)")
     counter: str | None = None
     sleep_s: float = 0.0
+    bug: bool = Field(False, description="fail as a bug would: not a CairnError")
     log_every: Runtime[int] = Field(1, ge=1, description="metrics every this many steps")
 
 
@@ -62,6 +63,8 @@ def fit_run(config, inputs, ctx):
             # write something first: a failed attempt must leave no visible artifact
             (ctx.output_path("model") / "partial.bin").write_bytes(b"half")
             raise StageError(f"planned failure {n + 1}")
+    if config.bug:
+        return {"model": {"ratio": 1 / 0}}
     deadline = time.monotonic() + config.sleep_s
     while time.monotonic() < deadline:
         ctx.check_cancelled()

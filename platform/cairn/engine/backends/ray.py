@@ -11,10 +11,40 @@ from cairn.engine.attempt import StepPayload, execute_step
 from cairn.engine.backends import TRAIN_ENV, placement
 from cairn.engine.cluster import NodeWatch, infeasible, node_types
 from cairn.engine.context import RayReporterHandle, Reporter, ReporterHub
+from cairn.errors import CairnError
 from cairn.stage import Launcher, Resources
 
 # How long the cluster's node types are trusted before being read again.
 TYPES_TTL_S = 30.0
+
+
+def own_error(error: BaseException) -> BaseException:
+    """The exception a stage raised, from under Ray's wrappers.
+
+    A step's error can arrive wrapped more than once: a Ray Data or Ray Train task inside the
+    step raises it, the step's own task re-raises Ray's `RayTaskError`, and that reaches the
+    engine as another one. Each wrapper's text is a traceback with the message on its last line
+    (and as_instanceof_cause()'s "RayTaskError(StageError)" keeps that text), so a user would
+    read `ray::execute_step() (pid=…)` instead of `file.jsonl:3: not valid JSON …; fix …`.
+    Returns the first `CairnError` found (the message written for the user), else the innermost
+    cause.
+    """
+    import ray
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    innermost = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        innermost = current
+        if isinstance(current, ray.exceptions.RayError):
+            cause = getattr(current, "cause", None)
+            current = cause if isinstance(cause, BaseException) else current.__cause__
+        elif isinstance(current, CairnError):
+            return current
+        else:
+            current = current.__cause__
+    return innermost
 
 
 class RayExecutor:
@@ -89,9 +119,10 @@ class RayExecutor:
         try:
             return ray.get(handle)
         except ray.exceptions.RayTaskError as e:
-            # Re-raise the stage's own exception (StageError etc.) rather than Ray's wrapper.
-            cause = e.as_instanceof_cause()
-            raise cause from None
+            # The user reads the stage's own exception; Ray's wrapper, whose text is the
+            # worker's traceback, stays chained to it for the step's log.
+            own = own_error(e)
+            raise own from (e if own is not e else None)
 
     def cancel(self, handle: Any) -> None:
         import ray
