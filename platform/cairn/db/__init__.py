@@ -75,10 +75,19 @@ def sessions(url: str) -> sessionmaker[Session]:
     except CairnError:
         raise
     except Exception as e:
-        detail = scrub(str(e), url_secrets(with_database_password(url)))
+        secrets = url_secrets(with_database_password(url))
+        detail = scrub(str(e), secrets)
+        hint = ""
+        if not secrets and "password" in detail.lower():
+            # Typically a submitted job: its URL came without the password (cairn.settings).
+            hint = (
+                " The URL holds no password: supply it here with CAIRN_DATABASE_PASSWORD_FILE "
+                "(a mounted secret file), or PGPASSWORD, PGPASSFILE or ~/.pgpass."
+            )
         error = CairnError(
-            f"cannot open Cairn's database at {_safe(url)}: {detail}. Check CAIRN_DATABASE_URL "
-            "and that the server is up; `cairn db upgrade` applies migrations by hand."
+            f"cannot open Cairn's database at {_safe(url)}: {detail}.{hint} Check "
+            "CAIRN_DATABASE_URL and that the server is up; `cairn db upgrade` applies migrations "
+            "by hand."
         )
         # A driver error that quotes the password is not chained: a traceback would show it.
         raise error from (e if detail == str(e) else None)

@@ -49,3 +49,20 @@ def test_a_driver_error_that_quotes_the_password_is_scrubbed_and_not_chained(
     assert "could not use postgresql+psycopg://cairn:***@db.invalid/cairn" in str(e.value)
     printed = "".join(traceback.format_exception(e.value))
     assert SECRET not in printed  # not even in a chained cause of the traceback
+
+
+def test_a_url_without_a_password_that_needs_one_says_where_to_supply_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the driver of a submitted job sees when the cluster supplies no password."""
+
+    def upgrade(u: str, revision: str = "head") -> None:
+        raise RuntimeError("connection failed: fe_sendauth: no password supplied")
+
+    monkeypatch.delenv("CAIRN_DATABASE_PASSWORD_FILE", raising=False)
+    monkeypatch.setattr(db, "upgrade", upgrade)
+    with pytest.raises(CairnError) as e:
+        db.sessions("postgresql+psycopg://cairn@db.invalid/cairn")
+    assert "The URL holds no password: supply it here with CAIRN_DATABASE_PASSWORD_FILE" in str(
+        e.value
+    )
