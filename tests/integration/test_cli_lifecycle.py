@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Trail, free_port, tiny
+from .conftest import Trail, cli_env, free_port, stock, tiny
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 CAIRN = [sys.executable, "-m", "cairn"]
@@ -133,9 +133,51 @@ def test_sigkill_driver_then_resume(trail: Trail):
     assert new["resumed_from"] == run_id
 
 
-@pytest.fixture
+def test_cancel_stops_a_training_step(trail: Trail):
+    wf = trail.workflow("cancelled.yaml", tiny("cancelled", max_steps=5000, checkpoint_every=50))
+    before = run_folders(trail)
+    driver = subprocess.Popen(
+        [*CAIRN, "run", str(wf), "--json"],
+        env=trail.env(),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        run_id = wait_for(
+            lambda: new_run_training(trail, before, "model", driver),
+            300,
+            "the model step to be training",
+            every=0.2,
+        )
+        assert cairn_json(trail, "cancel", run_id)["status"] == "cancelling"
+        out, _ = driver.communicate(timeout=120)  # the driver ends by itself
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    result = json.loads(out)
+    assert driver.returncode == 1
+    assert result["status"] == "cancelled"
+    assert result["steps"] == {
+        **result["steps"],
+        "model": {**result["steps"]["model"], "state": "cancelled"},
+    }
+    assert result["steps"]["corpus"]["state"] == "cached"
+    st = cairn_json(trail, "status", run_id)
+    assert [e["type"] for e in st["events"]].count("cancel_requested") == 1
+    store = trail.home / "store"
+    assert visible_artifacts_all_sealed(store) == []
+    fingerprint = result["steps"]["model"]["fingerprint"]
+    assert not list(store.glob(f"pretrain/*/{fingerprint}/model")), (
+        "a cancelled step sealed a model"
+    )
+
+
+@pytest.fixture(scope="module")
 def ray_head():
-    """A real Ray head on free ports, stopped by signalling the `ray start --block` we started."""
+    """A real Ray head on free ports, stopped by signalling the `ray start --block` we started.
+    One for the module: the submit tests (the last ones here) share it."""
     gcs, dash = free_port(), free_port()
     # Ray's unix sockets live under --temp-dir, and AF_UNIX paths are capped at 107 bytes.
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
@@ -222,42 +264,58 @@ def test_submit_to_a_ray_head_then_status_and_logs(trail: Trail, ray_head):
     assert job_status(ray_head, run_id).endswith("SUCCEEDED")
 
 
-def test_cancel_stops_a_training_step(trail: Trail):
-    wf = trail.workflow("cancelled.yaml", tiny("cancelled", max_steps=5000, checkpoint_every=50))
-    before = run_folders(trail)
-    driver = subprocess.Popen(
-        [*CAIRN, "run", str(wf), "--json"],
-        env=trail.env(),
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        run_id = wait_for(
-            lambda: new_run_training(trail, before, "model", driver),
-            300,
-            "the model step to be training",
-            every=0.2,
-        )
-        assert cairn_json(trail, "cancel", run_id)["status"] == "cancelling"
-        out, _ = driver.communicate(timeout=120)  # the driver ends by itself
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-    result = json.loads(out)
-    assert driver.returncode == 1
-    assert result["status"] == "cancelled"
-    assert result["steps"] == {
-        **result["steps"],
-        "model": {**result["steps"]["model"], "state": "cancelled"},
+SECRET = "s3cret-XYZ"
+
+
+@pytest.mark.postgres
+def test_a_submitted_job_never_sees_the_database_password(
+    ray_head, postgres_url: str, tmp_path: Path
+):
+    """The password in CAIRN_DATABASE_URL stays with the submitter: not in the job's info
+    (runtime_env, metadata, entrypoint), its logs, Cairn's logs and events, nor MLflow; the
+    job's driver connects without it (the local PostgreSQL trusts local connections, as a
+    cluster's nodes would supply it through PGPASSWORD, ~/.pgpass or a password file)."""
+    from mlflow import MlflowClient
+
+    from cairn.engine.jobs import job_client, job_logs
+
+    assert postgres_url.startswith("postgresql+psycopg://postgres@")
+    url = postgres_url.replace("postgres@", f"postgres:{SECRET}@", 1)
+    home = tmp_path / "home"
+    wf = stock(tmp_path / "wf") / "secret.yaml"
+    wf.write_text(tiny("secret").split("  model:")[0])  # the curate step alone
+    env = {**cli_env(home), "CAIRN_DATABASE_URL": url}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*CAIRN, *args], env=env, capture_output=True, text=True, timeout=600)
+
+    sub = run("submit", str(wf), "--address", ray_head, "--json")
+    assert sub.returncode == 0, sub.stderr[-3000:]
+    run_id = json.loads(sub.stdout)["run_id"]
+    note = f"note: CAIRN_DATABASE_URL goes to the job without its credentials, as {postgres_url};"
+    assert note in " ".join(sub.stderr.split())  # unwrapped: the console may wrap it
+
+    # Waited on through the Jobs API in this process: a `cairn status` every few seconds
+    # would cost a Python start-up each.
+    client = job_client(ray_head)
+    wait_for(lambda: client.get_job_status(run_id).is_terminal(), 600, "the job", every=1)
+    st = json.loads(run("status", run_id, "--json").stdout)
+    logs = run("logs", run_id).stdout
+    assert st["status"] == "succeeded", (st.get("error"), logs[-4000:])
+    assert "secrets_withheld" in [e["type"] for e in st["events"]]
+
+    info = client.get_job_info(run_id)
+    assert info.runtime_env["env_vars"]["CAIRN_DATABASE_URL"] == postgres_url
+    seen = {
+        "stdout and stderr of cairn submit": sub.stdout + sub.stderr,
+        "the job's info": repr(info),
+        "the job's driver log": job_logs(ray_head, run_id),
+        "cairn logs and status": logs + json.dumps(st),
+        "Cairn's log files": "".join(p.read_text() for p in (home / "logs").rglob("*.log")),
     }
-    assert result["steps"]["corpus"]["state"] == "cached"
-    st = cairn_json(trail, "status", run_id)
-    assert [e["type"] for e in st["events"]].count("cancel_requested") == 1
-    store = trail.home / "store"
-    assert visible_artifacts_all_sealed(store) == []
-    fingerprint = result["steps"]["model"]["fingerprint"]
-    assert not list(store.glob(f"pretrain/*/{fingerprint}/model")), (
-        "a cancelled step sealed a model"
-    )
+    mlflow = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in mlflow.search_experiments()]
+    runs = mlflow.search_runs(experiments, filter_string=f"tags.`cairn.run_id` = '{run_id}'")
+    assert len(runs) == 2  # the workflow's run and its step's
+    seen["MLflow params and tags"] = json.dumps([[r.data.params, r.data.tags] for r in runs])
+    assert [where for where, text in seen.items() if SECRET in text] == []

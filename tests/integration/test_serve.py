@@ -276,8 +276,48 @@ def run_stage(tiny: Path, root: Path, **config):
     return meta, json.loads((out / "endpoint.json").read_text()), out, ctx.reporter.drain()
 
 
-def test_the_serve_stage_records_the_endpoint_and_stops_the_server(tiny, tmp_path):
-    meta, endpoint, out, records = run_stage(tiny, tmp_path, engine="transformers")
+def test_a_server_with_an_api_key_answers_only_requests_that_carry_it(tiny, tmp_path):
+    """The transformers engine as a process, with a key: the openai client without it gets 401,
+    with it an answer; the key is in neither the command line (`ps`) nor the log."""
+    import openai
+
+    key = "sk-cairn-s3cret-XYZ"
+    with start_server(
+        tiny,
+        engine="transformers",
+        served_model_name="tiny",
+        api_key=key,
+        startup_timeout_s=240,
+        log_dir=tmp_path,
+    ) as server:
+        keyless = openai_client(server.base_url, "none")
+        with pytest.raises(openai.AuthenticationError):
+            keyless.completions.create(model="tiny", prompt="Hi", max_tokens=2)
+        with pytest.raises(openai.AuthenticationError):
+            keyless.models.list()
+        reply = openai_client(server.base_url, key).completions.create(
+            model="tiny", prompt="Hi", max_tokens=2
+        )
+        assert reply.usage is not None and reply.usage.completion_tokens >= 1
+        assert key.encode() not in Path(f"/proc/{server.pid}/cmdline").read_bytes()
+        assert key not in json.dumps(server.describe()) and server.describe()["api_key_required"]
+    assert key not in server.log_path.read_text()
+    assert not port_open("127.0.0.1", server.port)
+
+
+def openai_client(base_url: str, api_key: str):
+    from openai import OpenAI
+
+    return OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=60)
+
+
+def test_the_serve_stage_records_the_endpoint_and_stops_the_server(tiny, tmp_path, monkeypatch):
+    # With a key from the step's environment: the stage's own smoke test must send it.
+    key = "sk-cairn-stage-s3cret"
+    monkeypatch.setenv("CAIRN_TEST_SERVE_KEY", key)
+    meta, endpoint, out, records = run_stage(
+        tiny, tmp_path, engine="transformers", api_key_env="CAIRN_TEST_SERVE_KEY"
+    )
     assert meta == {
         "url": endpoint["url"],
         "base_url": endpoint["url"] + "/v1",
@@ -287,7 +327,13 @@ def test_the_serve_stage_records_the_endpoint_and_stops_the_server(tiny, tmp_pat
         "model_digest": "ab" * 32,
         "kept": False,
         "pid": None,  # only a kept server has one to report
+        "api_key_required": True,
     }
+    assert (
+        endpoint["api_key_required"] is True and endpoint["api_key_env"] == "CAIRN_TEST_SERVE_KEY"
+    )
+    recorded = [json.dumps(endpoint), (out / "server.log").read_text(), json.dumps(records)]
+    assert all(key not in text for text in recorded)
     assert endpoint["model_digest"] == "ab" * 32 and endpoint["model_path"] == str(tiny)
     assert endpoint["kept"] is False and endpoint["running"] is False
     assert [r["kind"] for r in endpoint["smoke"]] == ["completion", "chat", "stream"]

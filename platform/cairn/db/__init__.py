@@ -1,4 +1,9 @@
-"""Database access: engine creation, schema upgrades (Alembic), and sessions."""
+"""Database access: engine creation, schema upgrades (Alembic), and sessions.
+
+Connecting is where a password-less URL gets its password from `CAIRN_DATABASE_PASSWORD_FILE`
+(`cairn.settings.with_database_password`; the settings module says why). A URL is only ever
+shown redacted, and errors are scrubbed of its password.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,13 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from cairn.errors import CairnError
+from cairn.settings import redact, scrub, url_secrets, with_database_password
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
 
 
 def make_engine(url: str, **kw: Any) -> Engine:
+    url = with_database_password(url)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30}, **kw)
@@ -44,7 +51,7 @@ def alembic_config(url: str):  # type: ignore[no-untyped-def]
         )
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.set_main_option("sqlalchemy.url", with_database_password(url).replace("%", "%%"))
     return cfg
 
 
@@ -68,14 +75,25 @@ def sessions(url: str) -> sessionmaker[Session]:
     except CairnError:
         raise
     except Exception as e:
-        raise CairnError(
-            f"cannot open Cairn's database at {_safe(url)}: {e}. Check CAIRN_DATABASE_URL and that "
-            "the server is up; `cairn db upgrade` applies migrations by hand."
-        ) from e
+        secrets = url_secrets(with_database_password(url))
+        detail = scrub(str(e), secrets)
+        hint = ""
+        if not secrets and "password" in detail.lower():
+            # Typically a submitted job: its URL came without the password (cairn.settings).
+            hint = (
+                " The URL holds no password: supply it here with CAIRN_DATABASE_PASSWORD_FILE "
+                "(a mounted secret file), or PGPASSWORD, PGPASSFILE or ~/.pgpass."
+            )
+        error = CairnError(
+            f"cannot open Cairn's database at {_safe(url)}: {detail}.{hint} Check "
+            "CAIRN_DATABASE_URL and that the server is up; `cairn db upgrade` applies migrations "
+            "by hand."
+        )
+        # A driver error that quotes the password is not chained: a traceback would show it.
+        raise error from (e if detail == str(e) else None)
     return sessionmaker(make_engine(url), expire_on_commit=False)
 
 
 def _safe(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+    """`url` as it may be shown: its password masked."""
+    return redact(url)

@@ -4,6 +4,11 @@ The run is recorded as `pending` before the job exists, with the Ray submission 
 Cairn run id, so `cairn status` and `cairn logs` can find it from either side. The job's
 entrypoint is `python -m cairn run FILE --run-id ID`, which adopts the pending run. If the
 submission fails, the pending run is removed again: nothing is left behind.
+
+The job's environment (its `runtime_env`, readable through the Jobs API and the dashboard) holds
+no secret: `Settings.env` strips credentials from the URLs it forwards, and the cluster's nodes
+supply them (`cairn.settings` says how). Each credential left out is said once, on stderr and as
+a `secrets_withheld` event of the run, with where the cluster must supply it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -52,7 +58,10 @@ def submit(
     address: str,
     python: str | None = None,
     working_dir: str | None = None,
+    note: Callable[[str], object] | None = None,
 ) -> str:
+    """Submit `wf` as a Ray job; returns the run id. `note` gets one line per credential kept
+    out of the job's environment (default: printed to stderr)."""
     client = job_client(address)
     run_id = engine.create_run(wf, ray_address=address)
     host = urlparse(address).hostname or ""
@@ -60,6 +69,7 @@ def submit(
     py = python or (sys.executable if host in ("127.0.0.1", "localhost") else "python")
     wf_arg = wf.path.name if working_dir else str(wf.path)
     runtime_env: dict[str, Any] = {"env_vars": {**engine.settings.env(), **TRAIN_ENV}}
+    withheld = engine.settings.withheld()
     if working_dir:
         runtime_env["working_dir"] = working_dir
     try:
@@ -75,7 +85,18 @@ def submit(
             s.execute(delete(Event).where(Event.run_id == run_id))
             s.execute(delete(Run).where(Run.id == run_id))
         raise CairnError(f"submitting to {address} failed: {e}") from e
+    if withheld:
+        with engine.sessions.begin() as s:
+            s.add_all(
+                Event(run_id=run_id, type="secrets_withheld", message=line) for line in withheld
+            )
+        for line in withheld:
+            (note or _to_stderr)(f"note: {line}")
     return run_id
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _submit_job(client: Any, **job: Any) -> None:

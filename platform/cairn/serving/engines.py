@@ -27,6 +27,8 @@ EngineName = Literal["auto", "vllm", "transformers"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 ENGINES: tuple[str, ...] = ("auto", "vllm", "transformers")
 CPU_MEMORY_SHARE = 0.1  # vLLM's CPU build: share of host RAM for weights + KV cache
+API_KEY_ENV = "CAIRN_SERVE_API_KEY"  # the transformers engine's key (cairn.serving.access)
+VLLM_API_KEY_ENV = "VLLM_API_KEY"  # vLLM's own
 
 
 class ServingError(CairnError):
@@ -183,6 +185,8 @@ class LaunchOptions:
     enforce_eager: bool = False
     chat_template: Path | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    # Goes into the server's environment, never its argv (see cairn.serving.access).
+    api_key: str | None = field(default=None, repr=False)
 
 
 def command(
@@ -192,6 +196,12 @@ def command(
     env = dict(os.environ)
     # Models are local directories and nothing is downloaded at run time: never ask a hub.
     env.update(HF_HUB_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1")
+    # The key, for whichever engine runs; none inherited: a server asks for a key only when
+    # told to (an inherited one would lock out the health check and the smoke test).
+    for var in (VLLM_API_KEY_ENV, API_KEY_ENV):
+        env.pop(var, None)
+    if opts.api_key:
+        env[VLLM_API_KEY_ENV if choice.name == "vllm" else API_KEY_ENV] = opts.api_key
     common = ["--model", str(model_dir), "--served-model-name", opts.served_model_name]
     common += ["--host", opts.host, "--port", str(opts.port), "--dtype", opts.dtype]
     if opts.max_model_len is not None:

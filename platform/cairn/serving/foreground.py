@@ -16,21 +16,28 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cairn.serving.engines import API_KEY_ENV
 from cairn.serving.process import failure_report
 from cairn.serving.server import Server, start_server
 
 
 def usage_text(server: Server) -> str:
-    """Where the server is, what runs it, and two ways to call it (curl and openai)."""
+    """Where the server is, what runs it, and two ways to call it (curl and openai). A key is
+    shown as the variable `$CAIRN_SERVE_API_KEY`, never as itself: this text goes to terminals
+    and logs."""
     name = server.served_model_name
     body = json.dumps({"model": name, "prompt": "To be, or not to be", "max_tokens": 32})
-    python = (
-        "from openai import OpenAI\n"
-        f"client = OpenAI(base_url={server.base_url!r}, api_key='none')\n"
+    keyed = server.api_key is not None
+    python = [
+        *(["import os"] if keyed else []),
+        "from openai import OpenAI",
+        f"client = OpenAI(base_url={server.base_url!r}, "
+        + (f"api_key=os.environ[{API_KEY_ENV!r}])" if keyed else "api_key='none')"),
         f"reply = client.chat.completions.create(model={name!r}, "
-        "messages=[{'role': 'user', 'content': 'Hello'}], max_tokens=32)\n"
-        "print(reply.choices[0].message.content)"
-    )
+        "messages=[{'role': 'user', 'content': 'Hello'}], max_tokens=32)",
+        "print(reply.choices[0].message.content)",
+    ]
+    auth = [f'    -H "Authorization: Bearer ${API_KEY_ENV}" \\'] if keyed else []
     engine = server.engine
     return "\n".join(
         [
@@ -40,12 +47,14 @@ def usage_text(server: Server) -> str:
             "/v1/chat/completions)",
             f"  engine   {engine.name} {engine.version} ({engine.distribution}; {engine.reason})",
             f"  started  in {server.startup_s:.1f} s, pid {server.pid}, log {server.log_path}",
+            *([f"  access   API key required (below: ${API_KEY_ENV} holds it)"] if keyed else []),
             "",
             "Try it:",
             f"  curl {server.base_url}/completions -H 'Content-Type: application/json' \\",
+            *auth,
             f"    -d {shlex.quote(body)}",
             "",
-            *("  " + line for line in python.splitlines()),
+            *("  " + line for line in python),
             "",
             "Press Ctrl-C to stop the server.",
         ]
@@ -78,8 +87,9 @@ def serve_forever(
     **options: Any,
 ) -> int:
     """Serve `model_dir` until interrupted; returns an exit code (0: stopped by the user, 1: the
-    server died). `options` go to `start_server` (max_model_len, dtype, gpu_memory_utilization,
-    kv_cache_gb, enforce_eager, startup_timeout_s, log_dir, extra_args)."""
+    server died). `options` go to `start_server` (api_key, insecure, max_model_len, dtype,
+    gpu_memory_utilization, kv_cache_gb, enforce_eager, startup_timeout_s, log_dir,
+    extra_args)."""
     echo(f"Starting a server for {model_dir} (engine {engine}) ...")
     with _sigterm_as_interrupt():
         # start_server stops what it started if it fails or is interrupted while starting.

@@ -5,15 +5,17 @@ requests vLLM's server does, so clients and tests never care which engine is beh
 `/health`, `/v1/models`, `/v1/completions` and `/v1/chat/completions` (streamed as server-sent
 events when `stream` is true, ending with `data: [DONE]`). Errors have OpenAI's shape,
 `{"error": {"message", "type", "param", "code"}}`: 400 for a request it cannot serve, 404 for a
-model name it does not serve. Generation is in `hf_engine.py`, the API's shapes in
-`openai_api.py`.
+model name it does not serve. With an API key (`CAIRN_SERVE_API_KEY` in its environment, as
+`cairn.serving.access` describes), requests under /v1 without `Authorization: Bearer KEY` get 401,
+as from vLLM. Generation is in `hf_engine.py`, the API's shapes in `openai_api.py`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +24,38 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from cairn.serving import access
 from cairn.serving import openai_api as api
+from cairn.serving.engines import API_KEY_ENV
 from cairn.serving.hf_engine import HFEngine, RequestError
 
 
-def create_app(engine: HFEngine, served_model_name: str) -> FastAPI:
-    """The app serving `engine` under the name `served_model_name`."""
+def create_app(engine: HFEngine, served_model_name: str, api_key: str | None = None) -> FastAPI:
+    """The app serving `engine` under the name `served_model_name`; with `api_key`, only to
+    requests that carry it."""
     app = FastAPI(title="Cairn transformers engine", docs_url=None, redoc_url=None)
     created = int(time.time())
+    if api_key:
+        digest = access.key_digest(api_key)
+
+        @app.middleware("http")
+        async def _authenticate(
+            request: Request, call_next: Callable[[Request], Awaitable[Any]]
+        ) -> Any:
+            # As vLLM: /health stays open for probes, and so do CORS preflights.
+            guarded = request.url.path.startswith(access.GUARDED_PREFIX)
+            if (
+                guarded
+                and request.method != "OPTIONS"
+                and not access.authorized(request.headers.get("authorization"), digest)
+            ):
+                return api.APIError(
+                    401,
+                    "a valid API key is required: send it as `Authorization: Bearer KEY` "
+                    "(the openai client's api_key)",
+                    "AuthenticationError",
+                ).response()
+            return await call_next(request)
 
     @app.exception_handler(api.APIError)
     async def _api_error(_: Request, e: api.APIError) -> JSONResponse:
@@ -206,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     uvicorn.run(
-        create_app(engine, name),
+        create_app(engine, name, os.environ.get(API_KEY_ENV) or None),
         host=args.host,
         port=args.port,
         log_level=args.log_level,

@@ -218,10 +218,14 @@ def port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def get_json(url: str, timeout_s: float = 5.0) -> tuple[int, object]:
-    """GET `url`; (status, parsed JSON body or None). Connection errors raise OSError."""
+def get_json(url: str, timeout_s: float = 5.0, api_key: str | None = None) -> tuple[int, object]:
+    """GET `url` (with `api_key` as a bearer token); (status, parsed JSON body or None).
+    Connection errors raise OSError."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout_s
+        ) as resp:
             body = resp.read()
             status = resp.status
     except urllib.error.HTTPError as e:
@@ -240,10 +244,12 @@ def wait_ready(
     timeout_s: float,
     what: str = "server",
     cancelled: Callable[[], bool] = lambda: False,
+    api_key: str | None = None,
 ) -> float:
-    """Wait until `/health` answers 200 and `/v1/models` lists `served_model_name`; returns the
-    seconds it took. Raises ServingError with the log tail if the process exits, the timeout
-    passes or `cancelled()` turns true (the caller stops the process)."""
+    """Wait until `/health` answers 200 and `/v1/models` lists `served_model_name` (asked with
+    `api_key`, when the server has one); returns the seconds it took. Raises ServingError with
+    the log tail if the process exits, the timeout passes or `cancelled()` turns true (the
+    caller stops the process)."""
     start = time.monotonic()
     while True:
         if not proc.alive():
@@ -257,9 +263,16 @@ def wait_ready(
         try:
             status, _ = get_json(f"{base_url}/health", timeout_s=2.0)
             if status == 200:
-                status, models = get_json(f"{base_url}/v1/models", timeout_s=5.0)
+                status, models = get_json(f"{base_url}/v1/models", 5.0, api_key)
                 if status == 200 and served_model_name in _model_ids(models):
                     return time.monotonic() - start
+                if status == 401:
+                    raise ServingError(
+                        f"the {what} wants an API key other than Cairn's (401 on /v1/models; "
+                        "an --api-key among the engine's extra arguments?); fix: give the key "
+                        "through Cairn (a serve step's api_key_env; CAIRN_SERVE_API_KEY or "
+                        "--api-key-file for cairn serve), not on the engine's command line"
+                    )
         except OSError:
             pass  # not listening yet
         if time.monotonic() - start > timeout_s:

@@ -6,6 +6,9 @@ serve stage, the `cairn serve` command and the tests share.
 raises a `ServingError` holding the tail of the server's log. A server started with `detach=True`
 outlives the calling process (and the Ray worker it may run in); `stop_endpoint` stops it later
 from what the serve stage recorded in its endpoint artifact.
+
+A server that other machines could reach (a non-loopback `host`) needs an `api_key` or an
+explicit `insecure=True`; `cairn.serving.access` has the rule and says where the key goes.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cairn.serving import engines, process
+from cairn.serving import access, engines, process
 from cairn.serving.chat import FALLBACK_CHAT_TEMPLATE, has_chat_template
 from cairn.serving.engines import EngineChoice, LaunchOptions, ServingError
 
@@ -43,6 +46,7 @@ class Server:
     startup_s: float
     process: process.ServerProcess = field(repr=False)
     detached: bool = False
+    api_key: str | None = field(default=None, repr=False)  # clients send it as a bearer token
 
     @property
     def base_url(self) -> str:
@@ -86,6 +90,7 @@ class Server:
             "startup_s": round(self.startup_s, 3),
             "pid": self.pid,
             "log_path": str(self.log_path),
+            "api_key_required": self.api_key is not None,  # never the key itself
         }
 
 
@@ -106,6 +111,8 @@ def start_server(
     detach: bool = False,
     extra_args: tuple[str, ...] = (),
     cancelled: Callable[[], bool] = lambda: False,
+    api_key: str | None = None,
+    insecure: bool = False,
 ) -> Server:
     """Start serving `model_dir` (a Hugging Face model directory) and wait until it answers.
 
@@ -113,8 +120,17 @@ def start_server(
     none) go under `log_dir`, a new temporary directory by default. `gpu_memory_utilization`
     (vLLM only) defaults to 0.1 on vLLM's CPU build, where it is a share of host RAM, and to
     vLLM's own default on GPUs. `extra_args` are appended to the engine's command line as they
-    are.
+    are. With `api_key`, requests under /v1 must carry it (`Authorization: Bearer KEY`); a
+    `host` other machines can reach is refused without one unless `insecure`.
     """
+    api_key = api_key or None
+    access.check_exposure(
+        host,
+        api_key,
+        insecure,
+        "pass api_key= (clients send it as a bearer token), serve on 127.0.0.1, or pass "
+        "insecure=True on a network you trust",
+    )
     model_dir = Path(model_dir).expanduser().resolve()
     if not model_dir.is_dir():
         raise ServingError(f"model directory {model_dir} does not exist")
@@ -129,6 +145,7 @@ def start_server(
         kv_cache_gb=kv_cache_gb,
         enforce_eager=enforce_eager,
         extra_args=tuple(extra_args),
+        api_key=api_key,
     )
     process.check_port_free(host, opts.port)
     logs = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="cairn-serve-"))
@@ -154,6 +171,7 @@ def start_server(
             timeout_s=startup_timeout_s,
             what=f"{choice.name} server for {model_dir}",
             cancelled=cancelled,
+            api_key=api_key,
         )
     except BaseException:
         proc.stop(grace_s=5.0)  # never leave a half-started engine behind
@@ -169,6 +187,7 @@ def start_server(
         startup_s=startup_s,
         process=proc,
         detached=detach,
+        api_key=api_key,
     )
 
 

@@ -21,9 +21,10 @@ def smoke_test(
     prompts: Sequence[str],
     max_tokens: int = 16,
     timeout_s: float = 120.0,
+    api_key: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the requests against `base_url` (ending in /v1) and return their records; a request
-    that fails raises ServingError.
+    """Run the requests against `base_url` (ending in /v1), with `api_key` when the server has
+    one, and return their records; a request that fails raises ServingError.
 
     All are greedy (temperature 0), so they are reproducible, and the streamed text of the first
     prompt can be checked against its plain completion (`matches_completion`).
@@ -33,7 +34,9 @@ def smoke_test(
     if not prompts:
         raise ValueError("the smoke test needs at least one prompt")
     # Retries would hide a failing endpoint: a smoke test wants the first answer.
-    client = openai.OpenAI(base_url=base_url, api_key="cairn", timeout=timeout_s, max_retries=0)
+    client = openai.OpenAI(
+        base_url=base_url, api_key=api_key or "cairn", timeout=timeout_s, max_retries=0
+    )
     try:
         return _requests(client, model, prompts, max_tokens)
     except openai.OpenAIError as e:

@@ -1,19 +1,48 @@
-"""The MLflow tracker: Cairn's runs, steps, metrics, datasets and models in a real MLflow store."""
+"""The MLflow tracker: Cairn's runs, steps, metrics, datasets and models in a real MLflow store.
+
+MLflow quotes the tracking URI in its errors ("API request to http://user:password@host/...
+failed"), and those errors reach the run's events and logs: every call here re-raises them
+scrubbed of the URI's credentials.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from cairn.tracking import STATUS, DatasetRef, MetricPoint, flatten
+from cairn.settings import scrub, url_secrets
+from cairn.tracking import STATUS, DatasetRef, MetricPoint, TrackingError, flatten
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # MLflow's dataset digest column is String(36): the full sha256 rides in the profile and a tag.
 MLFLOW_DIGEST_LEN = 36
 
 
+def _scrubbed(method: F) -> F:
+    """`method`, with an error that quotes the tracking URI's credentials re-raised without
+    them (and unchained: a traceback would print the original)."""
+
+    @functools.wraps(method)
+    def call(self: MlflowTracker, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as e:
+            message = scrub(str(e), self._secrets)
+            if message == str(e):
+                raise
+            raise TrackingError(f"{type(e).__name__}: {message}") from None
+
+    return call  # type: ignore[return-value]
+
+
 class MlflowTracker:
+    @_scrubbed
     def __init__(self, tracking_uri: str, artifact_root: str) -> None:
+        self._secrets = url_secrets(tracking_uri)  # first: _scrubbed needs them
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri)
@@ -34,6 +63,7 @@ class MlflowTracker:
             )
         return self._experiments[name]
 
+    @_scrubbed
     def start_run(
         self, run_id: str, workflow: str, params: dict[str, Any], tags: dict[str, str]
     ) -> str:
@@ -43,6 +73,7 @@ class MlflowTracker:
         self._params(run.info.run_id, params)
         return run.info.run_id
 
+    @_scrubbed
     def start_step(
         self, parent: str, run_id: str, step: str, params: dict[str, Any], tags: dict[str, str]
     ) -> str:
@@ -63,6 +94,7 @@ class MlflowTracker:
         for i in range(0, len(flat), 100):
             self.client.log_batch(mlflow_run_id, params=flat[i : i + 100], synchronous=True)
 
+    @_scrubbed
     def log_metrics(self, mlflow_run_id: str, points: list[MetricPoint]) -> None:
         from mlflow.entities import Metric
 
@@ -70,6 +102,7 @@ class MlflowTracker:
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(mlflow_run_id, metrics=metrics[i : i + 1000], synchronous=True)
 
+    @_scrubbed
     def log_datasets(self, mlflow_run_id: str, datasets: list[DatasetRef]) -> None:
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
@@ -92,6 +125,7 @@ class MlflowTracker:
         if inputs:
             self.client.log_inputs(mlflow_run_id, datasets=inputs)
 
+    @_scrubbed
     def log_model(self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]) -> str:
         from mlflow.entities import LoggedModelOutput
 
@@ -118,6 +152,7 @@ class MlflowTracker:
         )
         return found[0].model_id if found else None
 
+    @_scrubbed
     def log_model_metrics(
         self, mlflow_run_id: str, model_digest: str, metrics: dict[str, float]
     ) -> None:
@@ -133,6 +168,7 @@ class MlflowTracker:
         if model_id:
             self.client.log_inputs(mlflow_run_id, models=[LoggedModelInput(model_id)])
 
+    @_scrubbed
     def register_model(
         self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]
     ) -> str:
@@ -159,10 +195,12 @@ class MlflowTracker:
         )
         return str(version.version)
 
+    @_scrubbed
     def set_tags(self, mlflow_run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
         self.client.log_batch(mlflow_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
+    @_scrubbed
     def end(self, mlflow_run_id: str, status: str) -> None:
         self.client.set_terminated(mlflow_run_id, STATUS.get(status, "FAILED"))

@@ -307,6 +307,37 @@ def test_bad_chat_requests_and_bodies_get_openai_errors(client):
     assert client.get("/v1/nothing").json()["error"]["code"] == 404
 
 
+def test_with_an_api_key_the_app_answers_only_requests_that_carry_it(engine):
+    """The transformers engine with a key, through the official client as users call it."""
+    import openai
+    from fastapi.testclient import TestClient
+
+    from cairn.serving.hf_server import create_app
+
+    key = "sk-cairn-test-key"
+    with TestClient(create_app(engine, "tiny", api_key=key)) as c:
+
+        def client(api_key: str) -> openai.OpenAI:
+            return openai.OpenAI(
+                base_url="http://testserver/v1", api_key=api_key, http_client=c, max_retries=0
+            )
+
+        with pytest.raises(openai.AuthenticationError) as refused:
+            client("none").completions.create(model="tiny", prompt="Hi", max_tokens=2)
+        assert refused.value.status_code == 401 and key not in str(refused.value)
+        with pytest.raises(openai.AuthenticationError):
+            client(key + "x").models.list()
+        done = client(key).completions.create(model="tiny", prompt="Hi", max_tokens=2)
+        assert done.usage is not None and done.usage.completion_tokens >= 1
+        assert [m.id for m in client(key).models.list().data] == ["tiny"]
+        # Without the client: every /v1 route is guarded, /health is not (probes need it).
+        assert c.get("/health").status_code == 200
+        assert c.post("/v1/chat/completions", json={}).status_code == 401
+        assert c.get("/v1/models", headers={"Authorization": key}).status_code == 401  # no scheme
+        body = c.get("/v1/models", headers={"Authorization": "Basic " + key}).json()
+        assert body["error"]["type"] == "AuthenticationError" and body["error"]["code"] == 401
+
+
 def test_split_characters_are_held_until_complete(engine):
     from cairn.serving.hf_engine import _TextAssembler
 
@@ -436,8 +467,15 @@ def test_the_serve_kind_is_registered_and_its_config_is_strict():
         ServeConfig(engine="tgi")
     with pytest.raises(ValidationError):
         ServeConfig(prot=8000)  # a typo is an error, not a silently ignored field
-    runtime = ServeConfig(port=9000, host="0.0.0.0", keep_serving=True, startup_timeout_s=5)
+    runtime = ServeConfig(
+        port=9000,
+        host="0.0.0.0",
+        api_key_env="CAIRN_SERVE_API_KEY",
+        keep_serving=True,
+        startup_timeout_s=5,
+    )
     assert runtime.identity() == ServeConfig().identity()  # none of these change the answers
+    assert ServeConfig(host="0.0.0.0", insecure=True).identity() == ServeConfig().identity()
     assert ServeConfig(engine="vllm").identity() != ServeConfig().identity()
     assert ServeConfig(smoke_prompts=["Hi"]).identity() != ServeConfig().identity()
     for name, field in ServeConfig.model_fields.items():

@@ -9,6 +9,10 @@ latency. Then it stops the server, unless `keep_serving` is set: a kept server r
 the step (it outlives the Ray task and `cairn run`) and is stopped with
 `cairn.serving.stop_endpoint(json.load(open(".../endpoint.json")))`.
 
+With `api_key_env`, the server asks clients for the key in that environment variable (read on
+the node that runs the step, at run time; the endpoint records that a key is required, never
+the key). A non-loopback `host` needs one, or `insecure: true`.
+
 A kept server holds CPU/GPU memory that Ray no longer accounts for once the step ends. Its log
 lives under the step's checkpoint directory (the step's scratch directory is deleted when the step
 ends); a stopped server's log is copied into the artifact as `server.log`.
@@ -17,6 +21,7 @@ ends); a stopped server's log is copied into the artifact as `server.log`.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import UTC, datetime
 
@@ -42,6 +47,7 @@ def run(config: ServeConfig, inputs: Inputs, ctx: Context) -> Outputs:
 
     model = inputs["model"]
     assert isinstance(model, InputArtifact)  # a single slot: the engine never passes a list
+    api_key = _api_key(config)
     keep = config.keep_serving
     # A kept server writes its log after the step is over, so not into scratch (deleted then).
     log_dir = (ctx.checkpoint_dir if keep else ctx.scratch_dir) / "serving" / ctx.run_id
@@ -62,6 +68,8 @@ def run(config: ServeConfig, inputs: Inputs, ctx: Context) -> Outputs:
         log_dir=log_dir,
         detach=keep,
         cancelled=ctx.cancelled,
+        api_key=api_key,
+        insecure=config.insecure,
     )
     try:
         ctx.log(
@@ -72,7 +80,11 @@ def run(config: ServeConfig, inputs: Inputs, ctx: Context) -> Outputs:
         ctx.check_cancelled()
         try:
             records = smoke_test(
-                server.base_url, name, config.smoke_prompts, config.smoke_max_tokens
+                server.base_url,
+                name,
+                config.smoke_prompts,
+                config.smoke_max_tokens,
+                api_key=api_key,
             )
         except ServingError as e:
             raise ServingError(f"{e}\n{failure_report(server.log_path)}") from e
@@ -88,6 +100,7 @@ def run(config: ServeConfig, inputs: Inputs, ctx: Context) -> Outputs:
             **server.describe(),
             "model_digest": model.digest,
             "model_name": model.name,
+            "api_key_env": config.api_key_env,  # where clients find the key, not the key
             "kept": keep,
             "running": server.alive(),
             "stopped_at": None if keep else datetime.now(UTC).isoformat(timespec="seconds"),
@@ -110,8 +123,26 @@ def run(config: ServeConfig, inputs: Inputs, ctx: Context) -> Outputs:
             "model_digest": model.digest,
             "kept": keep,
             "pid": endpoint.get("pid") if keep else None,
+            "api_key_required": api_key is not None,
         }
     }
+
+
+def _api_key(config: ServeConfig) -> str | None:
+    """The key in the variable `api_key_env` names, read here, on the node running the step."""
+    from cairn.serving import ServingError
+
+    if config.api_key_env is None:
+        return None
+    key = os.environ.get(config.api_key_env)
+    if not key:
+        raise ServingError(
+            f"api_key_env: {config.api_key_env} is not set (or empty) where the step runs; fix: "
+            f"set {config.api_key_env} to the API key in the environment of the node running "
+            "the step (on a cluster: the nodes' environment, e.g. from a Kubernetes Secret; "
+            "locally: the shell that runs cairn)"
+        )
+    return key
 
 
 def _metrics(startup_s: float, records: list[dict]) -> dict[str, float]:

@@ -1,12 +1,21 @@
-"""The config of a serve step: which engine, what to ask it, and how to run the server."""
+"""The config of a serve step: which engine, what to ask it, and how to run the server.
+
+The API key is never in the config (configs are recorded in the database, MLflow and
+releases): `api_key_env` names the environment variable that holds it on the node running the
+step. A `host` other machines can reach needs one, or `insecure: true` (`cairn.serving.access`).
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
+from cairn.serving.access import is_loopback
 from cairn.stage import Runtime, StageConfig
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ServeConfig(StageConfig):
@@ -63,3 +72,35 @@ class ServeConfig(StageConfig):
         description="leave the server running after the step (stop it with "
         "cairn.serving.stop_endpoint)",
     )
+    api_key_env: Runtime[str | None] = Field(
+        None,
+        description="the environment variable holding the API key clients must send (on the "
+        "node that runs the step), e.g. CAIRN_SERVE_API_KEY; never the key itself",
+    )
+    insecure: Runtime[bool] = Field(
+        False,
+        description="allow a non-loopback host without an API key (a network you trust)",
+    )
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, name: str | None) -> str | None:
+        if name is not None and not _ENV_NAME.fullmatch(name):
+            raise ValueError(
+                "not the name of an environment variable (the key itself belongs in that "
+                "variable, never in the workflow, which is recorded in MLflow and releases); "
+                "fix: write the variable's name, e.g. api_key_env: CAIRN_SERVE_API_KEY"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _exposure(self) -> ServeConfig:
+        if not (self.api_key_env or self.insecure or is_loopback(self.host)):
+            raise ValueError(
+                f"host {self.host or '(all interfaces)'!r} is not a loopback address and the "
+                "step has no API key, so anyone who can reach the node could use the model; "
+                "fix: add api_key_env: NAME (an environment variable holding the key on the "
+                "node that runs the step), serve on host: 127.0.0.1, or set insecure: true on a "
+                "network you trust"
+            )
+        return self
