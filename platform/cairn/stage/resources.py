@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from cairn.stage.numbers import refuse_loose_numbers
 
 
 class Resources(BaseModel):
@@ -15,7 +17,7 @@ class Resources(BaseModel):
     `min_workers` + `num_workers` (the maximum, which is what the autoscaler is asked for).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     num_workers: int = Field(
         1, ge=1, le=4096, description="parallel workers (Ray Train workers), or a range 'min..max'"
@@ -46,6 +48,12 @@ class Resources(BaseModel):
                 ) from None
             data = {**data, "num_workers": high, "min_workers": low}
         return data
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # `num_workers: true` would otherwise be one worker, `memory_gb: .inf` unbounded.
+        return refuse_loose_numbers(cls, info.field_name or "", value)
 
     @model_validator(mode="after")
     def _check_range(self) -> Resources:

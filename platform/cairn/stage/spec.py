@@ -19,10 +19,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from cairn.stage.artifacts import ArtifactType
 from cairn.stage.context import RunFn
+from cairn.stage.numbers import refuse_loose_numbers
 from cairn.stage.resources import Resources
 
 T = TypeVar("T")
@@ -41,9 +42,15 @@ Runtime = Annotated[T, RUNTIME]
 
 
 class StageConfig(BaseModel):
-    """Base of every stage's config model: unknown fields are errors, not silently ignored."""
+    """Base of every stage's config model: unknown fields are errors, not silently ignored, and
+    a number field takes neither true/false nor .inf/.nan (see `cairn.stage.numbers`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_loose_numbers(cls, info.field_name or "", value)
 
     @classmethod
     def runtime_fields(cls) -> list[str]:

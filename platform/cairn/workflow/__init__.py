@@ -10,6 +10,8 @@ it is about to edit that file.
 | `model.py` | the file's shape (`WorkflowModel`, `StepModel`) and the result (`Workflow`, `Step`, `Ref`) |
 | `checks.py` | the one pass that collects every problem (`Validator`) |
 | `messages.py` | pydantic's errors as a message and a fix a person can act on |
+| `sources.py` | external inputs (paths, URLs): what each is, or why it cannot be used |
+| `yamlload.py` | the YAML reader: bounded (size, depth, aliases), YAML 1.2 scalars, one document |
 """
 
 from __future__ import annotations
@@ -19,22 +21,59 @@ from pathlib import Path
 from cairn.errors import SpecError, SpecIssue
 from cairn.workflow.checks import Validator
 from cairn.workflow.model import Ref, Step, Workflow, is_external
+from cairn.workflow.yamlload import MAX_CHARS
 
 
 def load_workflow(path: str | Path) -> Workflow:
     """Read and validate a workflow file. Raises `SpecError` naming every problem."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            # Never more than the limit plus one byte: the path may name a huge file or a device.
+            data = f.read(MAX_CHARS + 1)
     except FileNotFoundError:
+        raise SpecError([_file_issue(p, None, "no such file", "check the path")]) from None
+    except IsADirectoryError:
         raise SpecError(
-            [SpecIssue(str(p), None, "(file)", "no such file", "check the path")]
+            [_file_issue(p, None, "is a folder", "give the workflow's YAML file in it")]
         ) from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise SpecError(
-            [SpecIssue(str(p), None, "(file)", f"cannot read: {e}", "save it as UTF-8 text")]
+            [
+                _file_issue(
+                    p, None, f"cannot read: {e.strerror or e}", "check the path and its permissions"
+                )
+            ]
         ) from e
+    if len(data) > MAX_CHARS:
+        raise SpecError(
+            [
+                _file_issue(
+                    p,
+                    None,
+                    f"the file is over {MAX_CHARS >> 20} MiB; a workflow file is a few KB",
+                    "check that this is the workflow file; keep data in files its inputs point to",
+                )
+            ]
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(
+            [
+                _file_issue(
+                    p,
+                    data.count(b"\n", 0, e.start) + 1,
+                    f"byte 0x{data[e.start]:02x} is not UTF-8 text ({e.reason})",
+                    "save the file as UTF-8, or remove that character (was a binary file given?)",
+                )
+            ]
+        ) from None
     return parse_workflow(text, p)
+
+
+def _file_issue(p: Path, line: int | None, message: str, fix: str) -> SpecIssue:
+    return SpecIssue(str(p), line, "(file)", message, fix)
 
 
 def parse_workflow(text: str, path: Path) -> Workflow:

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from cairn import stages
 from cairn.errors import SpecIssue
 from cairn.stage import ArtifactType, Resources, StageConfig, StageSpec
-from cairn.workflow.messages import fix, message, suggest
+from cairn.workflow import sources, yamlload
+from cairn.workflow.messages import fix, message, short, suggest
 from cairn.workflow.model import (
     NAME_RE,
     Ref,
@@ -37,11 +38,16 @@ class Validator:
         self.issues: list[SpecIssue] = []
         self.lines: dict[tuple[Any, ...], int] = {}
         self.broken: set[str] = set()  # steps whose own fields are invalid (already reported)
+        self.retyped: dict[int, str] = {}  # keys YAML read as null, a number, a boolean
 
     # -- helpers ---------------------------------------------------------------------------
     def add(self, loc: tuple[Any, ...], message: str, fix: str) -> None:
-        field_name = ".".join(str(x) for x in loc) or "(top level)"
+        field_name = ".".join(short(x) for x in loc) or "(top level)"
         self.issues.append(SpecIssue(self.file, self.line_of(loc), field_name, message, fix))
+
+    def reported(self, loc: tuple[Any, ...]) -> bool:
+        field_name = ".".join(short(x) for x in loc)
+        return any(i.field == field_name for i in self.issues)
 
     def line_of(self, loc: tuple[Any, ...]) -> int | None:
         for n in range(len(loc), -1, -1):
@@ -54,14 +60,16 @@ class Validator:
         if isinstance(node, yaml.MappingNode):
             seen: dict[str, int] = {}
             for k, v in node.value:
-                key = k.value if isinstance(k, yaml.ScalarNode) else str(k)
+                key = k.value  # the loader allows only scalar keys
                 line = k.start_mark.line + 1
                 self.lines[loc + (key,)] = line
+                if id(k) in self.retyped:
+                    self._retyped_key(loc + (key,), self.retyped[id(k)])
                 if key in seen:
                     # YAML silently keeps the last one: a copy-pasted step would vanish unseen.
                     self.add(
                         loc + (key,),
-                        f"'{key}' is given twice (lines {seen[key]} and {line})",
+                        f"'{short(key)}' is given twice (lines {seen[key]} and {line})",
                         "rename or remove one of them",
                     )
                 seen[key] = line
@@ -70,35 +78,43 @@ class Validator:
             for i, item in enumerate(node.value):
                 self._index_lines(item, loc + (i,))
 
+    def _retyped_key(self, loc: tuple[Any, ...], kind: str) -> None:
+        name = short(loc[-1])
+        quote = f"'{name}':"
+        if loc[:-1] == ("steps",):
+            self.add(
+                loc,
+                f"step name {name or '(empty)'} is read by YAML as {kind}, not a name",
+                "rename the step, e.g. 'train'"
+                + (f", or quote it: {quote}" if re.match(NAME_RE, name) else ""),
+            )
+        else:
+            self.add(
+                loc,
+                f"key {name or '(empty)'} is read by YAML as {kind}, not a name",
+                f"quote it: {quote}" if name else "write a name before the colon",
+            )
+
     def _pydantic(self, err: ValidationError, prefix: tuple[Any, ...], model: type) -> None:
         for e in err.errors():
             loc = prefix + tuple(e["loc"])
             # A union of str | list[str] reports both branches; keep one message per field.
-            if any(i.field == ".".join(map(str, loc)) for i in self.issues):
+            if self.reported(loc):
                 continue
             self.add(loc, message(e), fix(e, model, loc))
 
     # -- the checks --------------------------------------------------------------------------
     def validate(self) -> Workflow | None:
         try:
-            node = yaml.compose(self.text, Loader=yaml.SafeLoader)
-            data = yaml.safe_load(self.text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = mark.line + 1 if mark else None
-            problem = getattr(e, "problem", None) or str(e)
-            self.issues.append(
-                SpecIssue(
-                    self.file,
-                    line,
-                    "(syntax)",
-                    f"not valid YAML: {problem}",
-                    "fix the indentation or quoting at that line",
-                )
-            )
+            doc = yamlload.compose(self.text)
+            self.retyped = doc.retyped
+            if doc.node is not None:
+                # Bounded: compose refused more than MAX_VALUES values or MAX_DEPTH levels.
+                self._index_lines(doc.node, ())
+            data = doc.construct()
+        except yamlload.Refused as e:
+            self.issues.append(SpecIssue(self.file, e.line, e.field, e.message, e.fix))
             return None
-        if node is not None:
-            self._index_lines(node, ())
         if not isinstance(data, dict):
             self.add(
                 (),
@@ -149,17 +165,18 @@ class Validator:
         loc: tuple[Any, ...] = ("steps", name)
         ok = True
         if not re.match(NAME_RE, name):
-            self.add(
-                loc,
-                f"step name '{name}' is not allowed",
-                "use lowercase letters, digits, '-' or '_', starting with a letter",
-            )
             ok = False
+            if not self.reported(loc):  # e.g. `1:` was reported as read by YAML as a number
+                self.add(
+                    loc,
+                    f"step name '{short(name)}' is not allowed",
+                    "use lowercase letters, digits, '-' or '_', starting with a letter",
+                )
         known = stages.kinds()
         if sm.kind not in known:
             self.add(
                 loc + ("kind",),
-                f"unknown stage kind '{sm.kind}'",
+                f"unknown stage kind '{short(sm.kind)}'",
                 suggest(sm.kind, known, "use one of: " + ", ".join(known)),
             )
             return None
@@ -207,7 +224,7 @@ class Validator:
             if slot is None:
                 self.add(
                     loc + (slot_name,),
-                    f"kind '{spec.kind}' has no input '{slot_name}'",
+                    f"kind '{spec.kind}' has no input '{short(slot_name)}'",
                     suggest(
                         slot_name,
                         list(spec.inputs),
@@ -220,7 +237,7 @@ class Validator:
             if isinstance(raw, list) and not slot.many:
                 self.add(
                     loc + (slot_name,),
-                    f"input '{slot_name}' takes one reference, got a list",
+                    f"input '{short(slot_name)}' takes one reference, got a list",
                     "give a single `step.output` or path",
                 )
                 ok = False
@@ -261,7 +278,7 @@ class Validator:
         if not m:
             self.add(
                 loc,
-                f"'{text}' is neither `step.output` nor a path",
+                f"'{short(text)}' is neither `step.output` nor a path",
                 "write `<step>.<output>`, or a path starting with ./ or / for a file",
             )
             return None
@@ -269,7 +286,7 @@ class Validator:
         if src == step:
             self.add(
                 loc,
-                f"step '{step}' takes its own output as input",
+                f"step '{short(step)}' takes its own output as input",
                 "reference an earlier step instead",
             )
             return None
@@ -279,8 +296,8 @@ class Validator:
             hint = suggest(src, list(all_steps), f"steps are: {', '.join(all_steps)}")
             self.add(
                 loc,
-                f"unknown step '{src}' in '{text}'",
-                f"{hint}; if you meant a file, write ./{text}",
+                f"unknown step '{short(src)}' in '{short(text)}'",
+                f"{hint}; if you meant a file, write ./{short(text)}",
             )
             return None
         kind = all_steps[src].kind
@@ -290,7 +307,7 @@ class Validator:
         if output not in outputs:
             self.add(
                 loc,
-                f"step '{src}' ({kind}) has no output '{output}'",
+                f"step '{short(src)}' ({kind}) has no output '{short(output)}'",
                 suggest(output, list(outputs), f"its outputs are: {', '.join(outputs)}"),
             )
             return None
@@ -298,7 +315,7 @@ class Validator:
         if have != want:
             self.add(
                 loc,
-                f"'{text}' is a {have.value}, but this input needs a {want.value}",
+                f"'{short(text)}' is a {have.value}, but this input needs a {want.value}",
                 "give a path to the raw data files (no step makes raw data)"
                 if want == ArtifactType.RAW
                 else f"feed it the output of a step that makes a {want.value}",
@@ -307,39 +324,11 @@ class Validator:
         return Ref(text=text, step=src, output=output)
 
     def _external(self, text: str, want: ArtifactType, loc: tuple[Any, ...]) -> Ref | None:
-        if "://" in text and not text.startswith("file://"):
-            if want not in (ArtifactType.RAW, ArtifactType.MODEL):
-                self.add(
-                    loc,
-                    f"an external source cannot be a {want.value}",
-                    "produce it with a step, or pass raw data / a model directory",
-                )
-                return None
-            return Ref(text=text, uri=text)
-        raw = text.removeprefix("file://")
-        p = Path(raw).expanduser()
-        if not p.is_absolute():
-            p = (self.path.parent / p).resolve()
-        if not p.exists():
-            self.add(
-                loc,
-                f"source '{text}' does not exist (looked for {p})",
-                "fix the path; relative paths are relative to the workflow file",
-            )
+        found = sources.resolve(text, want, self.path.parent)
+        if isinstance(found, sources.Problem):
+            self.add(loc, found.message, found.fix)
             return None
-        is_model = p.is_dir() and (p / "config.json").exists()
-        have = ArtifactType.MODEL if is_model else ArtifactType.RAW
-        if have != want:
-            what = "a Hugging Face model directory" if is_model else "raw data"
-            self.add(
-                loc,
-                f"'{text}' is {what}, but this input needs a {want.value}",
-                f"give {'raw data files' if want == ArtifactType.RAW else 'a model directory with config.json'}"
-                if want in (ArtifactType.RAW, ArtifactType.MODEL)
-                else f"produce the {want.value} with a step and reference it as step.output",
-            )
-            return None
-        return Ref(text=text, uri=str(p))
+        return found
 
     def _toposort(self, steps: dict[str, StepModel]) -> list[str] | None:
         deps: dict[str, set[str]] = {}

@@ -8,6 +8,7 @@ live in `checks.py`.
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +27,7 @@ def _ref_text(value: Any) -> Any:
     ):
         return value
     raise ValueError(
-        f"an input must be a `step.output`, a path, or a list of them, not {value!r}; "
+        f"an input must be a `step.output`, a path, or a list of them, not {reprlib.repr(value)}; "
         "fix: write `<step>.<output>`, or a path such as ./data.jsonl"
     )
 
@@ -106,3 +107,11 @@ class Workflow:
 
 def is_external(ref: str) -> bool:
     return "://" in ref or ref.startswith(("/", "./", "../", "~"))
+
+
+def is_uri(ref: str) -> bool:
+    """An fsspec URL (`s3://…`, `simplecache::s3://…`): external, but not a local path or a
+    `file://` one."""
+    return (
+        is_external(ref) and "://" in ref and not ref.startswith(("file://", "/", "./", "../", "~"))
+    )
