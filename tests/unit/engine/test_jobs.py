@@ -17,7 +17,7 @@ from cairn.db.models import Event, Run
 from cairn.engine import jobs
 from cairn.errors import CairnError
 from cairn.workflow import load_workflow
-from tests.unit.engine.test_engine import home, make_engine, write_wf  # noqa: F401
+from tests.unit.engine.test_engine import make_engine, write_wf
 
 SECRET = "s3cret-XYZ"
 
