@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/curation.py
 	$(BIN)/python bench/curation_memory.py
 	$(BIN)/python bench/train_overhead.py
+	$(BIN)/python bench/hostile_yaml.py
 
 clean:
 	rm -rf .cairn
