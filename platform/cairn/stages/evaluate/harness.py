@@ -26,6 +26,10 @@ from cairn.stages.evaluate.config import BOOTSTRAP_ITERS, EvaluateConfig
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+# lm-eval's HF model loads these in preference to pytorch_model.bin, a pickle that can run code
+# when loaded; a model input without them is refused (check_model).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx")  # lm-eval's order
 # Which harness method serves each task output type, in the order lm-eval runs them.
 REQUEST_TYPE = {
@@ -44,6 +48,20 @@ def check_model(model_dir: Path, config: EvaluateConfig) -> dict[str, Any]:
             f"model input {model_dir} has no config.json, so it is not a Hugging Face model "
             "directory; fix: pass the `model` output of a pretrain/sft/dpo step, or a folder "
             "written by model.save_pretrained(DIR)"
+        )
+    if not any((model_dir / name).is_file() for name in WEIGHT_FILES):
+        pickled = sorted(p.name for pattern in PICKLED_WEIGHTS for p in model_dir.glob(pattern))
+        if pickled:
+            raise StageError(
+                f"model input {model_dir} holds its weights only as {pickled[0]}, a pickle, "
+                "which can run code when loaded; evaluate loads model weights from safetensors "
+                "only; fix: where you trust the model's origin, convert it with "
+                "AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir) (transformers "
+                "writes model.safetensors)"
+            )
+        raise StageError(
+            f"model input {model_dir} has no weights ({', '.join(WEIGHT_FILES)}); fix: save the "
+            "model there with model.save_pretrained(dir)"
         )
     if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
         raise StageError(
