@@ -108,7 +108,10 @@ def parse(path: Path, *, any_tag: bool = False, who: str = "") -> Parsed:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        what = " ".join(str(p) for p in (e.context, e.problem) if p)
+        what = str(e.problem or e.context)
+        if e.problem and e.context:  # e.g. "while parsing a flow sequence", where it began
+            began = f" at line {e.context_mark.line + 1}" if e.context_mark is not None else ""
+            what += f" ({e.context}{began})"
         raise StageError(
             f"{who}{where}: not valid YAML: {what}; fix: correct the YAML there, {remove}"
         ) from e
