@@ -201,6 +201,39 @@ def test_model_without_tokenizer_or_too_short_context_is_a_stage_error(
         SFT.run(SftConfig(max_length=512), inputs(tiny_model, data), local_context(tmp_path / "b"))
 
 
+class Planted:
+    """A pickle payload: unpickling it creates `marker` (as a real attack would run a shell)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def test_model_with_only_pickled_weights_is_refused_unloaded(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """pytorch_model.bin is a pickle: a model folder that holds only that is refused before
+    anything reads it, with the way to convert a trusted one."""
+    import torch
+
+    imported = tmp_path / "imported"
+    shutil.copytree(tiny_model, imported)
+    (imported / "model.safetensors").unlink()
+    marker = tmp_path / "payload-ran"
+    torch.save(
+        {"lm_head.weight": torch.zeros(2), "x": Planted(marker)}, imported / "pytorch_model.bin"
+    )
+    data = write_jsonl(tmp_path / "sft.jsonl", [GOOD_SFT])
+    with pytest.raises(StageError) as err:
+        SFT.run(SftConfig(), inputs(imported, data), local_context(tmp_path / "ctx"))
+    message = str(err.value)
+    assert f"holds its weights only as pytorch_model.bin in {imported}, a pickle" in message
+    assert "fix: where you trust the model's origin, convert it" in message
+    assert not marker.exists()
+
+
 def test_shipped_chat_data_is_valid_small_and_reproducible(
     tiny_model: Path, tmp_path: Path
 ) -> None:

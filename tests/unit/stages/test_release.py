@@ -604,3 +604,30 @@ def test_release_metadata_says_per_eval_whether_contamination_was_checked(
     report = json.loads((out / "evals/evals_allowed/report.json").read_text())
     assert report["contamination"] == {"allowed": True}
     assert audit(out, load_model=False).ok
+
+
+def test_the_model_card_names_the_python_a_trusted_eval_ran(chain: dict, tmp_path: Path) -> None:
+    """An evaluate step with trust_task_code: true ran Python from its task folder; the card
+    says so, with each file's sha256 (from the eval report's metadata, evaluate/taskcode.py)."""
+    ev = tmp_path / "stage-evals_code"
+    ev.mkdir()
+    (ev / "report.json").write_text(json.dumps({"model": {"digest": chain["model"].digest}}))
+    digest = "ab" * 32
+    trusted = _seal(
+        chain["store"],
+        ev,
+        "evals_code",
+        "eval_report",
+        [_parent("model", (chain["model"].digest, "model", chain["model"].uri))],
+        metadata={
+            "model_digest": chain["model"].digest,
+            "metrics": {"code/acc": 0.5},
+            "trust_task_code": True,
+            "task_code": [{"path": "utils.py", "sha256": digest}],
+        },
+    )
+    out = _release(chain, tmp_path / "rel", evals=[chain["eval"], trusted])
+    card = (out / "README.md").read_text()
+    assert "Python from the task folders (trust_task_code: true):" in card
+    assert f"- `evals_code`: lm-eval ran `utils.py` (sha256 `{digest[:16]}…`)" in card
+    assert "- `evaluate`: lm-eval ran" not in card  # an eval that ran none is not listed

@@ -1,7 +1,9 @@
 """The settings of an `evaluate` step, kept apart so the stage's modules can share them.
 
-Most fields change the scores and so are part of the step's identity; `allow_contaminated`
-changes what the report says about them (and whether the step runs at all), so it is one too. `batch_size` is not: lm-eval
+Most fields change the scores and so are part of the step's identity; `allow_contaminated` and
+`trust_task_code` change what the report says about them (and whether the step runs at all), so
+they are too: a result made by running the folder's Python is not the same artifact as a refusal
+to run it, and must not be found in the cache under a step that does not trust it. `batch_size` is not: lm-eval
 pads each batch, which can move a score in its last float bits but not beyond, and it is chosen
 for memory and speed; the report still records the batch size that was used.
 """
@@ -72,6 +74,13 @@ class EvaluateConfig(StageConfig):
         "model's training data (no curate step in the model's lineage listed the task folder "
         "under `eval_tasks`, or the model was trained outside Cairn); the report and the "
         "release then say so. Without it such a step fails before anything is scored",
+    )
+    trust_task_code: bool = Field(
+        False,
+        description="let lm-eval run the Python that the task YAMLs name with `!function` "
+        "(process_docs, doc_to_text, metrics, `class:` tasks), which runs with this step's "
+        "permissions; the report and the release list the Python files that ran, with their "
+        "sha256. Without it a task folder that names Python is refused before anything runs",
     )
     batch_size: Runtime[int] = Field(
         16,

@@ -9,6 +9,11 @@ changes no computation.
 Everything runs offline: the model and the data are local, and HF_HUB_OFFLINE makes any stray
 Hub lookup (lm-eval asks the Hub for the model's revision sha) fail at once instead of waiting on
 a network that is not there.
+
+A task folder is data, and lm-eval renders its templates with a plain Jinja environment, in which
+a template reaches Python itself (`{{ cycler.__init__.__globals__.os.system(...) }}`). They are
+rendered in Jinja's sandbox instead (`sandbox_templates`), which renders every ordinary template
+the same and refuses that. The Python a task names with `!function` is `taskcode`'s concern.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ from cairn.stages.evaluate.config import BOOTSTRAP_ITERS, EvaluateConfig
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+# lm-eval's HF model loads these in preference to pytorch_model.bin, a pickle that can run code
+# when loaded; a model input without them is refused (check_model).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx")  # lm-eval's order
 # Which harness method serves each task output type, in the order lm-eval runs them.
 REQUEST_TYPE = {
@@ -44,6 +53,20 @@ def check_model(model_dir: Path, config: EvaluateConfig) -> dict[str, Any]:
             f"model input {model_dir} has no config.json, so it is not a Hugging Face model "
             "directory; fix: pass the `model` output of a pretrain/sft/dpo step, or a folder "
             "written by model.save_pretrained(DIR)"
+        )
+    if not any((model_dir / name).is_file() for name in WEIGHT_FILES):
+        pickled = sorted(p.name for pattern in PICKLED_WEIGHTS for p in model_dir.glob(pattern))
+        if pickled:
+            raise StageError(
+                f"model input {model_dir} holds its weights only as {pickled[0]}, a pickle, "
+                "which can run code when loaded; evaluate loads model weights from safetensors "
+                "only; fix: where you trust the model's origin, convert it with "
+                "AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir) (transformers "
+                "writes model.safetensors)"
+            )
+        raise StageError(
+            f"model input {model_dir} has no weights ({', '.join(WEIGHT_FILES)}); fix: save the "
+            "model there with model.save_pretrained(dir)"
         )
     if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
         raise StageError(
@@ -89,8 +112,30 @@ def evaluate(
     )
     phases = [t for t in dict.fromkeys(REQUEST_TYPE.values()) if t in _request_types(output_types)]
     lm.cairn_attach(ctx, phases, config.batch_size)
+    sandbox_templates()
+    from jinja2.exceptions import SecurityError
+
+    try:
+        results = _simple_evaluate(lm_eval, lm, config, model_dir, task_manager)
+    except SecurityError as e:
+        raise StageError(
+            f"a Jinja template in the tasks input reaches for Python objects ({e}); task "
+            "templates are rendered in Jinja's sandbox, which refuses that; fix: use the doc's "
+            "fields and Jinja filters in doc_to_text/doc_to_target/doc_to_choice, or a "
+            "!function in a Python file with trust_task_code: true"
+        ) from e
+    if results is None:  # only non-zero ranks of a multi-process run get None
+        raise RuntimeError("lm_eval.simple_evaluate returned no results on rank 0")
+    return results, _model_facts(lm)
+
+
+def _simple_evaluate(
+    lm_eval: Any, lm: Any, config: EvaluateConfig, model_dir: Path, task_manager: Any
+) -> dict[str, Any] | None:
+    """`lm_eval.simple_evaluate` with the arguments `lm_eval run` derives from the report's
+    command line (report.reproduce)."""
     seed = config.seed
-    results = lm_eval.simple_evaluate(
+    return lm_eval.simple_evaluate(  # type: ignore[no-any-return]
         model=lm,
         model_args=model_args(config, model_dir),  # only recorded in results["config"]
         tasks=list(config.tasks),
@@ -106,9 +151,27 @@ def evaluate(
         torch_random_seed=seed,
         fewshot_random_seed=seed,
     )
-    if results is None:  # only non-zero ranks of a multi-process run get None
-        raise RuntimeError("lm_eval.simple_evaluate returned no results on rank 0")
-    return results, _model_facts(lm)
+
+
+def sandbox_templates() -> None:
+    """Make lm-eval render task templates in Jinja's sandbox (see the module docstring).
+
+    lm-eval keeps one module-level environment (`lm_eval.utils.env`) that `apply_template` reads
+    on every call; it is replaced once per process by a sandboxed one with the same settings and
+    filters, which every step of the process then shares."""
+    import lm_eval.utils
+    from jinja2.sandbox import SandboxedEnvironment
+
+    current = lm_eval.utils.env
+    if isinstance(current, SandboxedEnvironment):
+        return
+    sandbox = SandboxedEnvironment(
+        loader=current.loader,
+        undefined=current.undefined,
+        keep_trailing_newline=current.keep_trailing_newline,
+    )
+    sandbox.filters.update(current.filters)
+    lm_eval.utils.env = sandbox
 
 
 def go_offline() -> None:

@@ -1,8 +1,9 @@
-"""The evaluate stage end to end: check inputs → prepare the task folder → decontamination gate
-→ run lm-eval → report.
+"""The evaluate stage end to end: check inputs → prepare the task folder → refuse its Python
+unless trusted → decontamination gate → run lm-eval → report.
 
 This module only sequences the phases and reports on them; `taskdir` makes the user's task
-folder safe to run from any working directory, `gate` refuses tasks whose data was not checked
+folder safe to run from any working directory, `taskcode` refuses the Python it names unless
+the step trusts it, `gate` refuses tasks whose data was not checked
 against the model's training data, `harness` runs lm-eval, `report` writes the artifact. The
 checks that need no model come first, so a bad task name, a missing data file or an unchecked
 task fails in seconds instead of after the model has loaded, and leaves no output behind.
@@ -15,7 +16,7 @@ from typing import Any
 
 from cairn.errors import StageError
 from cairn.stage import Context, InputArtifact, Inputs
-from cairn.stages.evaluate import gate, harness, report, taskdir
+from cairn.stages.evaluate import gate, harness, report, taskcode, taskdir
 from cairn.stages.evaluate.config import EvaluateConfig
 
 
@@ -31,6 +32,10 @@ def evaluate(config: EvaluateConfig, inputs: Inputs, ctx: Context) -> dict[str, 
     ctx.progress(0, None, "preparing tasks")
     harness.go_offline()  # before lm-eval's import pulls in datasets and huggingface_hub
     tasks = taskdir.prepare(tasks_input.path, ctx.scratch_dir / "tasks", list(config.tasks))
+    task_code = taskcode.check(config.trust_task_code, tasks)
+    if task_code["python_files"]:
+        files = ", ".join(f["path"] for f in task_code["python_files"])
+        ctx.log(f"evaluate: trust_task_code is true: lm-eval runs the tasks' Python ({files})")
     anchored = f"; anchored data paths in {len(tasks.rewritten)} YAML(s)" if tasks.rewritten else ""
     ctx.log(
         f"evaluate: {len(tasks.leaves)} task(s) from {tasks_input.name or tasks_input.path}: "
@@ -54,7 +59,7 @@ def evaluate(config: EvaluateConfig, inputs: Inputs, ctx: Context) -> dict[str, 
 
     elapsed = time.monotonic() - started
     written = report.write(
-        out, config, model, tasks_input, tasks, results, facts, contamination, elapsed
+        out, config, model, tasks_input, tasks, results, facts, contamination, task_code, elapsed
     )
     from lm_eval.utils import make_table  # the table `lm_eval run` prints, for the step log
 
@@ -70,6 +75,8 @@ def evaluate(config: EvaluateConfig, inputs: Inputs, ctx: Context) -> dict[str, 
         "metrics": metrics,
         "allow_contaminated": config.allow_contaminated,
         "contamination": gate.summary(contamination),
+        "trust_task_code": config.trust_task_code,
+        "task_code": task_code["python_files"],
     }
 
 

@@ -6,7 +6,10 @@
                          that reproduces the numbers by hand, and `contamination`: whether
                          each task's data was checked against the model's training data, by
                          which datasets, how many training documents overlapped it, and
-                         whether `allow_contaminated` let unchecked tasks through (gate.py)
+                         whether `allow_contaminated` let unchecked tasks through (gate.py),
+                         and `task_code`: whether the step trusted the folder's Python
+                         (`trust_task_code`), which Python files lm-eval ran, with sha256, and
+                         which YAML lines named them (taskcode.py)
     samples/<task>.jsonl one line per document: the doc, the prompt/arguments, the target, the
                          raw and filtered model responses and each metric's value
     tasks/               the `tasks` input, byte for byte (its digests are in report.json)
@@ -86,6 +89,7 @@ def write(
     results: dict[str, Any],
     facts: dict[str, Any],
     contamination: dict[str, Any],
+    task_code: dict[str, Any],
     elapsed_s: float,
 ) -> dict[str, Any]:
     """Write report.json, samples/ and tasks/ under `out`; returns the report."""
@@ -121,6 +125,7 @@ def write(
         "tasks": {task: _task(task, results, tasks) for task in results.get("configs", {})},
         "groups": results.get("group_subtasks", {}),
         "contamination": contamination,
+        "task_code": task_code,
         "reproduce": reproduce(config, model.path, facts),
         "elapsed_s": round(elapsed_s, 2),
     }
@@ -184,6 +189,7 @@ def _settings(config: EvaluateConfig, model: InputArtifact, facts: dict[str, Any
         "torch_num_threads": facts["torch_num_threads"],
         "offline": harness.OFFLINE,
         "chat_template": None,
+        "trust_task_code": config.trust_task_code,
     }
 
 

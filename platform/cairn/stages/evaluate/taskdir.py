@@ -9,8 +9,11 @@ resolves `include:` and `!function`), falling back to the task folder's root. Th
 are what the report digests and ships; the rewritten copy is only what lm-eval reads.
 
 Everything is checked before the model is loaded, so a typo costs a second, not a model load:
-unknown task names (with the available ones and a did-you-mean), missing data files (naming the
-YAML, the field and the path), and Hub datasets, which an offline run cannot fetch.
+YAMLs that cannot be read (lm-eval would skip them silently; here each is named with its line
+and problem), unknown task names (with the available ones and a did-you-mean), missing data
+files (naming the YAML, the field and the path), and Hub datasets, which an offline run cannot
+fetch. `prepare` also lists the YAMLs lm-eval will load for the step's tasks, whose `!function`
+tags `taskcode` refuses unless the step trusts the folder's Python.
 
 How a task folder is read (the YAML loader, `include:`, data paths and their files) is
 `taskfolder`, which curate's decontamination reads the same folders with.
@@ -28,7 +31,7 @@ from typing import Any
 import yaml
 
 from cairn.errors import StageError
-from cairn.stages.evaluate import taskfolder
+from cairn.stages.evaluate import taskfolder, taskyaml
 
 FIX_DATA = (
     "put the data file in the tasks folder and give its path relative to the YAML's folder "
@@ -75,6 +78,9 @@ class TaskDir:
     rewritten: dict[str, list[str]] = field(default_factory=dict)  # YAML -> fields anchored
     # task -> [{path, sha256}] of the data files it reads (what the decontamination gate checks)
     data: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    # the YAMLs lm-eval loads for the step's tasks (leaves, their includes, the groups asked
+    # for): relative to the task folder, absolute where an include points outside it
+    loaded: list[str] = field(default_factory=list)
 
     def relative(self, path: str | Path) -> str:
         """A path inside the copy as a path relative to the task folder; others unchanged."""
@@ -92,6 +98,7 @@ def prepare(source: Path, scratch: Path, names: list[str]) -> TaskDir:
             f"tasks input {source} is not a directory; fix: give the folder that holds the task "
             "YAML files and their data (as for lm_eval --include_path), e.g. ./evals/shakespeare"
         )
+    _check_yamls(source)
     scratch = scratch.resolve()  # paths in the copy are compared with resolved ones
     if scratch.exists():
         shutil.rmtree(scratch)  # a retry starts from the input, not from an earlier rewrite
@@ -112,14 +119,32 @@ def prepare(source: Path, scratch: Path, names: list[str]) -> TaskDir:
     manager = TaskManager(include_path=str(scratch), include_defaults=False)
     tasks = TaskDir(source, scratch, files, manager, cache_dir, rewritten=rewritten)
     index = manager.task_index
+    loaded: list[str] = []
     for name in names:
         _check_name(name, index, source)
-        for leaf, cfg, chain in _leaves(name, index, scratch, source, []):
+        for leaf, cfg, chain in _leaves(name, index, scratch, source, [], loaded):
             _check_data(leaf, cfg, chain, missing, scratch, source)
             tasks.leaves[leaf] = chain
             tasks.output_types[leaf] = str(cfg.get("output_type", ""))
             tasks.data[leaf] = _data_files(cfg, tasks)
+            loaded += chain
+    tasks.loaded = list(dict.fromkeys(loaded))
     return tasks
+
+
+def _check_yamls(source: Path) -> None:
+    """Fail on a YAML of the folder that lm-eval would skip without a word: one that is not valid
+    YAML (taskyaml.parse names its line), or a *.yaml that is not a mapping (lm-eval indexes
+    only mappings, and then reports the tasks it defined as unknown)."""
+    for path in taskfolder.yaml_files(source):
+        data = taskyaml.parse(path).data
+        if path.suffix == ".yaml" and not isinstance(data, dict):
+            held = "nothing" if data is None else f"a {type(data).__name__}"
+            raise StageError(
+                f"{path}: holds {held}, not a task config (a mapping such as `task: NAME`, "
+                "`dataset_path: json`, ...), so lm-eval would skip it; fix: write the task's "
+                "settings as `key: value` lines, or remove the file from the task folder"
+            )
 
 
 def _data_files(cfg: dict[str, Any], tasks: TaskDir) -> list[dict[str, str]]:
@@ -142,10 +167,7 @@ def _anchor(path: Path, root: Path, cache_dir: Path, missing: list[Missing]) -> 
     Each task's `datasets` cache is pointed into scratch as well: the copy's paths are new on
     every run, so caching under ~/.cache would add an entry per run and never reuse one.
     """
-    try:
-        cfg = taskfolder.load(path)
-    except yaml.YAMLError:
-        return []  # lm-eval skips it too; if a requested task needs it, the name check says so
+    cfg = taskyaml.parse(path).data  # the copy of a YAML `_check_yamls` read: it parses
     rel = path.relative_to(root).as_posix()
     changed: list[str] = []
     cache_added = False
@@ -168,7 +190,7 @@ def _anchor(path: Path, root: Path, cache_dir: Path, missing: list[Missing]) -> 
             changed.append(f"{where}dataset_path")
     if changed or cache_added:
         text = yaml.dump(
-            cfg, Dumper=taskfolder.Dumper, sort_keys=False, allow_unicode=True, width=1000
+            cfg, Dumper=taskyaml.Dumper, sort_keys=False, allow_unicode=True, width=1000
         )
         path.write_text(text, encoding="utf-8")
     return changed
@@ -224,16 +246,23 @@ def _check_name(name: str, index: dict[str, Any], source: Path) -> None:
 
 
 def _leaves(
-    name: str, index: dict[str, Any], root: Path, source: Path, stack: list[str]
+    name: str,
+    index: dict[str, Any],
+    root: Path,
+    source: Path,
+    stack: list[str],
+    groups: list[str],
 ) -> Iterator[tuple[str, dict[str, Any], list[str]]]:
-    """(leaf task name, merged config, YAML chain) of every task `name` stands for."""
+    """(leaf task name, merged config, YAML chain) of every task `name` stands for; the YAML
+    chains of the groups on the way are added to `groups`."""
     entry = index[name]
     kind = entry.kind.name  # by name: lm-eval's Kind enum lives in a private module
     here = source / entry.yaml_path.relative_to(root) if entry.yaml_path else source
     if kind == "TAG":
         for task in sorted(entry.tags):
-            yield from _leaves(task, index, root, source, [*stack, name])
+            yield from _leaves(task, index, root, source, [*stack, name], groups)
     elif kind == "GROUP":
+        groups += taskfolder.include_chain(entry.yaml_path, root)
         for item in entry.cfg.get("task") or []:
             task = item if isinstance(item, str) else item.get("task") or item.get("group")
             if isinstance(item, dict) and task not in index:
@@ -248,7 +277,7 @@ def _leaves(
                 )
             if task in stack:
                 raise StageError(f"{here}: group '{name}' includes itself through '{task}'")
-            yield from _leaves(task, index, root, source, [*stack, name])
+            yield from _leaves(task, index, root, source, [*stack, name], groups)
     else:
         yield name, entry.cfg, taskfolder.include_chain(entry.yaml_path, root)
 

@@ -6,7 +6,8 @@ trained (curate/decontam.py). The evaluate stage then refuses to score a task wh
 no dataset of the model checked (gate.py), so the two must agree on what a task's data is. They
 once disagreed, each with its own parser; this module is the one they share:
 
-- loading a YAML with lm-eval's one custom tag, `!function`, kept as written (`Function`);
+- reading a YAML (`taskyaml`): lm-eval's one custom tag, `!function`, kept as written and never
+  run, and a file that cannot be read named with its line, for both readers alike;
 - `include:` as lm-eval follows it: a path or a list of paths, relative to the including YAML;
 - the data paths a task config names (`data_refs`): `dataset_kwargs.data_files` (a string, list
   or split mapping, globs allowed), `dataset_kwargs.data_dir`, and a `dataset_path` that is a
@@ -31,9 +32,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cairn.errors import StageError
+from cairn.stages.evaluate.taskyaml import Function as Function  # decontam's templates
+from cairn.stages.evaluate.taskyaml import parse
 
 IGNORED_DIRS = {"__pycache__", ".ipynb_checkpoints"}  # as lm-eval ignores them
 # `datasets` builders that read local files; any other dataset_path is a local folder or names a
@@ -42,58 +43,17 @@ LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas", "xml"}
 READERS = (".jsonl", ".json", ".csv", ".tsv", ".txt", ".parquet")  # before an optional .gz
 
 
-# --- loading YAMLs ------------------------------------------------------------------------------
-
-
-class Function(str):
-    """A `!function module.name` value: Python, so never a template to render; kept as written
-    so that a rewritten YAML round-trips."""
-
-
-class Loader(yaml.SafeLoader):
-    """Safe loading, plus lm-eval's one custom tag: what lm-eval itself can load."""
-
-
-class Dumper(yaml.SafeDumper):
-    """Writes `Function` values back as `!function`."""
-
-
-def _load_function(loader: yaml.SafeLoader, node: yaml.Node) -> Function:
-    return Function(loader.construct_scalar(node))  # type: ignore[arg-type]
-
-
-def _dump_function(dumper: yaml.SafeDumper, value: Function) -> yaml.Node:
-    return dumper.represent_scalar("!function", str(value))
-
-
-Loader.add_constructor("!function", _load_function)
-Dumper.add_representer(Function, _dump_function)
-
-
-class _AnyTagLoader(yaml.SafeLoader):
-    """For reading only: `!function` and any other tag kept as plain values (a scalar as a
-    `Function`), so one unusual YAML does not hide the data the folder's other tasks name."""
-
-
-def _tagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        return Function(loader.construct_scalar(node))
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node)
-    return loader.construct_mapping(node)  # type: ignore[arg-type]
-
-
-_AnyTagLoader.add_multi_constructor("!", _tagged)
+# --- reading YAMLs (taskyaml) -------------------------------------------------------------------
 
 
 def load(path: Path) -> Any:
-    """One YAML as lm-eval loads it (before following `include:`)."""
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)
+    """One YAML as lm-eval loads it (before following `include:`), `!function` kept as text."""
+    return parse(path).data
 
 
 def yaml_files(root: Path, patterns: tuple[str, ...] = ("*.yaml", "*.yml")) -> list[Path]:
     """The YAML files under `root`, sorted, leaving out IGNORED_DIRS."""
-    found = sorted(p for pattern in patterns for p in root.rglob(pattern))
+    found = sorted(p for pattern in patterns for p in root.rglob(pattern) if p.is_file())
     return [p for p in found if not IGNORED_DIRS.intersection(p.relative_to(root).parts)]
 
 
@@ -245,13 +205,7 @@ def task_data(root: Path) -> tuple[dict[Path, list[dict[str, Any]]], list[str]]:
 
 
 def _load_any(path: Path) -> Any:
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_AnyTagLoader)
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise StageError(
-            f"eval_tasks: {path} is not valid YAML ({e}); fix: correct it or remove it from "
-            "the task folder (lm-eval could not load that task either)"
-        ) from e
+    return parse(path, any_tag=True, who="eval_tasks: ").data
 
 
 def _includes(cfg: dict[str, Any], path: Path, depth: int) -> list[tuple[Path, dict[str, Any]]]:

@@ -44,7 +44,10 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{- '<|assistant|>\n' -}}{%- endif -%}"
 )
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+# Only safetensors: pytorch_model.bin and other torch.save files are pickles, and loading one
+# can run code it names; an input model is a folder a user may have been handed.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
@@ -73,6 +76,15 @@ def inspect_model(path: Path, recipe: Recipe, label: str) -> tuple[ModelInfo, An
             "Face model directory, such as a pretrain step's `model` output"
         )
     if not any((path / f).is_file() for f in WEIGHT_FILES):
+        pickled = sorted(p.name for pattern in PICKLED_WEIGHTS for p in path.glob(pattern))
+        if pickled:
+            raise StageError(
+                f"{kind}: input 'model' ({label}) holds its weights only as {pickled[0]} in "
+                f"{path}, a pickle, which can run code when loaded; Cairn loads model weights "
+                "from safetensors only; fix: where you trust the model's origin, convert it "
+                "with AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir) "
+                "(transformers writes model.safetensors)"
+            )
         raise StageError(
             f"{kind}: input 'model' ({label}) has no weights ({', '.join(WEIGHT_FILES)}) in "
             f"{path}; fix: save the model there with model.save_pretrained(dir)"

@@ -68,8 +68,10 @@ def build_trainer(
     """
     quiet()
     tok = load_tokenizer(model_dir, chat_template)
+    # safetensors only: a .bin beside them is a pickle (chat.inspect_model refuses a model
+    # that has nothing else).
     model = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=torch.float32, local_files_only=True
+        model_dir, dtype=torch.float32, local_files_only=True, use_safetensors=True
     )
     trainer = recipe.trainer(
         model=model,

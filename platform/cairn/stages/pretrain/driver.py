@@ -19,7 +19,7 @@ from transformers import AutoTokenizer
 from cairn.errors import StageError, StepCancelled
 from cairn.stage import Context, InputArtifact, Inputs, Outputs, raytrain
 from cairn.stage.plots import plot_losses
-from cairn.stages.pretrain import data_order
+from cairn.stages.pretrain import data_order, rng
 from cairn.stages.pretrain.config import PretrainConfig
 from cairn.stages.pretrain.data import DatasetInfo, check_batch, inspect_dataset
 from cairn.stages.pretrain.loop import read_state, train_loop
@@ -42,6 +42,7 @@ def train(
     if result is not None:
         ctx.log("pretrain: training already finished in an earlier attempt; exporting its result")
     else:
+        _check_resumable(ctx)
         result = _fit(config, data, model_config, ctx, fail_at_step)
 
     if result.checkpoint is None:
@@ -54,7 +55,7 @@ def train(
                 f"pretrain: step '{ctx.step}' was cancelled at step {state.step}/"
                 f"{config.max_steps}; its checkpoint is kept and a re-run resumes from it"
             )
-        model = export_model(Path(ckpt_dir), model_config, out)
+        model = export_model(Path(ckpt_dir), model_config, out, ctx.checkpoint_dir)
         data_order.export(Path(ckpt_dir), data.root, data.seq_len, out)
     AutoTokenizer.from_pretrained(data.tokenizer_dir).save_pretrained(out)
     (out / "training_metrics.jsonl").write_text(
@@ -100,6 +101,16 @@ def _fit(
     )
 
 
+def _check_resumable(ctx: Context) -> None:
+    """Refuse, before any worker starts, a latest checkpoint whose random-number state cannot be
+    restored (missing, corrupt, or the pickled rng.pt of an older Cairn: rng.py). Each worker
+    would refuse it too, and Ray Train would restart the group max_failures times first."""
+    earlier = raytrain.finished(ctx, lambda _: True)  # the latest checkpoint, finished or not
+    if earlier is not None and earlier.checkpoint is not None:
+        with earlier.checkpoint.as_directory() as d:
+            rng.read(Path(d), ctx.checkpoint_dir)
+
+
 def _trained_steps(result: ray.train.Result) -> int:
     """How far the run behind `result` trained (its latest checkpoint's step)."""
     assert result.checkpoint is not None
@@ -143,7 +154,7 @@ def _export_checkpoints(
         step = int(metrics["step"])
         rel = f"checkpoints/step-{step:07d}"
         with checkpoint.as_directory() as d:
-            export_model(Path(d), model_config, out / rel)
+            export_model(Path(d), model_config, out / rel, ctx.checkpoint_dir)
             data_order.export(Path(d), data.root, data.seq_len, out / rel)
         rows.append(
             {

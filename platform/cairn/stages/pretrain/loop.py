@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,17 +28,18 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from cairn.errors import StageError
 from cairn.stage.usage import Meter
-from cairn.stages.pretrain import data_order, parallel
+from cairn.stages.pretrain import data_order, parallel, rng
 from cairn.stages.pretrain.data import BatchOrder, DatasetInfo, Sequences
 from cairn.stages.pretrain.flops import device_peak, flops_per_token, mfu
-from cairn.stages.pretrain.model import MODEL_STATE_FILE, build_model
+from cairn.stages.pretrain.model import MODEL_STATE_FILE, build_model, load_tensors
 
 STATE_FILE = "state.json"
 # The AdamW state, unsharded, keyed by parameter name: what every checkpoint holds, so that
 # DDP, FSDP2 and any group size read each other's (parallel.full_state).
 OPTIM_BY_NAME = "optimizer_by_name.pt"
-OPTIM = "optimizer.pt"  # optimizer.state_dict() keyed by position: read from older checkpoints
+SCHEDULER = "scheduler.pt"
 METRICS_FILE = "metrics.jsonl"
 # How often (in steps) rank 0 asks the engine whether the step was cancelled, at the latest.
 CANCEL_CHECK_EVERY = 10
@@ -116,7 +116,9 @@ def train_loop(args: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            state = _load_checkpoint(Path(d), raw, optimizer, scheduler, device, sharded)
+            state = _load_checkpoint(
+                Path(d), raw, optimizer, scheduler, sharded, ctx.checkpoint_dir
+            )
             batches = data_order.load(Path(d))[: state.step] if rank == 0 else []
         resumed = True
         if rank == 0:
@@ -394,12 +396,8 @@ def _save_checkpoint(
         d = Path(tmp)
         torch.save(weights, d / MODEL_STATE_FILE)
         torch.save(optim, d / OPTIM_BY_NAME)
-        torch.save(scheduler.state_dict(), d / "scheduler.pt")
-        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
-        rng["python"] = random.getstate()
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(rng, d / "rng.pt")
+        torch.save(scheduler.state_dict(), d / SCHEDULER)
+        rng.save(d)
         data_order.save(batches, d)
         fields = asdict(state)
         history = fields.pop("history")
@@ -415,34 +413,38 @@ def _load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
-    device: torch.device,
     sharded: bool,
+    start_over: Path,
 ) -> TrainState:
-    if (d / OPTIM_BY_NAME).is_file():
-        weights = torch.load(d / MODEL_STATE_FILE, map_location="cpu")
-        optim = torch.load(d / OPTIM_BY_NAME, map_location="cpu")
-        parallel.load_full_state(model, optimizer, weights, optim, sharded=sharded)
-    elif not sharded:  # written before checkpoints were keyed by name
-        model.load_state_dict(torch.load(d / MODEL_STATE_FILE, map_location=device))
-        optimizer.load_state_dict(torch.load(d / OPTIM, map_location=device))
-    else:
-        raise RuntimeError(
-            f"pretrain: checkpoint {d} holds its optimizer state by position ({OPTIM}, from an "
-            "older Cairn) and cannot resume sharded; fix: set config.sharding to ddp"
-        )
-    scheduler.load_state_dict(torch.load(d / "scheduler.pt"))
-    rng = torch.load(d / "rng.pt", weights_only=False)
-    torch.set_rng_state(rng["torch"])
-    np.random.set_state(rng["numpy"])
-    random.setstate(rng["python"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    """Restore a checkpoint into the model, optimizer, schedule and random generators.
+
+    Every file is read without running code from it: tensors through torch's restricted
+    unpickler (`load_tensors`), the random-number state as JSON (rng.py). The RNG state is read
+    first, so a checkpoint that cannot resume bit for bit is refused before anything is loaded;
+    that includes every checkpoint older than rng.json (those kept the optimizer state by
+    position, in optimizer.pt, which is therefore no longer read).
+    """
+    rng.read(d, start_over)
+    weights = load_tensors(d / MODEL_STATE_FILE, "cpu", start_over)
+    optim = load_tensors(d / OPTIM_BY_NAME, "cpu", start_over)
+    parallel.load_full_state(model, optimizer, weights, optim, sharded=sharded)
+    scheduler.load_state_dict(load_tensors(d / SCHEDULER, "cpu", start_over))
+    rng.restore(d, start_over)
     return read_state(d)
 
 
 def read_state(d: Path) -> TrainState:
     """The `TrainState` saved in checkpoint directory `d` (used by the driver after fit, too)."""
-    fields = json.loads((Path(d) / STATE_FILE).read_text())
-    history_path = Path(d) / METRICS_FILE
-    lines = history_path.read_text().splitlines() if history_path.exists() else []
-    return TrainState(**fields, history=[json.loads(line) for line in lines if line])
+    path = Path(d) / STATE_FILE
+    try:
+        state = TrainState(**json.loads(path.read_text()))
+        path = Path(d) / METRICS_FILE
+        lines = path.read_text().splitlines() if path.exists() else []
+        state.history = [json.loads(line) for line in lines if line]
+        return state
+    except (OSError, ValueError, TypeError) as e:  # missing, not JSON, or not these fields
+        raise StageError(
+            f"pretrain: checkpoint file {path} cannot be read ({e}); fix: restore the checkpoint "
+            "folder from a copy, or delete the step's checkpoints and re-run the step to train "
+            "it from step 0"
+        ) from e

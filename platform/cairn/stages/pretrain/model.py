@@ -2,16 +2,21 @@
 
 Built from `LlamaConfig` rather than downloaded, so pretraining works offline and the output is a
 standard Hugging Face directory that `AutoModelForCausalLM`, vLLM and lm-eval load without Cairn.
-This module also turns a training checkpoint back into that directory (`export_model`).
+This module also turns a training checkpoint back into that directory (`export_model`), and
+reads a checkpoint's tensor files without letting them run code (`load_tensors`).
 """
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+
+from cairn.errors import StageError
 
 if TYPE_CHECKING:
     from cairn.stages.pretrain.config import PretrainConfig
@@ -61,15 +66,51 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def export_model(checkpoint_dir: Path, config: LlamaConfig, out_dir: Path) -> LlamaForCausalLM:
+def export_model(
+    checkpoint_dir: Path, config: LlamaConfig, out_dir: Path, start_over: Path
+) -> LlamaForCausalLM:
     """Write the model of a training checkpoint as a Hugging Face directory under `out_dir`.
 
     Produces config.json, generation_config.json and model.safetensors (transformers 5 always
     writes safetensors). Weights are stored in float32, the precision they were trained in.
+    `start_over` is the folder of the step's checkpoints, named in errors' fixes.
     """
     model = LlamaForCausalLM(config)
-    state = torch.load(Path(checkpoint_dir) / MODEL_STATE_FILE, map_location="cpu")
+    state = load_tensors(Path(checkpoint_dir) / MODEL_STATE_FILE, "cpu", start_over)
     model.load_state_dict(state)
     model.eval()
     model.save_pretrained(out_dir)
     return model
+
+
+def load_tensors(path: Path, map_location: Any, start_over: Path) -> Any:
+    """A `torch.save`d state dict of a training checkpoint, read with `weights_only=True`.
+
+    torch's restricted unpickler builds tensors, numbers, strings and containers and refuses
+    anything else, so a doctored checkpoint file cannot run code. Its failures become a message
+    naming the file; `start_over` is the folder of the step's checkpoints, for the fix.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError as e:
+        raise _unreadable(path, "is missing", start_over) from e
+    except pickle.UnpicklingError as e:  # what the restricted unpickler raises on other objects
+        # Only what was refused: the rest of torch's message explains how to allow it.
+        refused = re.search(r"Unsupported global: GLOBAL [\w.]+", str(e))
+        problem = (
+            "holds objects other than tensors and plain values, which Cairn does not unpickle "
+            f"(unpickling them could run code){': ' + refused.group(0) if refused else ''}"
+        )
+        raise _unreadable(path, problem, start_over) from e
+    except (RuntimeError, OSError, EOFError, ValueError) as e:  # truncated, or not a torch file
+        first = str(e).strip().splitlines()
+        problem = f"is not a readable torch file ({first[0] if first else repr(e)})"
+        raise _unreadable(path, problem, start_over) from e
+
+
+def _unreadable(path: Path, problem: str, start_over: Path) -> StageError:
+    return StageError(
+        f"pretrain: checkpoint file {path} {problem}; fix: delete the step's checkpoints "
+        f"({start_over}) and re-run the step to train it from step 0 (or restore the "
+        "checkpoint folder from a copy)"
+    )

@@ -380,6 +380,9 @@ def _evals(bundle: Bundle, evals: list[Ancestor], steps: dict[str, str]) -> list
                 "metrics": metadata.get("metrics") or {},
                 "bundle_path": rel,
                 "contamination": summarise(metadata),
+                # Python from the task folder that lm-eval ran (evaluate/taskcode.py)
+                "trust_task_code": bool(metadata.get("trust_task_code")),
+                "task_code": list(metadata.get("task_code") or []),
             }
         )
     return out

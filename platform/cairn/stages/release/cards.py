@@ -148,6 +148,12 @@ def _eval_section(evals: list[dict[str, Any]]) -> str:
     for e in evals:
         entry = e.get("contamination") or {"recorded": False}
         lines.append(f"- `{e['step']}`: {describe(entry)}")
+    trusted = [e for e in evals if e.get("trust_task_code")]
+    if trusted:
+        lines.append("\nPython from the task folders (trust_task_code: true):\n")
+    for e in trusted:
+        files = ", ".join(f"`{f['path']}` (sha256 `{f['sha256'][:16]}…`)" for f in e["task_code"])
+        lines.append(f"- `{e['step']}`: lm-eval ran {files or 'no Python file of the folder'}")
     return "\n".join(lines) + "\n"
 
 
