@@ -108,6 +108,9 @@ class StageSpec:
     `elastic=True`: the stage accepts `resources.num_workers: min..max` (Ray Train elastic).
     `reads_compute=True` gives the stage `ctx.compute`: what every ancestor artifact's step cost
     (the release publishes it).
+    `uses_gpus=False`: the stage never computes on a GPU, so validation refuses a step that asks
+    for one (the request would be dropped, or hold a GPU idle), as it refuses any request the
+    step cannot use.
     """
 
     kind: str
@@ -122,6 +125,7 @@ class StageSpec:
     cacheable: bool = True
     reads_compute: bool = False
     elastic: bool = False
+    uses_gpus: bool = True
     doc: str = ""
 
     def code_version(self) -> str:

@@ -205,6 +205,14 @@ class Validator:
                 f"give a whole number, e.g. num_workers: {resources.num_workers}",
             )
             ok = False
+        if resources is not None and resources.gpus_per_worker > 0 and not spec.uses_gpus:
+            self.add(
+                loc + ("resources", "gpus_per_worker"),
+                f"'{sm.kind}' runs on CPUs only: a GPU would never be used (on a cluster "
+                "without GPUs the step could not be placed at all)",
+                "remove gpus_per_worker (give the GPUs to the training steps)",
+            )
+            ok = False
 
         inputs = self._inputs(name, sm, spec, all_steps)
         if inputs is None or not ok or config is None or resources is None:

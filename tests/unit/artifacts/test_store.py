@@ -111,7 +111,7 @@ def test_sources_are_digested_in_place_and_deterministically(tmp_path):
     assert d1 == d2 and m1["source"] == str(src) and len(m1["files"]) == 2
     (src / "a.txt").write_text("beta")
     assert describe_source(str(src), "raw")[0] != d1
-    with pytest.raises(CairnError, match="has no files"):
+    with pytest.raises(CairnError, match="holds no files; fix: point the input"):
         (tmp_path / "empty").mkdir()
         describe_source(str(tmp_path / "empty"), "raw")
 

@@ -46,6 +46,15 @@ ALIAS_DEPTH = "name: t\nsteps:\n  a0: &a0 x\n" + "".join(
 CONFIG = CORPUS + MODEL + "    config:\n"
 
 CASES = [
+    # --- a request the step could never use ---------------------------------------------------
+    Bad(
+        "gpus-for-curate",
+        CORPUS + "    resources: {gpus_per_worker: 1}\n",
+        "steps.corpus.resources.gpus_per_worker",
+        7,
+        "'curate' runs on CPUs only: a GPU would never be used",
+        "remove gpus_per_worker",
+    ),
     # --- denial of service: refused at once, with the line ----------------------------------
     Bad(
         "alias-bomb", BOMB, "(yaml)", 7, "aliases expand to more than 10000 values", "fewer aliases"

@@ -50,6 +50,7 @@ SPEC = register(
         outputs={"dataset": ArtifactType.DATASET},
         run=run,
         launcher="driver",
+        uses_gpus=False,  # tokenizing, filtering and dedup are CPU work in Ray Data tasks
         default_resources=Resources(num_workers=2, cpus_per_worker=1),
         result_packages=("tokenizers", "py3langid"),
         # decontamination reads task folders with the evaluate stage's own reader
