@@ -431,7 +431,8 @@ def _model(bundle: Folder) -> Check:
         hf_logging.disable_progress_bar()  # the report is the output
 
         tok = AutoTokenizer.from_pretrained(bundle.root / "model")
-        model = AutoModelForCausalLM.from_pretrained(bundle.root / "model")
+        # safetensors only: a bundle is untrusted, and a .bin checkpoint is a pickle
+        model = AutoModelForCausalLM.from_pretrained(bundle.root / "model", use_safetensors=True)
         ids = tok("The", return_tensors="pt").input_ids
         with torch.no_grad():
             out = model.generate(ids, max_new_tokens=4, do_sample=False)  # type: ignore[misc]

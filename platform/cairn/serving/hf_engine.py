@@ -75,7 +75,10 @@ class HFEngine:
         self.model_dir = Path(model_dir)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(self.model_dir)
         torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-        self.model: Any = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch_dtype)
+        # safetensors only: a served folder may come from anywhere, and a .bin file is a pickle
+        self.model: Any = AutoModelForCausalLM.from_pretrained(
+            self.model_dir, dtype=torch_dtype, use_safetensors=True
+        )
         self.model.eval()
         limit = getattr(self.model.config, "max_position_embeddings", None)
         self.max_model_len = int(max_model_len or limit or 2048)

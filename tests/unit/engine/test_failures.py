@@ -96,3 +96,37 @@ def test_own_error_follows_explicit_chaining():
     except StageError as e:
         stage = e
     assert own_error(ray_task_error(stage)) is stage
+
+
+def test_cli_json_of_a_run_whose_source_is_empty(tmp_path):
+    """`cairn run --json` on the real engine (SQLite, MLflow's SQLite store; Ray never starts:
+    the step fails before it is submitted): a run id, a failed step, its message with the
+    workflow line and a fix; `cairn status --json` agrees; no MLflow run left RUNNING."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from tests.unit.workflow.test_checks import cairn
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.jsonl").write_text('{"text": "one two three"}\n')
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "name: empty\nsteps:\n  corpus:\n    kind: curate\n"
+        "    inputs: {sources: [./data]}\n    config: {vocab_size: 300, seq_len: 16}\n"
+    )
+    assert cairn(["validate", str(wf)], tmp_path, tmp_path / "home").returncode == 0
+    (tmp_path / "data" / "a.jsonl").unlink()  # emptied between validation and the run
+    p = cairn(["run", str(wf), "--json"], tmp_path, tmp_path / "home")
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    out = json.loads(p.stdout)
+    assert out["run_id"] and out["status"] == "failed"
+    step = out["steps"]["corpus"]
+    assert step["state"] == "failed"
+    assert step["error"].startswith(f"{wf}:3: steps.corpus.inputs.sources: './data': source ")
+    assert "holds no files; fix: " in step["error"]
+    st = json.loads(cairn(["status", out["run_id"], "--json"], tmp_path, tmp_path / "home").stdout)
+    assert [(a["state"], a["error"]) for a in st["steps"]] == [("failed", step["error"])]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and "RUNNING" not in {r.info.status for r in runs}
