@@ -8,7 +8,8 @@ from sqlalchemy import func, select
 
 from cairn.db.models import Event, LineageEdge, Run, StepRun
 from cairn.workflow import load_workflow
-from tests.unit.engine.test_engine import home, make_engine, states, write_wf  # noqa: F401
+from tests.unit.engine.conftest import home  # noqa: F401  (the fixture)
+from tests.unit.engine.test_engine import make_engine, states, write_wf
 
 pytestmark = pytest.mark.postgres
 
