@@ -10,6 +10,7 @@ nothing is left: no open port, no process whose command line names the model's d
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -114,9 +115,12 @@ class CliServer:
         try:
             return self.proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
-            # Never leave a vLLM server behind to slow every later test: kill it, then fail.
+            # Never leave a vLLM server behind to slow every later test: kill it (its own
+            # session, apart from `cairn serve`'s), then fail.
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+            with contextlib.suppress(AssertionError, ProcessLookupError):
+                os.killpg(self.server_pid, signal.SIGKILL)
             pytest.fail(f"cairn serve did not stop within 120 s of Ctrl-C:\n{self.output[-3000:]}")
 
 
@@ -144,6 +148,9 @@ def vllm_server(released: Path) -> Iterator[CliServer]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group, so vLLM's children can be killed too
+        # Ctrl-C as in a terminal: a test run started in the background of a non-interactive
+        # shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     server = CliServer(proc, port)
     assert proc.stdout is not None
