@@ -8,6 +8,7 @@ import typer
 
 from cairn.cli.app import db_app, fail, out
 from cairn.errors import CairnError
+from cairn.settings import redact
 
 
 @db_app.command("upgrade")
@@ -21,7 +22,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
         db.upgrade(url, revision)
     except CairnError as e:
         fail(e, False)
-    out.print(f"database at {db._safe(url)} is at {revision}")
+    out.print(f"database at {redact(url)} is at {revision}")
 
 
 @db_app.command("downgrade")
@@ -34,4 +35,4 @@ def db_downgrade(
 
     url = Settings.from_env().database_url
     db.downgrade(url, revision)
-    out.print(f"database at {db._safe(url)} is at {revision}")
+    out.print(f"database at {redact(url)} is at {revision}")

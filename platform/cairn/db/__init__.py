@@ -85,15 +85,10 @@ def sessions(url: str) -> sessionmaker[Session]:
                 "(a mounted secret file), or PGPASSWORD, PGPASSFILE or ~/.pgpass."
             )
         error = CairnError(
-            f"cannot open Cairn's database at {_safe(url)}: {detail}.{hint} Check "
+            f"cannot open Cairn's database at {redact(url)}: {detail}.{hint} Check "
             "CAIRN_DATABASE_URL and that the server is up; `cairn db upgrade` applies migrations "
             "by hand."
         )
         # A driver error that quotes the password is not chained: a traceback would show it.
         raise error from (e if detail == str(e) else None)
     return sessionmaker(make_engine(url), expire_on_commit=False)
-
-
-def _safe(url: str) -> str:
-    """`url` as it may be shown: its password masked."""
-    return redact(url)

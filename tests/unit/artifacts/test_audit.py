@@ -31,8 +31,8 @@ from cairn.results import AuditReport
 from cairn.stage import ArtifactType, InputArtifact
 from cairn.stages.release import SPEC, ReleaseConfig
 from cairn.testing import local_context
-
-WORKFLOW = {"name": "demo", "path": "/x/demo.yaml", "digest": "d" * 64, "git": "abc123"}
+from tests.unit.stages.test_release import WORKFLOW
+from tests.unit.stages.test_release import _seal as seal_staged
 
 
 def _seal(store: ArtifactStore, files: dict[str, str], kind: str, type_: str, parents: list):
@@ -41,23 +41,7 @@ def _seal(store: ArtifactStore, files: dict[str, str], kind: str, type_: str, pa
     for rel, text in files.items():
         (staging / rel).parent.mkdir(parents=True, exist_ok=True)
         (staging / rel).write_text(text)
-    return store.seal(
-        staging,
-        f"{kind}/{kind}/{'f' * 8}/{type_}",
-        {
-            "type": type_,
-            "kind": kind,
-            "step": kind,
-            "output": type_,
-            "fingerprint": "f" * 64,
-            "producer": {"run_id": "r-1", "step_run_id": 1},
-            "parents": parents,
-            "metadata": {},
-            "config": {},
-            "fingerprint_inputs": {},
-            "workflow": WORKFLOW,
-        },
-    )
+    return seal_staged(store, staging, kind, type_, parents)
 
 
 def _parent(slot: str, digest: str, type_: str, uri: str) -> dict:

@@ -449,13 +449,17 @@ CASES = [
 ]
 
 
+def sources(folder: Path) -> Path:
+    """`folder` with the external sources the cases refer to: raw data and an HF model dir."""
+    (folder / "data.jsonl").write_text('{"text": "To be, or not to be."}\n')
+    (folder / "hf-model").mkdir()
+    (folder / "hf-model" / "config.json").write_text('{"model_type": "llama"}')
+    return folder
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    """A folder with the external sources the cases refer to: raw data and an HF model dir."""
-    (tmp_path / "data.jsonl").write_text('{"text": "To be, or not to be."}\n')
-    (tmp_path / "hf-model").mkdir()
-    (tmp_path / "hf-model" / "config.json").write_text('{"model_type": "llama"}')
-    return tmp_path
+    return sources(tmp_path)
 
 
 def reject(path: Path) -> SpecError:

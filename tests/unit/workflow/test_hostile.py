@@ -24,7 +24,15 @@ from cairn.errors import SpecError
 from cairn.workflow import load_workflow, parse_workflow
 from cairn.workflow.yamlload import MAX_CHARS, MAX_DEPTH, MAX_VALUES
 from tests import REPO
-from tests.unit.workflow.test_checks import CORPUS, MODEL, Bad, assert_well_formed, cairn, reject
+from tests.unit.workflow.test_checks import (
+    CORPUS,
+    MODEL,
+    Bad,
+    assert_well_formed,
+    cairn,
+    reject,
+    sources,
+)
 
 QUICKSTART = REPO / "workflows" / "quickstart.yaml"
 
@@ -486,9 +494,7 @@ CASES = [
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """What the cases refer to: raw data, an HF model folder, and two symlink loops."""
-    (tmp_path / "data.jsonl").write_text('{"text": "To be, or not to be."}\n')
-    (tmp_path / "hf-model").mkdir()
-    (tmp_path / "hf-model" / "config.json").write_text('{"model_type": "llama"}')
+    sources(tmp_path)
     (tmp_path / "loop-a").symlink_to("loop-a")
     (tmp_path / "loop-b").symlink_to(tmp_path / "loop-c")
     (tmp_path / "loop-c").symlink_to(tmp_path / "loop-b")
