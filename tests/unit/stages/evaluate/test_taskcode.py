@@ -21,21 +21,12 @@ from cairn.stage import ArtifactType, InputArtifact
 from cairn.stages.evaluate import SPEC, EvaluateConfig, harness, taskcode, taskdir, taskyaml
 from cairn.testing import local_context
 from tests.tiny import make_tiny_model
+from tests.unit.stages.test_evaluate import MC_YAML as EVALUATE_MC_YAML
 
 FIX = "fix: set trust_task_code: true on this evaluate step if you trust this folder's Python"
 CONTEXTS = ["Now is the winter of our discontent", "If music be the food of love,"]
-MC_YAML = """task: tiny_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: mc.jsonl
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{context}}"
-doc_to_choice: choices
-doc_to_target: label
-metric_list: [{metric: acc}]
-"""
+# test_evaluate's multiple-choice task, its data file beside the YAML.
+MC_YAML = EVALUATE_MC_YAML.replace("data/mc.jsonl", "mc.jsonl")
 # Line 7 of the YAML below: what the refusal must point at.
 CODE_YAML = MC_YAML.replace("task: tiny_mc", "task: tiny_code").replace(
     "output_type:", "process_docs: !function utils.process_docs\noutput_type:"
