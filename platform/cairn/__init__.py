@@ -12,8 +12,10 @@ The documented Python API (the CLI calls exactly this, and nothing below it):
     tree = cairn.lineage(result.steps["base"].artifacts["model"].digest)   # LineageNode
     report = cairn.audit(result.releases[0])                  # AuditReport; report.ok
 
-Each function uses a `cairn.Client()` built from the environment (CAIRN_HOME, CAIRN_DATABASE_URL,
-MLFLOW_TRACKING_URI, CAIRN_STORE); build a `Client(settings)` to address another deployment.
+Each function uses `cairn.connect()`: a `cairn.Client()` built from the environment (CAIRN_HOME,
+CAIRN_DATABASE_URL, MLFLOW_TRACKING_URI, CAIRN_STORE), or, when CAIRN_SERVER is set, a
+`cairn.remote.RemoteClient` that asks that `cairn server` (with CAIRN_TOKEN) and returns the same
+types; build a `Client(settings)` to address another deployment directly.
 Everything returned is a type from `cairn.results`, exported here; `cairn.testing` has the fakes.
 """
 
@@ -42,6 +44,7 @@ from cairn.settings import Settings
 
 if TYPE_CHECKING:
     from cairn.engine.progress import Display
+    from cairn.remote import RemoteClient
     from cairn.workflow import Workflow
 
 __all__ = [
@@ -65,6 +68,7 @@ __all__ = [
     "Workflow",
     "audit",
     "cancel",
+    "connect",
     "lineage",
     "load_workflow",
     "logs",
@@ -74,6 +78,14 @@ __all__ = [
     "status",
     "submit",
 ]
+
+
+def connect() -> Client | RemoteClient:
+    """The deployment this process talks to: the `cairn server` at CAIRN_SERVER (as CAIRN_TOKEN)
+    when set, else the local one (`Client()`, from CAIRN_HOME and friends)."""
+    from cairn.remote import from_env
+
+    return from_env() or Client()
 
 
 def load_workflow(path: str | Path) -> Workflow:
@@ -88,45 +100,58 @@ def run(
     workflow: Workflow, *, run_id: str | None = None, display: Display | None = None
 ) -> RunResult:
     """Run `workflow` to its end on the embedded default (local Ray) or `RAY_ADDRESS`."""
-    return Client().run(workflow, run_id=run_id, display=display)
+    return connect().run(workflow, run_id=run_id, display=display)
 
 
 def submit(
-    workflow: Workflow, address: str, *, python: str | None = None, working_dir: str | None = None
+    workflow: Workflow,
+    address: str | None = None,
+    *,
+    python: str | None = None,
+    working_dir: str | None = None,
 ) -> str:
-    """Submit `workflow` to the Ray cluster at `address` (http://HEAD:8265); returns the run id."""
-    return Client().submit(workflow, address, python=python, working_dir=working_dir)
+    """Submit `workflow` to the Ray cluster at `address` (http://HEAD:8265); returns the run id.
+    Through a server (CAIRN_SERVER), `address` may be left out: the server decides."""
+    client = connect()
+    if isinstance(client, Client):
+        if address is None:
+            raise CairnError(
+                "submit needs a Ray cluster: give --address http://HEAD:8265, or set "
+                "CAIRN_SERVER to a `cairn server` that submits for you"
+            )
+        return client.submit(workflow, address, python=python, working_dir=working_dir)
+    return client.submit(workflow, address)
 
 
 def status(run_id: str) -> RunStatus:
     """A run's state, every attempt of every step, its compute and its event log."""
-    return Client().status(run_id)
+    return connect().status(run_id)
 
 
 def runs(limit: int = 20) -> list[RunSummary]:
     """The newest runs first."""
-    return Client().runs(limit)
+    return connect().runs(limit)
 
 
 def logs(run_id: str, step: str | None = None) -> RunLogs:
     """A run's logs: the engine's, each step's (or one), and a submitted run's Ray job driver's."""
-    return Client().logs(run_id, step)
+    return connect().logs(run_id, step)
 
 
 def cancel(run_id: str) -> str:
     """Ask a run to stop; returns `cancelling`, `cancelled` or the state it had already ended in."""
-    return Client().cancel(run_id)
+    return connect().cancel(run_id)
 
 
 def resume(run_id: str, *, display: Display | None = None) -> RunResult:
     """A new run of `run_id`'s workflow, linked to it: what it finished comes from the cache."""
-    return Client().resume(run_id, display=display)
+    return connect().resume(run_id, display=display)
 
 
 def lineage(ref: str) -> LineageNode:
     """An artifact's ancestry back to its raw sources: a digest (prefix) or a path to a release
     bundle or artifact directory."""
-    return Client().lineage(ref)
+    return connect().lineage(ref)
 
 
 def audit(path: str | Path, *, load_model: bool = True) -> AuditReport:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cairn.errors import CairnError
+from cairn.errors import CairnError, NotFound
 from cairn.results import (
     Artifact,
     AuditReport,
@@ -29,6 +29,7 @@ from cairn.settings import Settings
 if TYPE_CHECKING:
     from cairn.engine import Engine
     from cairn.engine.progress import Display
+    from cairn.engine.tokens import Principal
     from cairn.tracking import Tracker
     from cairn.workflow import Workflow
 
@@ -76,23 +77,46 @@ class Client:
         *,
         python: str | None = None,
         working_dir: str | None = None,
+        owner: str | None = None,
     ) -> str:
         """Run `workflow` on the Ray cluster at `address` (http://HEAD:8265) through the Jobs
         API; returns the run id, which is also the Ray submission id."""
         from cairn.engine import jobs
 
-        return jobs.submit(self.engine, workflow, address, python=python, working_dir=working_dir)
+        return jobs.submit(
+            self.engine, workflow, address, python=python, working_dir=working_dir, owner=owner
+        )
+
+    def start(
+        self, workflow: Workflow, *, owner: str | None = None, resumed_from: str | None = None
+    ) -> str:
+        """Run `workflow` in a driver process of its own on this machine and return its run id
+        at once (what `cairn server` does for a submission that names no Ray cluster)."""
+        from cairn.engine import detached
+
+        run_id = self.engine.create_run(workflow, resumed_from=resumed_from, owner=owner)
+        detached.start(self.settings, run_id)
+        return run_id
+
+    def start_resume(self, run_id: str, *, owner: str | None = None) -> str:
+        """`resume` in a driver process of its own; returns the new run's id at once."""
+        return self.start(self.engine.prepare_resume(run_id), owner=owner, resumed_from=run_id)
+
+    def recorded_workflow(self, run_id: str) -> Workflow:
+        """The workflow a run was created with, as recorded (what its driver runs)."""
+        return self.engine.adopt(run_id)
 
     def resume(self, run_id: str, *, display: Display | None = None) -> RunResult:
         """A new run of `run_id`'s workflow, linked to it: what it finished comes from the cache."""
         return self.engine.resume(run_id, display=display)
 
-    def cancel(self, run_id: str) -> str:
+    def cancel(self, run_id: str, *, by: str | None = None) -> str:
         """Ask a run to stop; returns `cancelling`, `cancelled` (no driver was there to ask) or
-        the state it had already ended in. A submitted run's Ray job is stopped too."""
+        the state it had already ended in. A submitted run's Ray job is stopped too. `by` is
+        who asked (recorded in the event log; default: user@host)."""
         from cairn.engine import views
 
-        state = self.engine.request_cancel(run_id)
+        state = self.engine.request_cancel(run_id, by=by)
         with self.engine.sessions() as s:
             address = views.ray_address(s, run_id)
         if address and state == "cancelling":
@@ -122,12 +146,22 @@ class Client:
             status = replace(status, ray_job_status=job)
         return status
 
-    def runs(self, limit: int = 20) -> list[RunSummary]:
-        """The newest runs first."""
+    def runs(
+        self,
+        limit: int = 20,
+        *,
+        offset: int = 0,
+        state: str | None = None,
+        workflow: str | None = None,
+        owner: str | None = None,
+    ) -> list[RunSummary]:
+        """The newest runs first, `limit` from `offset`, filtered by state, workflow or owner."""
         from cairn.engine import views
 
         with self.engine.sessions() as s:
-            return views.list_runs(s, limit)
+            return views.list_runs(
+                s, limit, offset=offset, state=state, workflow=workflow, owner=owner
+            )
 
     def logs(self, run_id: str, step: str | None = None) -> RunLogs:
         """The run's own log and each step's (or one step's), and, for a submitted run, the Ray
@@ -141,9 +175,7 @@ class Client:
             path = folder / f"{step}.log"
             if not path.exists():
                 known = ", ".join(sorted(p.stem for p in folder.glob("*.log"))) or "(none yet)"
-                raise CairnError(
-                    f"no log for step '{step}' in run {run_id}; logs exist for: {known}"
-                )
+                raise NotFound(f"no log for step '{step}' in run {run_id}; logs exist for: {known}")
             return RunLogs(run_id, {step: path.read_text()})
         files = sorted(folder.glob("*.log"), key=lambda p: (p.stem != "run", p.stem))
         logs = {f.stem: f.read_text() for f in files}
@@ -184,21 +216,95 @@ class Client:
         graph = self.lineage_graph(ref)
         return LineageNode.from_dict(graphs.nest(graph.nodes, graph.edges, graph.root))
 
-    def lineage_graph(self, ref: str) -> LineageGraph:
+    def lineage_graph(self, ref: str, direction: str = "ancestors") -> LineageGraph:
         """`lineage(ref)` as a flat graph (for Graphviz and Mermaid); a release bundle's is its
-        whole lineage.json, evaluation reports included."""
+        whole lineage.json, evaluation reports included. `direction="descendants"` gives
+        everything made from a digest instead."""
         from cairn.artifacts import graphs, queries
 
-        if Path(ref).exists():
+        if direction not in ("ancestors", "descendants"):
+            raise CairnError(f"direction {direction!r}: use ancestors or descendants")
+        if Path(ref).exists() and direction == "ancestors":
             try:
                 nodes, edges, root = graphs.from_path(ref)
             except (OSError, ValueError, KeyError) as e:
                 raise CairnError(f"{ref}: not a release bundle or artifact directory ({e})") from e
             return LineageGraph(root, nodes, edges)
         with self.engine.sessions() as s:
-            tree = queries.lineage(s, ref)
-        nodes, edges = graphs.flatten(tree.to_dict())
-        return LineageGraph(tree.digest, nodes, edges)
+            return LineageGraph(*queries.graph(s, ref, direction))
+
+    def artifact_info(self, ref: str) -> dict[str, Any]:
+        """An artifact's row, manifest and every step run that read or produced it."""
+        from cairn.artifacts import queries
+
+        with self.engine.sessions() as s:
+            row = queries.one_artifact(s, ref)
+            return {
+                "digest": row.digest,
+                "type": row.type,
+                "uri": row.uri,
+                "status": row.status,
+                "size_bytes": row.size_bytes,
+                "file_count": row.file_count,
+                "manifest": row.manifest,
+                "used_by": queries.where_used(s, row.digest),
+            }
+
+    def artifacts(self, type_: str, limit: int = 100) -> list[Artifact]:
+        """The newest artifacts of one type (`release`, `endpoint`, ...)."""
+        from sqlalchemy import select
+
+        from cairn.db.models import ArtifactRow
+
+        with self.engine.sessions() as s:
+            rows = s.scalars(
+                select(ArtifactRow)
+                .where(ArtifactRow.type == type_)
+                .order_by(ArtifactRow.created_at.desc())
+                .limit(limit)
+            )
+            return [
+                Artifact(r.digest, r.uri, r.type, r.manifest.get("metadata") or {}) for r in rows
+            ]
+
+    # -- API tokens (cairn server) -------------------------------------------------------------
+    def create_token(self, name: str, role: str, *, by: str | None = None) -> str:
+        """A new API token for `cairn server`; its secret is returned once and stored hashed."""
+        from cairn.engine import tokens
+
+        with self.engine.sessions.begin() as s:
+            return tokens.create(s, name, role, by)
+
+    def tokens(self) -> list[dict[str, Any]]:
+        """Every token's name, role, creator, last use and whether it is revoked (no secret)."""
+        from cairn.engine import tokens
+
+        with self.engine.sessions() as s:
+            return tokens.listing(s)
+
+    def revoke_token(self, name: str, *, by: str | None = None) -> None:
+        """Revoke a token by name: requests carrying it are refused from now on."""
+        from cairn.engine import tokens
+
+        with self.engine.sessions.begin() as s:
+            tokens.revoke(s, name, by)
+
+    def authenticate(self, secret: str) -> Principal | None:
+        """The name and role of a live token (None for an unknown or revoked one)."""
+        from cairn.engine import tokens
+
+        with self.engine.sessions.begin() as s:
+            who = tokens.verify(s, secret)
+            if who is not None:
+                tokens.touch(s, who.name)
+            return who
+
+    def has_admin(self) -> bool:
+        """Is there a live admin token? (`cairn server` creates the first one if not.)"""
+        from cairn.engine import tokens
+
+        with self.engine.sessions() as s:
+            return tokens.has_admin(s)
 
     def audit(self, path: str | Path, *, load_model: bool = True) -> AuditReport:
         """Verify a release bundle (or re-hash one artifact) at `path`: `ok` only when every

@@ -54,3 +54,7 @@ class StageError(CairnError):
 
 class StepCancelled(CairnError):
     """Raised inside a stage when its run was cancelled."""
+
+
+class NotFound(CairnError):
+    """What was asked for (a run, an artifact, a step's log) does not exist (HTTP 404)."""

@@ -113,6 +113,10 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         return {"ts": self.ts, "type": self.type, "message": self.message}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Event:
+        return cls(d.get("ts"), d["type"], d["message"])
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -152,6 +156,24 @@ class Attempt:
             "usage": self.usage,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Attempt:
+        return cls(
+            step=d["step"],
+            kind=d["kind"],
+            attempt=d["attempt"],
+            state=d["state"],
+            fingerprint=d.get("fingerprint"),
+            started_at=d.get("started_at"),
+            seconds=d.get("seconds"),
+            node=d.get("node"),
+            worker=d.get("worker"),
+            resources=d.get("resources") or {},
+            error=d.get("error"),
+            artifacts={k: Artifact.from_dict(a) for k, a in (d.get("artifacts") or {}).items()},
+            usage=d.get("usage"),
+        )
+
 
 @dataclass(frozen=True)
 class RunStatus:
@@ -175,6 +197,7 @@ class RunStatus:
     events: list[Event]
     # What the Ray Jobs API says of a submitted run that is not finished (None otherwise).
     ray_job_status: str | None = None
+    owner: str | None = None  # an API token's name, or user@host for a local run
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -194,10 +217,43 @@ class RunStatus:
             "steps": [a.to_dict() for a in self.steps],
             "compute": self.compute,
             "events": [e.to_dict() for e in self.events],
+            "owner": self.owner,
         }
         if self.ray_job_status is not None:
             data["ray_job_status"] = self.ray_job_status
         return data
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunStatus:
+        return cls(
+            run_id=d["run_id"],
+            workflow=d["workflow"],
+            workflow_path=d.get("workflow_path", ""),
+            state=d["status"],
+            created_at=d.get("created_at"),
+            seconds=d.get("seconds"),
+            resumed_from=d.get("resumed_from"),
+            code_version=d.get("code_version"),
+            ray_address=d.get("ray_address"),
+            mlflow_run_id=d.get("mlflow_run_id"),
+            driver=d.get("driver"),
+            driver_alive=d.get("driver_alive"),
+            error=d.get("error"),
+            steps=[Attempt.from_dict(a) for a in d.get("steps", [])],
+            compute=d.get("compute") or {},
+            events=[Event.from_dict(e) for e in d.get("events", [])],
+            ray_job_status=d.get("ray_job_status"),
+            owner=d.get("owner"),
+        )
+
+    def result(self) -> RunResult:
+        """The run as `cairn.run` reports it: each step's last attempt and its outputs."""
+        steps: dict[str, StepResult] = {}
+        for a in self.steps:
+            steps[a.step] = StepResult(
+                a.step, a.kind, a.state, a.fingerprint, a.attempt, dict(a.artifacts), a.error
+            )
+        return RunResult(self.run_id, self.state, steps, self.error)
 
 
 @dataclass(frozen=True)
@@ -210,6 +266,9 @@ class RunSummary:
     created_at: str | None
     seconds: float | None
     resumed_from: str | None
+    owner: str | None = None
+    steps: int = 0  # distinct steps with at least one attempt
+    cache_hits: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -219,7 +278,24 @@ class RunSummary:
             "created_at": self.created_at,
             "seconds": self.seconds,
             "resumed_from": self.resumed_from,
+            "owner": self.owner,
+            "steps": self.steps,
+            "cache_hits": self.cache_hits,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSummary:
+        return cls(
+            d["run_id"],
+            d["workflow"],
+            d["status"],
+            d.get("created_at"),
+            d.get("seconds"),
+            d.get("resumed_from"),
+            d.get("owner"),
+            d.get("steps", 0),
+            d.get("cache_hits", 0),
+        )
 
 
 @dataclass(frozen=True)
@@ -231,6 +307,10 @@ class RunLogs:
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "logs": self.logs}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunLogs:
+        return cls(d["run_id"], d["logs"])
 
 
 @dataclass
@@ -289,7 +369,11 @@ class LineageGraph:
     edges: list[dict[str, str]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"nodes": self.nodes, "edges": self.edges}
+        return {"root": self.root, "nodes": self.nodes, "edges": self.edges}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LineageGraph:
+        return cls(d.get("root", ""), d["nodes"], d["edges"])
 
 
 @dataclass

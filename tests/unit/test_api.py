@@ -80,6 +80,7 @@ def test_every_result_type_and_api_function_is_exported() -> None:
     assert functions == {
         "audit",
         "cancel",
+        "connect",
         "lineage",
         "load_workflow",
         "logs",
@@ -96,10 +97,19 @@ def _hint_names() -> dict[str, Any]:
     """The names the API annotates with but imports only for type checkers."""
     from cairn.engine import Engine
     from cairn.engine.progress import Display
+    from cairn.engine.tokens import Principal
+    from cairn.remote import RemoteClient
     from cairn.tracking import Tracker
     from cairn.workflow import Workflow
 
-    return {"Display": Display, "Engine": Engine, "Tracker": Tracker, "Workflow": Workflow}
+    return {
+        "Display": Display,
+        "Engine": Engine,
+        "Principal": Principal,
+        "RemoteClient": RemoteClient,
+        "Tracker": Tracker,
+        "Workflow": Workflow,
+    }
 
 
 API_FUNCTIONS = [n for n in cairn.__all__ if inspect.isfunction(getattr(cairn, n))]
@@ -124,13 +134,16 @@ def test_the_api_is_fully_annotated(owner: str, name: str) -> None:
 
 
 def test_the_client_and_the_functions_agree() -> None:
-    # Each module-level function is the Client method of the same name, same parameters.
+    # Each module-level function is the Client method of the same name, same parameters; the
+    # method may add keyword-only ones that only the server passes (who asked: `by`, `owner`).
     for name in API_FUNCTIONS:
-        if name == "load_workflow":  # reads a file: needs no deployment
+        if name in ("load_workflow", "connect"):  # need no deployment / build the client
             continue
-        method = inspect.signature(getattr(cairn.Client, name))
-        function = inspect.signature(getattr(cairn, name))
-        assert list(function.parameters) == [p for p in method.parameters if p != "self"], name
+        method = inspect.signature(getattr(cairn.Client, name)).parameters
+        function = list(inspect.signature(getattr(cairn, name)).parameters)
+        extra = [p for p in method if p != "self" and p not in function]
+        assert [p for p in method if p != "self" and p not in extra] == function, name
+        assert all(method[p].kind is inspect.Parameter.KEYWORD_ONLY for p in extra), name
 
 
 def test_import_cairn_imports_nothing_heavy() -> None:

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cairn.db.models import ArtifactRow, LineageEdge, StepRun
-from cairn.errors import CairnError
+from cairn.db.models import ArtifactRow, LineageEdge, StepRun, StepRunArtifact
+from cairn.errors import CairnError, NotFound
 from cairn.results import LineageNode
 from cairn.stage.usage import add
 
@@ -30,7 +30,7 @@ def lineage(s: Session, digest: str) -> LineageNode:
     """The ancestry of an artifact (a digest or a unique prefix of one), back to raw sources."""
     rows = find_artifacts(s, digest)
     if not rows:
-        raise CairnError(f"no artifact with digest {digest}: `cairn status RUN` shows digests")
+        raise NotFound(f"no artifact with digest {digest}: `cairn status RUN` shows digests")
     if len(rows) > 1:
         raise CairnError(
             f"digest prefix {digest} is ambiguous ({len(rows)} artifacts): give more of it"
@@ -60,6 +60,90 @@ def lineage(s: Session, digest: str) -> LineageNode:
         return out
 
     return node(rows[0], None, frozenset())
+
+
+def one_artifact(s: Session, ref: str) -> ArtifactRow:
+    """The artifact whose digest is `ref` or starts with it (a clear error if none or several)."""
+    rows = find_artifacts(s, ref)
+    if not rows:
+        raise NotFound(f"no artifact with digest {ref}: `cairn status RUN` shows digests")
+    if len(rows) > 1:
+        raise CairnError(
+            f"digest prefix {ref} is ambiguous ({len(rows)} artifacts): give more of it"
+        )
+    return rows[0]
+
+
+def graph(
+    s: Session, ref: str, direction: str = "ancestors", limit: int = 20_000
+) -> tuple[str, list[dict[str, Any]], list[dict[str, str]]]:
+    """(root digest, nodes, edges) of an artifact's ancestors (back to raw sources) or its
+    descendants (everything made from it), as flat lists in the shape of `graphs.flatten`.
+
+    One query per level of the graph and one per batch of nodes, not one per node: a lineage of
+    thousands of artifacts stays a handful of round trips to PostgreSQL."""
+    root = one_artifact(s, ref).digest
+    near = LineageEdge.child_digest if direction == "ancestors" else LineageEdge.parent_digest
+    seen, frontier, order = {root}, [root], [root]
+    edges: list[dict[str, str]] = []
+    while frontier and len(seen) < limit:
+        found = [
+            edge
+            for i in range(0, len(frontier), 500)
+            for edge in s.execute(
+                select(LineageEdge.parent_digest, LineageEdge.child_digest, LineageEdge.slot)
+                .where(near.in_(frontier[i : i + 500]))
+                .order_by(LineageEdge.id)
+            )
+        ]
+        frontier = []
+        for parent, child, slot in found:
+            edges.append({"parent": parent, "child": child, "slot": slot})
+            other = parent if direction == "ancestors" else child
+            if other not in seen:
+                seen.add(other)
+                frontier.append(other)
+                order.append(other)
+    found_nodes: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(order), 500):
+        rows = s.execute(
+            select(ArtifactRow, StepRun)
+            .outerjoin(StepRun, ArtifactRow.step_run_id == StepRun.id)
+            .where(ArtifactRow.digest.in_(order[i : i + 500]))
+        ).all()
+        for row, sr in rows:
+            found_nodes[row.digest] = {
+                "digest": row.digest,
+                "type": row.type,
+                "uri": row.uri,
+                "step": sr.step if sr else None,
+                "kind": sr.kind if sr else None,
+                "run_id": sr.run_id if sr else None,
+                "status": row.status,
+            }
+    return root, [found_nodes[d] for d in order], edges
+
+
+def where_used(s: Session, digest: str) -> list[dict[str, Any]]:
+    """Every step run that read or produced the artifact (a cache hit 'produces' it again)."""
+    rows = s.execute(
+        select(StepRunArtifact, StepRun)
+        .join(StepRun, StepRunArtifact.step_run_id == StepRun.id)
+        .where(StepRunArtifact.artifact_digest == digest)
+        .order_by(StepRun.id)
+    ).all()
+    return [
+        {
+            "run_id": sr.run_id,
+            "step": sr.step,
+            "kind": sr.kind,
+            "attempt": sr.attempt,
+            "state": sr.state,
+            "role": link.role,
+            "name": link.name,
+        }
+        for link, sr in rows
+    ]
 
 
 def ancestors_compute(s: Session, digests: list[str]) -> dict[str, Any]:

@@ -5,13 +5,14 @@
 | `runs.py` | validate, run, submit, status, runs, logs, cancel, resume |
 | `artifacts.py` | lineage, audit, data-order, serve, stop |
 | `database.py` | db upgrade, db downgrade |
+| `server.py` | server, token create / list / revoke |
 | `app.py` | the Typer app, `--json` output and error conventions |
 | `display.py` | the live progress table (or plain lines) a run shows on stderr |
 """
 
 from __future__ import annotations
 
-from cairn.cli import artifacts, database, runs  # noqa: F401  (each registers its commands)
+from cairn.cli import artifacts, database, runs, server  # noqa: F401  (each registers its commands)
 from cairn.cli.app import app
 
 

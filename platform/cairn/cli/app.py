@@ -28,6 +28,35 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def deployment(
+    server: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CAIRN_SERVER",
+            help="a `cairn server` URL: runs, status, logs, lineage, submit, cancel and resume "
+            "then go through it instead of the local database",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CAIRN_TOKEN",
+            show_default=False,
+            help="API token for --server (prefer the CAIRN_TOKEN variable: a command line is "
+            "visible to other users of the machine)",
+        ),
+    ] = None,
+) -> None:
+    """Where the commands act: the local deployment, or a `cairn server`."""
+    if server:
+        os.environ["CAIRN_SERVER"] = server
+    if token:
+        os.environ["CAIRN_TOKEN"] = token
+
+
 db_app = typer.Typer(help="Cairn's own database (schema migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 out = Console()

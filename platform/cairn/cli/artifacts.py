@@ -40,7 +40,7 @@ def lineage(
 
     if fmt not in ("tree", "dot", "mermaid"):
         fail(CairnError(f"--format {fmt}: use tree, dot or mermaid"), as_json)
-    client = cairn.Client()
+    client = cairn.connect()
     try:
         if fmt != "tree":
             graph = client.lineage_graph(artifact)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -36,10 +37,14 @@ def validate(file: WorkflowArg, as_json: JsonOpt = False) -> None:
 
 @app.command()
 def run(
-    file: WorkflowArg,
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="workflow YAML file (optional with --run-id: the run's recorded one)"),
+    ] = None,
     as_json: JsonOpt = False,
     run_id: Annotated[
-        str | None, typer.Option(help="adopt this pending run id (used by submit)")
+        str | None,
+        typer.Option(help="adopt this pending run id (used by submit and by `cairn server`)"),
     ] = None,
     keep_serving: Annotated[
         bool,
@@ -63,7 +68,9 @@ def run(
     if as_json:
         claim_stdout()
     try:
-        wf = cairn.load_workflow(file)
+        if file is None and run_id is None:
+            raise CairnError("give a workflow file (or --run-id of a pending run)")
+        wf = cairn.load_workflow(file) if file else cairn.Client().recorded_workflow(str(run_id))
         if keep_serving:  # a runtime choice: not part of any step's fingerprint
             for step in wf.steps.values():
                 if hasattr(step.config, "keep_serving"):
@@ -122,7 +129,13 @@ def report_result(result: RunResult, as_json: bool, audit_releases: bool = False
 @app.command()
 def submit(
     file: WorkflowArg,
-    address: Annotated[str, typer.Option(help="Ray dashboard address, e.g. http://HEAD:8265")],
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray dashboard address, e.g. http://HEAD:8265 (through CAIRN_SERVER: optional, "
+            "the server's cluster or machine by default)"
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     python: Annotated[
         str | None,
@@ -132,7 +145,8 @@ def submit(
         str | None, typer.Option(help="directory to upload as the job's working dir")
     ] = None,
 ) -> None:
-    """Run a workflow on a Ray cluster through the Ray Jobs API (submission id = run id)."""
+    """Run a workflow on a Ray cluster through the Ray Jobs API (submission id = run id), or
+    hand it to the `cairn server` at CAIRN_SERVER, which runs it for you."""
     try:
         wf = cairn.load_workflow(file)
         run_id = cairn.submit(wf, address, python=python, working_dir=working_dir)
@@ -141,7 +155,7 @@ def submit(
     if as_json:
         emit({"run_id": run_id, "status": "pending", "address": address})
     else:
-        out.print(f"submitted run [bold]{run_id}[/] to {address}")
+        out.print(f"submitted run [bold]{run_id}[/] to {address or os.environ['CAIRN_SERVER']}")
         out.print(f"  follow it: cairn status {run_id}   ·   cairn logs {run_id}")
 
 

@@ -63,6 +63,11 @@ class Run(Base):
     driver_pid: Mapped[int | None] = mapped_column(Integer)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Who started it: an API token's name through `cairn server`, else the local user.
+    owner: Mapped[str | None] = mapped_column(String(128), index=True)
+
+
+Index("ix_runs_created_at", Run.created_at)  # the runs list pages newest first
 
 
 class StepRun(Base):
@@ -149,3 +154,22 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ApiToken(Base):
+    """A `cairn server` API token: its name, role and the sha256 of its secret (never the secret).
+
+    The secret is 256 random bits shown once at creation; a fast hash suffices for a secret that
+    cannot be guessed (a slow password hash protects low-entropy passwords, which these are not).
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # viewer | submitter | admin
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

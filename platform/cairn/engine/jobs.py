@@ -59,11 +59,12 @@ def submit(
     python: str | None = None,
     working_dir: str | None = None,
     note: Callable[[str], object] | None = None,
+    owner: str | None = None,
 ) -> str:
     """Submit `wf` as a Ray job; returns the run id. `note` gets one line per credential kept
     out of the job's environment (default: printed to stderr)."""
     client = job_client(address)
-    run_id = engine.create_run(wf, ray_address=address)
+    run_id = engine.create_run(wf, ray_address=address, owner=owner)
     host = urlparse(address).hostname or ""
     # A cluster on this machine shares our venv; a remote one runs its own `python`.
     py = python or (sys.executable if host in ("127.0.0.1", "localhost") else "python")

@@ -25,7 +25,7 @@ from cairn.engine.mirror import Mirror
 from cairn.engine.progress import Display, NullDisplay
 from cairn.engine.recorder import Recorder
 from cairn.engine.scheduler import Scheduler
-from cairn.errors import CairnError
+from cairn.errors import CairnError, NotFound
 from cairn.results import RunResult
 from cairn.settings import Settings
 from cairn.tracking import Tracker
@@ -119,9 +119,12 @@ class Engine:
         run_id: str | None = None,
         resumed_from: str | None = None,
         ray_address: str | None = None,
+        owner: str | None = None,
     ) -> str:
-        """Record a new run as `pending` (for `submit`, before the job exists)."""
+        """Record a new run as `pending` (for `submit`, before the job exists). `owner` is who
+        asked for it (an API token's name through the server; default: user@host)."""
         rid = run_id or new_run_id()
+        owner = owner or local_user()
         with self.sessions.begin() as s:
             s.add(
                 Run(
@@ -134,6 +137,7 @@ class Engine:
                     resumed_from=resumed_from,
                     code_version=code_version(wf.path),
                     ray_address=ray_address,
+                    owner=owner,
                 )
             )
             s.flush()  # the run row must exist before events reference it
@@ -141,8 +145,9 @@ class Engine:
                 Event(
                     run_id=rid,
                     type="run_created",
-                    message=f"run of {wf.name} created"
+                    message=f"run of {wf.name} created by {owner}"
                     + (f", resuming {resumed_from}" if resumed_from else ""),
+                    data={"by": owner},
                 )
             )
         return rid
@@ -178,14 +183,30 @@ class Engine:
             display=display or self.display,
         ).go()
 
+    def adopt(self, run_id: str) -> Workflow:
+        """The workflow of a pending run, as recorded (a driver started by the server, or by
+        `submit`, runs exactly what was validated when the run was created)."""
+        with self.sessions() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                raise NotFound(f"no run {run_id}: see `cairn runs`")
+            text, path = run.workflow_text, Path(run.workflow_path)
+        return parse_workflow(text, path)
+
     def resume(
         self, old_run_id: str, run_id: str | None = None, display: Display | None = None
     ) -> RunResult:
         """A new run of `old_run_id`'s workflow, linked to it: what it finished is reused."""
+        wf = self.prepare_resume(old_run_id)
+        return self.run(wf, run_id=run_id, resumed_from=old_run_id, display=display)
+
+    def prepare_resume(self, old_run_id: str) -> Workflow:
+        """`old_run_id`'s workflow, once it is certain no driver still runs it (a run whose
+        driver is gone is marked lost first)."""
         with self.sessions.begin() as s:
             old = s.get(Run, old_run_id)
             if old is None:
-                raise CairnError(f"no run {old_run_id}: see `cairn runs`")
+                raise NotFound(f"no run {old_run_id}: see `cairn runs`")
             if old.state in ("pending", "running") and self.driver_alive(old):
                 raise CairnError(
                     f"run {old_run_id} is still running (driver {old.driver_host}:{old.driver_pid}); "
@@ -194,8 +215,7 @@ class Engine:
             if old.state in ("pending", "running"):
                 self.mark_lost(s, old)
             text, path = old.workflow_text, Path(old.workflow_path)
-        wf = parse_workflow(text, path)
-        return self.run(wf, run_id=run_id, resumed_from=old_run_id, display=display)
+        return parse_workflow(text, path)
 
     def driver_alive(self, run: Run) -> bool:
         """Is the process driving `run` still there? Exact on its own host, by heartbeat elsewhere."""
@@ -233,15 +253,23 @@ class Engine:
             )
         )
 
-    def request_cancel(self, run_id: str) -> str:
+    def request_cancel(self, run_id: str, by: str | None = None) -> str:
+        by = by or local_user()
         with self.sessions.begin() as s:
             run = s.get(Run, run_id)
             if run is None:
-                raise CairnError(f"no run {run_id}: see `cairn runs`")
+                raise NotFound(f"no run {run_id}: see `cairn runs`")
             if run.state not in ("pending", "running"):
                 return run.state
             run.cancel_requested = True
-            s.add(Event(run_id=run_id, type="cancel_requested", message="cancel requested"))
+            s.add(
+                Event(
+                    run_id=run_id,
+                    type="cancel_requested",
+                    message=f"cancel requested by {by}",
+                    data={"by": by},
+                )
+            )
             if not self.driver_alive(run):
                 # Nobody is there to act on the request: settle the state here.
                 run.state, run.finished_at = "cancelled", utcnow()
@@ -260,6 +288,17 @@ class Engine:
                 )
                 return "cancelled"
         return "cancelling"
+
+
+def local_user() -> str:
+    """Who runs this process, as a run's owner: user@host."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
 
 
 def _age(ts: datetime) -> float:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from cairn.db.models import ArtifactRow, Event, Run, StepRun, StepRunArtifact
-from cairn.errors import CairnError
+from cairn.errors import NotFound
 from cairn.results import Artifact, Attempt, RunStatus, RunSummary
 from cairn.results import Event as EventRecord
 from cairn.stage.usage import add
@@ -36,9 +36,7 @@ def seconds_between(a: datetime | None, b: datetime | None) -> float | None:
 def run_status(s: Session, run_id: str, driver_alive: bool | None = None) -> RunStatus:
     run = s.get(Run, run_id)
     if run is None:
-        raise CairnError(
-            f"no run {run_id}: `cairn runs` lists the runs in this CAIRN_HOME/database"
-        )
+        raise NotFound(f"no run {run_id}: `cairn runs` lists the runs in this CAIRN_HOME/database")
     steps = []
     for sr in s.scalars(select(StepRun).where(StepRun.run_id == run_id).order_by(StepRun.id)):
         outs: dict[str, Artifact] = {}
@@ -84,6 +82,7 @@ def run_status(s: Session, run_id: str, driver_alive: bool | None = None) -> Run
         driver=f"{run.driver_host}:{run.driver_pid}" if run.driver_host else None,
         driver_alive=driver_alive,
         error=run.error,
+        owner=run.owner,
         steps=steps,
         compute=compute_by_kind(steps),
         events=events,
@@ -99,8 +98,39 @@ def compute_by_kind(steps: list[Attempt]) -> dict[str, dict[str, float]]:
     return totals
 
 
-def list_runs(s: Session, limit: int = 20) -> list[RunSummary]:
-    rows = s.scalars(select(Run).order_by(Run.created_at.desc()).limit(limit))
+def list_runs(
+    s: Session,
+    limit: int = 20,
+    *,
+    offset: int = 0,
+    state: str | None = None,
+    workflow: str | None = None,
+    owner: str | None = None,
+) -> list[RunSummary]:
+    """A page of runs, newest first, with each one's step and cache-hit counts.
+
+    Two indexed queries whatever the number of runs: the page (ix_runs_created_at), then the
+    step counts of that page's runs only (ix_step_runs_run_id)."""
+    q = select(Run).order_by(Run.created_at.desc(), Run.id.desc())
+    if state:
+        q = q.where(Run.state == state)
+    if workflow:
+        q = q.where(Run.workflow_name == workflow)
+    if owner:
+        q = q.where(Run.owner == owner)
+    rows = list(s.scalars(q.limit(limit).offset(offset)))
+    counts: dict[str, tuple[int, int]] = {}
+    if rows:
+        for run_id, steps, hits in s.execute(
+            select(
+                StepRun.run_id,
+                func.count(func.distinct(StepRun.step)),
+                func.count(case((StepRun.state == "cached", 1))),
+            )
+            .where(StepRun.run_id.in_([r.id for r in rows]))
+            .group_by(StepRun.run_id)
+        ):
+            counts[run_id] = (steps, hits)
     return [
         RunSummary(
             run_id=r.id,
@@ -109,6 +139,9 @@ def list_runs(s: Session, limit: int = 20) -> list[RunSummary]:
             created_at=iso(r.created_at),
             seconds=seconds_between(r.started_at, r.finished_at),
             resumed_from=r.resumed_from,
+            owner=r.owner,
+            steps=counts.get(r.id, (0, 0))[0],
+            cache_hits=counts.get(r.id, (0, 0))[1],
         )
         for r in rows
     ]
@@ -118,7 +151,7 @@ def ray_address(s: Session, run_id: str) -> str | None:
     """The Ray cluster a submitted run went to (None for a local run); an error if no run."""
     run = s.get(Run, run_id)
     if run is None:
-        raise CairnError(f"no run {run_id}: see `cairn runs`")
+        raise NotFound(f"no run {run_id}: see `cairn runs`")
     return run.ray_address
 
 
