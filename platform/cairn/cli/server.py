@@ -61,6 +61,7 @@ def server(
     elif first:
         err.print("first admin token (shown once; keep it, e.g. in a password manager):")
         out.print(first, highlight=False)
+        out.file.flush()  # a script reading our stdout gets it now, not when we exit
         err.print(f"  log in at {url}/ui/login, or: export CAIRN_SERVER={url} CAIRN_TOKEN=…")
     serve(create_app(client, auth=not no_auth, ray_address=ray_address), host, port)
 

@@ -1,0 +1,101 @@
+"""A real `cairn server` process for a test: started on a free loopback port, stopped after."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .conftest import free_port
+
+CAIRN = [sys.executable, "-m", "cairn"]
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    first_token: str | None  # printed on stdout when the home had no admin token yet
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, str]:
+        req = urllib.request.Request(self.url + path)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+
+@contextlib.contextmanager
+def cairn_server(env: dict[str, str], *args: str) -> Iterator[Server]:
+    """`cairn server` on a free port with `env` (its CAIRN_HOME), until the block ends."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CAIRN, "server", "--port", str(port), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "cairn server did not start in 60 s"
+                time.sleep(0.2)
+        # The first token (if any) is printed before uvicorn starts: it is on stdout by now.
+        first = None
+        if "--no-auth" not in args:
+            line = _ready_line(proc)
+            first = line if line.startswith("cairn_") else None
+        yield Server(url, proc, first)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _ready_line(proc: subprocess.Popen) -> str:
+    """The first line of stdout if one was written (non-blocking: the server keeps running)."""
+    import os
+    import select
+
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+    if not ready:
+        return ""
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    try:
+        return (os.read(fd, 4096).decode().splitlines() or [""])[0].strip()
+    finally:
+        os.set_blocking(fd, True)
+
+
+def token(env: dict[str, str], name: str, role: str) -> str:
+    """A new token made with `cairn token create` (in `env`'s CAIRN_HOME)."""
+    p = subprocess.run(
+        [*CAIRN, "token", "create", name, "--role", role, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    return str(json.loads(p.stdout)["token"])
