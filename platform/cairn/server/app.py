@@ -33,6 +33,9 @@ def create_app(
         version="1",
     )
     app.state.client = client or Client()
+    # Open the database now (migrations included), once: a wrong URL fails at start with Cairn's
+    # message, and request threads never race to build the engine.
+    app.state.client.engine  # noqa: B018
     app.state.auth = auth
     app.state.ray_address = ray_address
     app.include_router(api.router)
