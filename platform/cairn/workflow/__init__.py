@@ -86,4 +86,39 @@ def parse_workflow(text: str, path: Path) -> Workflow:
     return wf
 
 
-__all__ = ["Ref", "Step", "Workflow", "is_external", "load_workflow", "parse_workflow"]
+def step_dependencies(text: str) -> dict[str, list[str]]:
+    """Each step of a recorded workflow's `text`, in the file's order, with the steps it reads
+    from: the shape of its DAG without validating it again (a recorded run's sources may be
+    gone, and the dashboard redraws a running run's DAG every two seconds). Empty when the text
+    is not a workflow's YAML."""
+    from cairn.workflow.yamlload import Refused, compose
+
+    try:
+        data = compose(text).construct()
+    except Refused:
+        return {}
+    steps = data.get("steps") if isinstance(data, dict) else None
+    if not isinstance(steps, dict):
+        return {}
+    graph: dict[str, list[str]] = {}
+    for name, step in steps.items():
+        inputs = step.get("inputs") if isinstance(step, dict) else None
+        refs: list[str] = []
+        for value in (inputs or {}).values() if isinstance(inputs, dict) else ():
+            refs.extend(
+                v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)
+            )
+        upstream = {r.split(".", 1)[0] for r in refs if not is_external(r) and "." in r}
+        graph[str(name)] = sorted(u for u in upstream if u in steps and u != name)
+    return graph
+
+
+__all__ = [
+    "Ref",
+    "Step",
+    "Workflow",
+    "is_external",
+    "load_workflow",
+    "parse_workflow",
+    "step_dependencies",
+]
