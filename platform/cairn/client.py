@@ -312,18 +312,18 @@ class Client:
         return audit(path, load_model=load_model)
 
     # -- the dashboard's reads (cairn server's pages) --------------------------------------------
-    def step_graph(self, run_id: str) -> dict[str, list[str]]:
-        """Each step of the run's recorded workflow, in the file's order, with the steps it
-        reads from (its DAG, pending steps included)."""
+    def step_graph(self, run_id: str) -> list[dict[str, Any]]:
+        """Each step of the run's recorded workflow, in the file's order, as {step, kind,
+        after}: `after` names the steps it reads from (its DAG, pending steps included)."""
         from cairn.db.models import Run
-        from cairn.workflow import step_dependencies
+        from cairn.workflow import outline
 
         with self.engine.sessions() as s:
             run = s.get(Run, run_id)
             if run is None:
                 raise NotFound(f"no run {run_id}: `cairn runs` lists the runs")
             text = run.workflow_text
-        return step_dependencies(text)
+        return outline(text)
 
     def step_detail(self, run_id: str, step: str) -> dict[str, Any]:
         """One step of a run: the last attempt's kind, state, fingerprint, config and resources,

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from cairn.server import create_app
 from cairn.server.dashboard.session import safe_next
 from cairn.workflow import load_workflow
-from tests.unit.server.conftest import WF, Deployment
+from tests.unit.server.conftest import Deployment
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -137,7 +137,9 @@ def test_a_wrong_token_or_another_sites_form_logs_nobody_in(deployment: Deployme
 def test_login_never_sends_a_browser_off_the_site(deployment: Deployment, target: str) -> None:
     assert safe_next(target) == "/ui/runs"
     r = deployment.http.post(
-        "/ui/login", data={"token": deployment.tokens["viewer"], "next": target}, follow_redirects=False
+        "/ui/login",
+        data={"token": deployment.tokens["viewer"], "next": target},
+        follow_redirects=False,
     )
     assert r.headers["location"] == "/ui/runs"
     form = deployment.http.get("/ui/login", params={"next": target})
@@ -154,13 +156,26 @@ def test_a_page_without_a_session_sends_the_browser_to_log_in(deployment: Deploy
     css = deployment.http.get("/ui/static/dashboard.css")  # the login page needs it
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
     assert deployment.http.get("/ui/static/../app.py").status_code == 404
+    login = deployment.http.get("/ui/login")
+    assert "script-src" not in login.headers["content-security-policy"]  # 'self' only
+    assert login.headers["content-security-policy"].startswith("default-src 'self'")
+
+
+def test_without_auth_everyone_is_the_local_admin(deployment: Deployment) -> None:
+    http = TestClient(create_app(deployment.client, auth=False))
+    r = http.get("/ui/login?next=/ui/releases", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/ui/releases"
+    runs = http.get("/ui/runs").text
+    assert 'id="who">local <span class="role">admin' in runs and "Log out" not in runs
 
 
 def test_only_who_may_act_sees_the_buttons(deployment: Deployment) -> None:
     d = deployment
     mine = d.client.engine.create_run(load_workflow(d.workflow), owner="submitter")
     theirs = d.client.engine.create_run(load_workflow(d.workflow), owner="someone-else")
-    assert 'data-live="/ui/runs/' in page(d, f"/ui/runs/{mine}")  # not finished: refreshed
+    pending = page(d, f"/ui/runs/{mine}")
+    assert 'data-live="/ui/runs/' in pending  # not finished: refreshed
+    assert "No step has started yet." in pending and "toy_fit · pending" in pending
     assert 'id="cancel"' not in page(d, f"/ui/runs/{mine}", "viewer")
     assert 'id="cancel"' in page(d, f"/ui/runs/{mine}", "submitter")
     assert 'id="cancel"' not in page(d, f"/ui/runs/{theirs}", "submitter")

@@ -8,8 +8,8 @@ import random
 
 from cairn.server.dashboard.charts import Series, fmt, line_chart, nice_ticks
 from cairn.server.dashboard.layout import layer_of, layout
-from cairn.server.dashboard.svg import Node, graph_svg
-from cairn.workflow import step_dependencies
+from cairn.server.dashboard.svg import Node, condense, graph_svg
+from cairn.workflow import outline
 
 TRAIL = {  # the integration trail's DAG: step → what it reads
     "corpus": [],
@@ -98,7 +98,7 @@ def test_svg_escapes_every_name_and_links_each_box() -> None:
     assert svg.count("<a href=") == 1  # b has no page to link to
 
 
-def test_step_dependencies_read_the_recorded_workflow() -> None:
+def test_the_outline_of_a_recorded_workflow() -> None:
     text = """
 name: wf
 steps:
@@ -106,9 +106,17 @@ steps:
   model: {kind: pretrain, inputs: {dataset: corpus.dataset}}
   publish: {kind: release, inputs: {model: model.model, evals: [model.model, ../e.v]}}
 """
-    assert step_dependencies(text) == {"corpus": [], "model": ["corpus"], "publish": ["model"]}
-    assert step_dependencies("steps: [1, 2") == {}
-    assert step_dependencies("- a list") == {}
+    assert outline(text) == [
+        {"step": "corpus", "kind": "curate", "after": []},
+        {"step": "model", "kind": "pretrain", "after": ["corpus"]},
+        {"step": "publish", "kind": "release", "after": ["model"]},
+    ]
+    assert outline("steps: [1, 2") == []
+    assert outline("- a list") == []
+    assert outline("steps: {a: 3, b: {inputs: [x.y]}}") == [
+        {"step": "a", "kind": "", "after": []},
+        {"step": "b", "kind": "", "after": []},
+    ]
 
 
 def test_ticks_are_round_and_cover_the_range() -> None:
@@ -132,3 +140,17 @@ def test_charts_draw_each_series_and_skip_what_cannot_be_drawn() -> None:
     assert line_chart("empty", [Series("a", [(0, nan)])]) == ""
     long = line_chart("long", [Series("a", [(i, float(i)) for i in range(10_000)])])
     assert long.count(" ") < 2_000  # thinned: a point per pixel is plenty
+
+
+def test_a_crowded_layer_is_condensed_into_one_more_box() -> None:
+    nodes = [Node(f"raw{i}", f"raw{i}", sub="raw source · x") for i in range(100)]
+    nodes += [Node("data", "data"), Node("model", "model")]
+    edges = [(f"raw{i}", "data") for i in range(100)] + [("raw0", "model"), ("data", "model")]
+    kept, moved = condense(nodes, edges, limit=40)
+    assert len(kept) == 42 and [n.id for n in kept[:3]] == ["raw0", "raw1", "raw2"]
+    more = next(n for n in kept if n.label == "+ 61 more")
+    assert more.sub == "raw source" and more.href is None
+    assert moved.count((more.id, "data")) == 1  # 61 edges became one
+    assert len(moved) == 39 + 1 + 2
+    small = condense(nodes[:10] + nodes[100:], edges, limit=40)
+    assert small[0] == nodes[:10] + nodes[100:]

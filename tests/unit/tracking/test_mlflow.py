@@ -46,7 +46,10 @@ def test_history_reads_every_metric_in_step_order(tmp_path) -> None:
             return NS(data=NS(metrics={"val/loss": 2.0, "train/loss": 1.0}))
 
         def get_metric_history(self, run_id: str, key: str) -> list[NS]:
-            points = {"train/loss": [(4, 1.0, 9), (0, 3.0, 5), (2, 2.0, 7)], "val/loss": [(4, 2.0, 9)]}
+            points = {
+                "train/loss": [(4, 1.0, 9), (0, 3.0, 5), (2, 2.0, 7)],
+                "val/loss": [(4, 2.0, 9)],
+            }
             return [NS(step=s, value=v, timestamp=t) for s, v, t in points[key]]
 
     tracker = MlflowTracker(f"http://alice:{SECRET}@mlflow.invalid", str(tmp_path))

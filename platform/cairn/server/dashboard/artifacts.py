@@ -17,7 +17,7 @@ from cairn.engine.tokens import Principal
 from cairn.results import LineageGraph
 from cairn.server.auth import require
 from cairn.server.dashboard.render import PageRoute, page
-from cairn.server.dashboard.svg import Node, graph_svg
+from cairn.server.dashboard.svg import Node, condense, graph_svg
 
 router = APIRouter(route_class=PageRoute)
 Viewer = Annotated[Principal, Depends(require("viewer"))]
@@ -40,7 +40,7 @@ def artifact_node(n: dict[str, Any], root: str) -> Node:
         sub=f"{'raw source' if raw else n['type']} · {n['digest'][:8]}",
         css=css,
         href=f"/ui/artifacts/{n['digest']}",
-        title=f"{n['type']} {n['digest']}\n{n.get('uri') or ''}",
+        title=str(n.get("uri") or n["type"]),  # the link and the box already show the digest
     )
 
 
@@ -48,6 +48,7 @@ def lineage_svg(graph: LineageGraph, ident: str) -> Any:
     """A lineage graph as boxes, the artifact asked about outlined."""
     nodes = [artifact_node(n, graph.root) for n in graph.nodes]
     edges = [(e["parent"], e["child"]) for e in graph.edges]
+    nodes, edges = condense(nodes, edges)
     return graph_svg(nodes, edges, f"lineage of {graph.root}", ident=ident)
 
 

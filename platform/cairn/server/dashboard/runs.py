@@ -71,25 +71,29 @@ def last_attempts(status: RunStatus) -> dict[str, Attempt]:
     return out
 
 
-def run_dag(run_id: str, graph: dict[str, list[str]], last: dict[str, Attempt]) -> Any:
+def run_dag(
+    run_id: str, graph: list[dict[str, Any]], last: dict[str, Attempt], finished: bool
+) -> Any:
     """The run's steps as boxes coloured by state, each a link to its step's page."""
-    names = list(graph) + [s for s in last if s not in graph]
+    kinds = {g["step"]: g["kind"] for g in graph}
+    names = list(kinds) + [s for s in last if s not in kinds]
     nodes = []
     for name in names:
         a = last.get(name)
-        state = a.state if a else "pending"
+        state = a.state if a else "not run" if finished else "pending"
         tries = f" · attempt {a.attempt}" if a and a.attempt > 1 else ""
+        kind = a.kind if a else kinds.get(name, "")
         nodes.append(
             Node(
                 id=name,
                 label=name,
-                sub=f"{a.kind} · {state}{tries}" if a else "pending",
-                css=f"s-{state}",
+                sub=f"{kind} · {state}{tries}" if kind else state,
+                css=f"s-{state.replace(' ', '-')}",
                 href=f"/ui/runs/{run_id}/steps/{name}" if a else None,
-                title=f"{name}: {state}" + (f" ({a.kind})" if a else ""),
+                title=f"{name} ({kind}): {state}",
             )
         )
-    edges = [(up, name) for name, ups in graph.items() for up in ups]
+    edges = [(up, g["step"]) for g in graph for up in g["after"]]
     return graph_svg(nodes, edges, f"steps of run {run_id}", ident="run")
 
 
@@ -103,12 +107,13 @@ def run_context(request: Request, run_id: str, who: Principal) -> dict[str, Any]
         for art in a.artifacts.values()
         if art.type == "release"
     ]
+    finished = status.state in TERMINAL
     return {
         "run": status,
         "last": last,
-        "dag": run_dag(run_id, c.step_graph(run_id), last),
+        "dag": run_dag(run_id, c.step_graph(run_id), last, finished),
         "releases": releases,
-        "finished": status.state in TERMINAL,
+        "finished": finished,
         "may_act": may_act_on(who, status.owner),
     }
 

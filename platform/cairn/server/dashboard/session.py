@@ -35,6 +35,8 @@ def safe_next(target: str | None) -> str:
 
 @router.get("/ui/login", include_in_schema=False)
 def login_form(request: Request, next: str = HOME) -> Response:
+    if not request.app.state.auth:  # `--no-auth`: everyone is the local admin already
+        return RedirectResponse(safe_next(next), status_code=303)
     return page(request, "login.html", {"next": safe_next(next), "error": None})
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
-from cairn.server.dashboard.layout import layout
+from cairn.server.dashboard.layout import layer_of, layout
 
 NODE_W, NODE_H = 146, 40
 GAP_X, ROW_H, PAD = 34, 54, 8
@@ -38,6 +38,38 @@ class Node:
 
 def clip(text: str, limit: int = LABEL_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def condense(
+    nodes: Sequence[Node], edges: Sequence[tuple[str, str]], limit: int = 40
+) -> tuple[list[Node], list[tuple[str, str]]]:
+    """At most `limit` boxes in a layer: the first `limit - 1` (in the order given, nearest
+    first for a lineage) and one "+N more" box standing for the rest, their edges moved to it.
+    A lineage may read 800 raw files; a picture 43,000 pixels tall shows nothing to anyone."""
+    layer = layer_of([n.id for n in nodes], list(edges))
+    seen: dict[int, int] = {}
+    moved: dict[str, str] = {}
+    hidden: dict[int, list[Node]] = {}
+    kept = []
+    for n in nodes:
+        k = layer[n.id]
+        seen[k] = seen.get(k, 0) + 1
+        if seen[k] < limit:
+            kept.append(n)
+        else:
+            hidden.setdefault(k, []).append(n)
+    for k, group in hidden.items():
+        if len(group) == 1:  # one more box is no worse than a box saying so
+            kept.append(group[0])
+            continue
+        more = f"·more-{k}"
+        subs = {n.sub.split(" · ")[0] for n in group}
+        kept.append(
+            Node(more, f"+ {len(group)} more", sub=subs.pop() if len(subs) == 1 else "", css="more")
+        )
+        moved.update((n.id, more) for n in group)
+    out = list(dict.fromkeys((moved.get(p, p), moved.get(c, c)) for p, c in edges))
+    return kept, out
 
 
 def graph_svg(
