@@ -11,7 +11,9 @@ function refresh(box) {
       const r = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
       if (r.redirected || r.status === 401) { location.reload(); return; }  // logged out
       if (!r.ok) { setTimeout(tick, 5000); return; }
+      const opened = [...box.querySelectorAll("details")].map((d) => d.open);
       box.innerHTML = await r.text();
+      box.querySelectorAll("details").forEach((d, i) => { d.open = opened[i] || false; });
       wire(box);
       if (box.querySelector("[data-finished='true']")) return;  // the run ended: stop
     } catch (e) { /* the server restarting: try again */ }
