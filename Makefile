@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/curation_memory.py
 	$(BIN)/python bench/train_overhead.py
 	$(BIN)/python bench/hostile_yaml.py
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf .cairn

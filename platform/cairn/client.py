@@ -311,6 +311,51 @@ class Client:
         check holds; each failing check names the files. Needs nothing but the bundle."""
         return audit(path, load_model=load_model)
 
+    # -- the dashboard's reads (cairn server's pages) --------------------------------------------
+    def step_graph(self, run_id: str) -> list[dict[str, Any]]:
+        """Each step of the run's recorded workflow, in the file's order, as {step, kind,
+        after}: `after` names the steps it reads from (its DAG, pending steps included)."""
+        from cairn.db.models import Run
+        from cairn.workflow import outline
+
+        with self.engine.sessions() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                raise NotFound(f"no run {run_id}: `cairn runs` lists the runs")
+            text = run.workflow_text
+        return outline(text)
+
+    def step_detail(self, run_id: str, step: str) -> dict[str, Any]:
+        """One step of a run: the last attempt's kind, state, fingerprint, config and resources,
+        the artifacts it read by input slot, its MLflow run id and, for a cache hit, `made_by`:
+        the step run that made the outputs it reused."""
+        from cairn.engine import views
+
+        with self.engine.sessions() as s:
+            return views.step_detail(s, run_id, step)
+
+    def metrics(self, run_id: str, step: str) -> dict[str, list[tuple[int, float]]]:
+        """A step's metrics from MLflow, each as (step, value) points in order: its last
+        attempt's, or for a cache hit those of the step run that made what it reused. Empty
+        when the step logged none (or MLflow has not caught up with a running step yet)."""
+        detail = self.step_detail(run_id, step)
+        source = detail["made_by"] or detail
+        mlflow_run_id = source["mlflow_run_id"]
+        if not mlflow_run_id or mlflow_run_id.startswith("pending:"):
+            return {}
+        from cairn.tracking.mlflow import reader
+
+        tracker = self._tracker or reader(self.settings.mlflow_uri, self.settings.mlflow_artifacts)
+        try:
+            return tracker.history(mlflow_run_id)
+        except Exception as e:  # MLflow's own errors: say which store and run, then re-raise
+            from cairn.settings import redact
+
+            raise CairnError(
+                f"the metrics of step {step} of run {run_id} could not be read from MLflow at "
+                f"{redact(self.settings.mlflow_uri)} (its run {mlflow_run_id}): {e}"
+            ) from e
+
 
 def audit(path: str | Path, *, load_model: bool = True) -> AuditReport:
     """`Client.audit` without a deployment: an audit needs only the bundle."""

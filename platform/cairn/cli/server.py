@@ -44,6 +44,7 @@ def server(
     State stays in Cairn's database (CAIRN_DATABASE_URL or $CAIRN_HOME): restart it at will.
     """
     from cairn.server.app import check_bind, create_app, serve
+    from cairn.server.dashboard import warm
 
     client = cairn.Client()
     try:
@@ -63,6 +64,7 @@ def server(
         out.print(first, highlight=False)
         out.file.flush()  # a script reading our stdout gets it now, not when we exit
         err.print(f"  log in at {url}/ui/login, or: export CAIRN_SERVER={url} CAIRN_TOKEN=…")
+    warm(client)
     serve(create_app(client, auth=not no_auth, ray_address=ray_address), host, port)
 
 

@@ -7,6 +7,7 @@ those as tables or `--json`, and a server would return the same.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -147,6 +148,57 @@ def list_runs(
     ]
 
 
+def step_detail(s: Session, run_id: str, step: str) -> dict[str, Any]:
+    """One step of a run as its page shows it: the last attempt's config, resources and
+    fingerprint, the artifacts it read (by input slot), its MLflow run, and, for a cache hit,
+    the step run that made what it reused (where that step's metrics are)."""
+    attempts = list(
+        s.scalars(
+            select(StepRun)
+            .where(StepRun.run_id == run_id, StepRun.step == step)
+            .order_by(StepRun.attempt)
+        )
+    )
+    if not attempts:
+        if s.get(Run, run_id) is None:
+            raise NotFound(f"no run {run_id}: see `cairn runs`")
+        raise NotFound(f"step {step} of run {run_id} has not started (or the run has no such step)")
+    last = attempts[-1]
+    inputs: dict[str, list[dict[str, Any]]] = {}
+    made_by = None
+    for link, row in s.execute(
+        select(StepRunArtifact, ArtifactRow)
+        .join(ArtifactRow, StepRunArtifact.artifact_digest == ArtifactRow.digest)
+        .where(StepRunArtifact.step_run_id == last.id)
+        .order_by(StepRunArtifact.id)
+    ):
+        if link.role == "input":
+            inputs.setdefault(link.name, []).append(
+                {"digest": row.digest, "type": row.type, "uri": row.uri}
+            )
+        elif last.state == "cached" and made_by is None and row.step_run_id is not None:
+            maker = s.get_one(StepRun, row.step_run_id)
+            made_by = {
+                "run_id": maker.run_id,
+                "step": maker.step,
+                "attempt": maker.attempt,
+                "mlflow_run_id": maker.mlflow_run_id,
+            }
+    return {
+        "run_id": run_id,
+        "step": step,
+        "kind": last.kind,
+        "attempt": last.attempt,
+        "state": last.state,
+        "fingerprint": last.fingerprint,
+        "config": last.config,
+        "resources": last.resources,
+        "inputs": inputs,
+        "mlflow_run_id": last.mlflow_run_id,
+        "made_by": made_by,
+    }
+
+
 def ray_address(s: Session, run_id: str) -> str | None:
     """The Ray cluster a submitted run went to (None for a local run); an error if no run."""
     run = s.get(Run, run_id)
@@ -155,4 +207,4 @@ def ray_address(s: Session, run_id: str) -> str | None:
     return run.ray_address
 
 
-__all__ = ["compute_by_kind", "list_runs", "ray_address", "run_status"]
+__all__ = ["compute_by_kind", "list_runs", "ray_address", "run_status", "step_detail"]

@@ -90,3 +90,10 @@ class MemoryTracker:
     def end(self, mlflow_run_id: str, status: str) -> None:
         self.calls += 1
         self.runs[mlflow_run_id].status = STATUS.get(status, "FAILED")
+
+    def history(self, mlflow_run_id: str) -> dict[str, list[tuple[int, float]]]:
+        run = self.runs.get(mlflow_run_id)
+        out: dict[str, list[tuple[int, float]]] = {}
+        for p in sorted(run.metrics if run else [], key=lambda p: (p.step, p.ts)):
+            out.setdefault(p.key, []).append((p.step, p.value))
+        return dict(sorted(out.items()))

@@ -204,3 +204,24 @@ class MlflowTracker:
     @_scrubbed
     def end(self, mlflow_run_id: str, status: str) -> None:
         self.client.set_terminated(mlflow_run_id, STATUS.get(status, "FAILED"))
+
+    @_scrubbed
+    def history(self, mlflow_run_id: str) -> dict[str, list[tuple[int, float]]]:
+        """Every metric the run logged, each as (step, value) in step order: one query for the
+        keys, then one per key (MLflow has no bulk read of whole histories)."""
+        keys = sorted(self.client.get_run(mlflow_run_id).data.metrics)
+        out: dict[str, list[tuple[int, float]]] = {}
+        for key in keys:
+            points = self.client.get_metric_history(mlflow_run_id, key)
+            out[key] = [
+                (m.step, m.value) for m in sorted(points, key=lambda m: (m.step, m.timestamp))
+            ]
+        return out
+
+
+@functools.lru_cache(maxsize=4)
+def reader(tracking_uri: str, artifact_root: str) -> MlflowTracker:
+    """One tracker per store for reading (the dashboard's charts): importing MLflow and starting
+    its client (which checks the store's schema) takes seconds, so it is done once, and
+    `cairn server` may do it in the background before the first chart is asked for."""
+    return MlflowTracker(tracking_uri, artifact_root)

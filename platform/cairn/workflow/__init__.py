@@ -17,6 +17,7 @@ it is about to edit that file.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cairn.errors import SpecError, SpecIssue
 from cairn.workflow.checks import Validator
@@ -86,4 +87,42 @@ def parse_workflow(text: str, path: Path) -> Workflow:
     return wf
 
 
-__all__ = ["Ref", "Step", "Workflow", "is_external", "load_workflow", "parse_workflow"]
+def outline(text: str) -> list[dict[str, Any]]:
+    """Each step of a recorded workflow's `text`, in the file's order: its name, kind and the
+    steps it reads from (`after`), the shape `cairn server`'s validate answers with. Its DAG
+    without validating it again: a recorded run's sources may be gone, and the dashboard redraws
+    a running run's DAG every two seconds. Empty when the text is not a workflow's YAML."""
+    from cairn.workflow.yamlload import Refused, compose
+
+    try:
+        data = compose(text).construct()
+    except Refused:
+        return []
+    steps = data.get("steps") if isinstance(data, dict) else None
+    if not isinstance(steps, dict):
+        return []
+    out = []
+    for name, step in steps.items():
+        step = step if isinstance(step, dict) else {}
+        given = step.get("inputs")
+        inputs: dict[str, Any] = given if isinstance(given, dict) else {}
+        refs = [
+            ref
+            for value in inputs.values()
+            for ref in (value if isinstance(value, list) else [value])
+            if isinstance(ref, str) and not is_external(ref) and "." in ref
+        ]
+        after = {ref.split(".", 1)[0] for ref in refs} & set(steps) - {name}
+        out.append({"step": str(name), "kind": str(step.get("kind", "")), "after": sorted(after)})
+    return out
+
+
+__all__ = [
+    "Ref",
+    "Step",
+    "Workflow",
+    "is_external",
+    "load_workflow",
+    "parse_workflow",
+    "outline",
+]

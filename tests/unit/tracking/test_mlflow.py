@@ -36,3 +36,25 @@ def test_an_error_without_credentials_keeps_its_type(tmp_path) -> None:
     tracker.client = Client()  # type: ignore[assignment]
     with pytest.raises(LookupError, match="no run r-9"):
         tracker.end("r-9", "failed")
+
+
+def test_history_reads_every_metric_in_step_order(tmp_path) -> None:
+    from types import SimpleNamespace as NS
+
+    class Client:
+        def get_run(self, run_id: str) -> NS:
+            return NS(data=NS(metrics={"val/loss": 2.0, "train/loss": 1.0}))
+
+        def get_metric_history(self, run_id: str, key: str) -> list[NS]:
+            points = {
+                "train/loss": [(4, 1.0, 9), (0, 3.0, 5), (2, 2.0, 7)],
+                "val/loss": [(4, 2.0, 9)],
+            }
+            return [NS(step=s, value=v, timestamp=t) for s, v, t in points[key]]
+
+    tracker = MlflowTracker(f"http://alice:{SECRET}@mlflow.invalid", str(tmp_path))
+    tracker.client = Client()  # type: ignore[assignment]
+    assert tracker.history("m-1") == {
+        "train/loss": [(0, 3.0), (2, 2.0), (4, 1.0)],
+        "val/loss": [(4, 2.0)],
+    }
