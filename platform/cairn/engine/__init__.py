@@ -7,6 +7,7 @@
 | `recorder.py` | Cairn's database rows, the event log and the step logs of a run |
 | `mirror.py` | the same run in MLflow |
 | `fingerprint.py` | a step's cache key |
+| `cache.py` | a step's cache hit: intact artifacts of its fingerprint that its stage accepts |
 | `attempt.py` | what runs on the worker: the stage, then sealing its outputs |
 | `context.py` | the `ctx` stages get, and the reporter channel behind it |
 | `backends/` | where attempts run: Ray, or threads (unit tests) |

@@ -108,7 +108,7 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
                 )
             art = store.seal(
                 out,
-                f"{payload.kind}/{payload.step}/{payload.fingerprint}/{name}",
+                _address(spec, payload, name),
                 {
                     "type": type_.value,
                     "kind": payload.kind,
@@ -136,6 +136,18 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
         ctx.usage(meter.stop())
         ctx.flush()
         store.discard(staging)
+
+
+def _address(spec: StageSpec, payload: StepPayload, name: str) -> str:
+    """Where output `name` is sealed in the store: one folder per fingerprint, since the same
+    fingerprint makes the same result. A kind that judges its cached results (`reusable`) may
+    hold several under one fingerprint (a stopped server's record, a kept server's endpoint),
+    so each run's has a folder of its own (`FINGERPRINT-RUN`, keeping the store's four levels,
+    `{kind}/{step}/{folder}/{output}`): sealing one never replaces another still in use."""
+    folder = payload.fingerprint
+    if spec.reusable is not None:
+        folder += f"-{payload.run_id}"
+    return f"{payload.kind}/{payload.step}/{folder}/{name}"
 
 
 def _driver_meter(launcher: str, res: Resources) -> Meter:

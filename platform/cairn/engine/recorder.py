@@ -151,19 +151,6 @@ class Recorder:
                 )
             self.event(s, "source", f"source {text} → sha256 {digest[:12]}", uri=uri, digest=digest)
 
-    def cache_candidates(self, fingerprint: str) -> dict[str, ArtifactRow]:
-        """The newest valid artifact per output name made under `fingerprint`."""
-        with self.sessions() as s:
-            rows = s.scalars(
-                select(ArtifactRow)
-                .where(ArtifactRow.fingerprint == fingerprint, ArtifactRow.status == "valid")
-                .order_by(ArtifactRow.created_at.desc())
-            ).all()
-        latest: dict[str, ArtifactRow] = {}
-        for r in rows:
-            latest.setdefault(r.output_name or "", r)
-        return latest
-
     def cache_corrupt(self, step: str, output: str, digest: str, problems: list[str]) -> None:
         """A cached artifact no longer matches its manifest: never reused again."""
         with self.sessions.begin() as s:
@@ -215,8 +202,15 @@ class Recorder:
             )
 
     def cached(
-        self, step: Step, fp: str, inputs: Inputs, arts: dict[str, Any], mlflow_run_id: str
+        self,
+        step: Step,
+        fp: str,
+        inputs: Inputs,
+        arts: dict[str, Any],
+        mlflow_run_id: str,
+        reused: str | None = None,
     ) -> None:
+        """A cache hit; `reused`: why the stage judged it still stands (`StageSpec.reusable`)."""
         now = utcnow()
         with self.sessions.begin() as s:
             sr = self._new_step_run(
@@ -232,10 +226,28 @@ class Recorder:
             self.event(
                 s,
                 "cached",
-                f"{step.name}: cache hit, fingerprint {fp[:12]}",
+                f"{step.name}: cache hit, fingerprint {fp[:12]}"
+                + (f"; {reused}" if reused else ""),
                 sr.id,
                 step=step.name,
                 artifacts={k: v["digest"] for k, v in arts.items()},
+                **({"reused": reused} if reused else {}),
+            )
+
+    def not_reused(self, step: Step, fp: str, refused: list[tuple[str, str]]) -> None:
+        """Cached results the stage refused (`StageSpec.reusable`), and why; an older one may
+        still be a hit (the next event says), else the step runs."""
+        with self.sessions.begin() as s:
+            shown = "; ".join(f"{digest[:12]}: {why}" for digest, why in refused[:3])
+            more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
+            self.event(
+                s,
+                "cache_not_reused",
+                f"{step.name}: {len(refused)} cached result(s) under fingerprint {fp[:12]} do "
+                f"not stand now: {shown}{more}",
+                step=step.name,
+                fingerprint=fp,
+                refused=[{"digest": d, "why": w} for d, w in refused],
             )
 
     def started(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cairn.artifacts.store import ArtifactStore, describe_source
+from cairn.engine import cache
 from cairn.engine.attempt import StepPayload
 from cairn.engine.backends import Executor
 from cairn.engine.cluster import request_text
@@ -81,14 +82,14 @@ class Scheduler:
         self.outputs: dict[str, dict[str, dict[str, Any]]] = {}  # step -> output -> artifact info
         self.running: dict[str, RunningStep] = {}
         self.sources: dict[str, dict[str, Any]] = {}
-        self.reusable: set[str] = set()
+        self.resumed: set[str] = set()  # what the run being resumed made (cache: false too)
         self.workflow_info: dict[str, Any] = {}
         self.cancelled = False
         self._last_beat = 0.0
 
     # -- the run -------------------------------------------------------------------------------
     def go(self) -> RunResult:
-        git, self.reusable = self.recorder.start_run(
+        git, self.resumed = self.recorder.start_run(
             f"running {self.wf.name} ({len(self.wf.steps)} steps)", self.resumed_from
         )
         self.workflow_info = {
@@ -203,11 +204,11 @@ class Scheduler:
             step.spec, step.config, {k: [i["digest"] for i in v] for k, v in inputs.items()}
         )
         self.results[step.name].fingerprint = fp
-        cached = self._lookup(step, fp)
-        if cached is not None:
-            mid = self.mirror.cached(step, fp, inputs, cached)
-            self.recorder.cached(step, fp, inputs, cached, mid)
-            self._done(step, "cached", cached, attempts=1)
+        hit = cache.lookup(step, fp, self.recorder, self.store, self.display, self.resumed)
+        if hit is not None:
+            mid = self.mirror.cached(step, fp, inputs, hit.artifacts)
+            self.recorder.cached(step, fp, inputs, hit.artifacts, mid, hit.reused)
+            self._done(step, "cached", hit.artifacts, attempts=1)
         elif why := self.executor.check(step.resources, step.spec.launcher, step.name):
             self.recorder.unschedulable(step, fp, why)
             self.results[step.name].error = why
@@ -248,30 +249,6 @@ class Scheduler:
                 "metadata": {"source_uri": uri},
             }
         return {**self.sources[uri], "name": text}
-
-    def _lookup(self, step: Step, fp: str) -> dict[str, dict[str, Any]] | None:
-        """A verified artifact for every output of `fp`, or None (recompute)."""
-        if not step.spec.cacheable:  # e.g. an endpoint: a live server cannot be reused
-            return None
-        latest = self.recorder.cache_candidates(fp)
-        if set(latest) != set(step.spec.outputs):
-            return None
-        if not step.cache and not all(r.digest in self.reusable for r in latest.values()):
-            return None
-        found = {}
-        for name, r in latest.items():
-            self.display.update(step.name, state="verifying", message=f"verifying cached {name}")
-            problems = self.store.verify(r.uri, r.digest)
-            if problems:
-                self.recorder.cache_corrupt(step.name, name, r.digest, problems)
-                return None
-            found[name] = {
-                "uri": r.uri,
-                "digest": r.digest,
-                "type": r.type,
-                "metadata": r.manifest.get("metadata", {}),
-            }
-        return found
 
     def _submit(self, step: Step, fp: str, inputs: Inputs, attempt: int) -> None:
         tags = {"cairn.fingerprint": fp, "cairn.attempt": str(attempt)}

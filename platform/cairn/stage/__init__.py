@@ -31,6 +31,7 @@ from cairn.stage.resources import Resources
 from cairn.stage.spec import (
     InputSlot,
     Launcher,
+    Reuse,
     Runtime,
     StageConfig,
     StageSpec,
@@ -49,6 +50,7 @@ __all__ = [
     "Launcher",
     "Outputs",
     "Resources",
+    "Reuse",
     "RunFn",
     "Runtime",
     "StageConfig",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
@@ -21,7 +22,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from cairn.stage.artifacts import ArtifactType
+from cairn.stage.artifacts import ArtifactType, InputArtifact
 from cairn.stage.context import RunFn
 from cairn.stage.numbers import refuse_loose_numbers
 from cairn.stage.resources import Resources
@@ -94,6 +95,20 @@ Launcher = Literal["task", "trainer", "driver"]
 
 
 @dataclass(frozen=True)
+class Reuse:
+    """A stage's answer to "does this cached result still stand for the step, now?", with the
+    reason, which the engine writes into the run's events either way."""
+
+    ok: bool
+    why: str
+
+
+# `reusable(config, cached) -> Reuse`: the step's config (runtime fields included) and its
+# verified cached outputs by name, as a stage reads its inputs.
+ReusableFn = Callable[[Any, dict[str, InputArtifact]], Reuse]
+
+
+@dataclass(frozen=True)
 class StageSpec:
     """Everything the engine needs to know about a stage kind.
 
@@ -103,6 +118,12 @@ class StageSpec:
     "driver" runs it as a zero-CPU task whose Ray Data tasks use up to the step's resources.
     `result_packages` are the packages whose versions change results and so enter the fingerprint.
     `cacheable=False` makes the step run every time (its output describes something live).
+    `reusable(config, cached) -> Reuse`, where given, is asked on every cache hit whether the
+    cached outputs still stand for the step as configured now, runtime fields included: an
+    output that describes something outside the store (a server kept running) may be gone, or
+    not be what this run asks for (a stopped server's record, when the run wants one kept). The
+    engine tries earlier results of the same fingerprint too, newest first, and runs the step
+    when the kind accepts none.
     `shared_code` names modules or packages outside the kind's own folder whose source changes
     its results (e.g. `cairn.stage.raytrain`): they enter its code version too.
     `elastic=True`: the stage accepts `resources.num_workers: min..max` (Ray Train elastic).
@@ -123,6 +144,7 @@ class StageSpec:
     result_packages: tuple[str, ...] = ()
     shared_code: tuple[str, ...] = ()
     cacheable: bool = True
+    reusable: ReusableFn | None = None
     reads_compute: bool = False
     elastic: bool = False
     uses_gpus: bool = True

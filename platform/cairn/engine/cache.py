@@ -1,0 +1,126 @@
+"""A step's cache hit: earlier artifacts of its fingerprint that are intact and that its stage
+still accepts, or none (the step runs).
+
+The artifacts of a fingerprint are the step's result wherever it ran, so the newest intact ones
+are a hit; an artifact whose files no longer match its manifest never is (it is marked corrupt).
+A kind whose output describes something outside the store (serve's kept server) is asked too,
+through `StageSpec.reusable`, with the step's config as this run has it: an earlier result may
+no longer stand (the server is gone) or not be what this run asks for (a stopped server's
+record, when the run keeps its server). Its earlier results are then tried, newest first, and
+the run's events say why each refused one was passed over and why the hit stands.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from cairn.artifacts.store import ArtifactStore
+from cairn.db.models import ArtifactRow
+from cairn.engine.progress import Display
+from cairn.engine.recorder import Recorder
+from cairn.stage import ArtifactType, InputArtifact, Reuse
+from cairn.workflow import Step
+
+# The earlier results of one fingerprint a kind with `reusable` is asked about, newest first.
+MAX_CANDIDATES = 10
+
+
+@dataclass(frozen=True)
+class Hit:
+    """The step's outputs from the cache ({name: {uri, digest, type, metadata}}), and, where the
+    stage judged them, why they stand."""
+
+    artifacts: dict[str, dict[str, Any]]
+    reused: str | None = None
+
+
+def lookup(
+    step: Step,
+    fp: str,
+    recorder: Recorder,
+    store: ArtifactStore,
+    display: Display,
+    resumed: set[str],
+) -> Hit | None:
+    """The hit for `step` under fingerprint `fp`, or None. A `cache: false` step takes only what
+    the run it resumes made (`resumed`: those digests)."""
+    if not step.spec.cacheable:
+        return None
+    sets = [c for c in candidates(recorder.sessions, fp) if set(c) == set(step.spec.outputs)]
+    if not step.cache:
+        sets = [c for c in sets if all(r.digest in resumed for r in c.values())]
+    judged = step.spec.reusable is not None
+    refused: list[tuple[str, str]] = []
+    for rows in sets[:MAX_CANDIDATES] if judged else sets[:1]:
+        found = {
+            name: {
+                "uri": r.uri,
+                "digest": r.digest,
+                "type": r.type,
+                "metadata": r.manifest.get("metadata", {}),
+            }
+            for name, r in rows.items()
+        }
+        verdict = _judge(step, found, recorder, store) if judged else None
+        if verdict is not None and not verdict.ok:
+            refused.append((",".join(a["digest"] for a in found.values()), verdict.why))
+            continue
+        if refused:  # newer results passed over: said before the hit is
+            recorder.not_reused(step, fp, refused)
+        for name, r in rows.items():
+            display.update(step.name, state="verifying", message=f"verifying cached {name}")
+            problems = store.verify(r.uri, r.digest)
+            if problems:
+                recorder.cache_corrupt(step.name, name, r.digest, problems)
+                return None
+        return Hit(found, verdict.why if verdict else None)
+    if refused:
+        recorder.not_reused(step, fp, refused)
+    return None
+
+
+def candidates(sessions: sessionmaker[Session], fp: str) -> list[dict[str, ArtifactRow]]:
+    """The valid artifacts made under `fp`, by output name: first the newest of each output,
+    then each earlier step run's own outputs, newest first (for a kind that may refuse one)."""
+    with sessions() as s:
+        rows = s.scalars(
+            select(ArtifactRow)
+            .where(ArtifactRow.fingerprint == fp, ArtifactRow.status == "valid")
+            .order_by(ArtifactRow.created_at.desc())
+        ).all()
+    latest: dict[str, ArtifactRow] = {}
+    by_step_run: dict[int | None, dict[str, ArtifactRow]] = {}
+    for r in rows:
+        latest.setdefault(r.output_name or "", r)
+        by_step_run.setdefault(r.step_run_id, {}).setdefault(r.output_name or "", r)
+    earlier = [g for g in by_step_run.values() if g != latest]
+    return [latest, *earlier] if latest else []
+
+
+def _judge(
+    step: Step, found: dict[str, dict[str, Any]], recorder: Recorder, store: ArtifactStore
+) -> Reuse:
+    """The stage's `reusable` on cached outputs. A hook that raises refuses (its traceback goes
+    to the step's log): a bug in it costs a re-run, never a stale result."""
+    assert step.spec.reusable is not None
+    cached = {
+        name: InputArtifact(
+            path=store.local_path(a["uri"], a["digest"]),
+            type=ArtifactType(a["type"]),
+            digest=a["digest"],
+            metadata=a["metadata"],
+            name=f"{step.name}.{name}",
+            uri=a["uri"],
+        )
+        for name, a in found.items()
+    }
+    try:
+        return step.spec.reusable(step.config, cached)
+    except Exception as ex:
+        recorder.write_log(step.name, "".join(traceback.format_exception(ex)))
+        return Reuse(False, f"the stage's reusable() raised {type(ex).__name__}: {ex}")
