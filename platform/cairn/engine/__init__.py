@@ -6,6 +6,7 @@
 | `scheduler.py` | one run's loop: ready steps, cache hits, polling, outcomes |
 | `recorder.py` | Cairn's database rows, the event log and the step logs of a run |
 | `mirror.py` | the same run in MLflow |
+| `handoff.py` | the MLflow mirror of an all-cached run, written after it by a process of its own |
 | `fingerprint.py` | a step's cache key |
 | `cache.py` | a step's cache hit: intact artifacts of its fingerprint that its stage accepts |
 | `attempt.py` | what runs on the worker: the stage, then sealing its outputs |

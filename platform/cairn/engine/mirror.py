@@ -2,8 +2,11 @@
 
 MLflow holds no state Cairn needs (the database does), so everything here goes through the
 engine's background tracker and never blocks a step; `flush` waits for it before the run's final
-state is written. Tags `cairn.run_id`, `cairn.step` and `cairn.artifact_digest` join the two
-worlds; datasets carry Cairn's own sha256 digests.
+state is written. The tracker starts when the first step executes: a run whose steps are all
+cache hits hands its calls to a process of their own instead (`cairn.engine.handoff`), so that
+nobody waits seconds for MLflow to load only to record cache hits. Tags `cairn.run_id`,
+`cairn.step` and `cairn.artifact_digest` join the two worlds; datasets carry Cairn's own sha256
+digests.
 """
 
 from __future__ import annotations
@@ -49,7 +52,12 @@ class Mirror:
         return self.parent
 
     def open_step(self, step: Step, inputs: Inputs, tags: dict[str, str]) -> str:
-        """A nested run for a step run, with its inputs as datasets (a placeholder id)."""
+        """A nested run for a step attempt about to execute, with its inputs as datasets (a
+        placeholder id). The tracker starts now: the step will stream metrics to it."""
+        self.tracker.start()
+        return self._nested(step, inputs, tags)
+
+    def _nested(self, step: Step, inputs: Inputs, tags: dict[str, str]) -> str:
         mid = self.tracker.start_step(
             self.parent,
             self.run_id,
@@ -61,8 +69,9 @@ class Mirror:
         return mid
 
     def cached(self, step: Step, fp: str, inputs: Inputs, arts: dict[str, Any]) -> str:
+        """A cache hit's nested run; held with the rest while no step has executed."""
         tags = {"cairn.state": "cached", "cairn.fingerprint": fp, **_digest_tags(arts)}
-        mid = self.open_step(step, inputs, tags)
+        mid = self._nested(step, inputs, tags)
         self.tracker.end(mid, "cached")
         return mid
 

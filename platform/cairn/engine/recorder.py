@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cairn.artifacts import queries
@@ -24,6 +24,16 @@ from cairn.workflow import Step
 
 # {slot: [{uri, digest, type, metadata, name}]}: a step's inputs as the scheduler resolved them.
 Inputs = dict[str, list[dict[str, Any]]]
+
+
+def store_mlflow_id(sessions: sessionmaker[Session], placeholder: str, real: str) -> None:
+    """Replace a placeholder MLflow id in the database by the real one (on the tracker's
+    thread, as each id arrives; `BackgroundTracker.on_id`)."""
+    with sessions.begin() as s:
+        for model in (Run, StepRun):
+            s.execute(
+                update(model).where(model.mlflow_run_id == placeholder).values(mlflow_run_id=real)
+            )
 
 
 class Recorder:
@@ -115,6 +125,17 @@ class Recorder:
             run = s.get_one(Run, self.run_id)
             run.state, run.finished_at, run.error = state, utcnow(), error
             self.event(s, "run_finished", f"run {state}" + (f": {error}" if error else ""))
+
+    def mirror_handed_off(self, calls: int, pid: int, log_dir: Path) -> None:
+        with self.sessions.begin() as s:
+            self.event(
+                s,
+                "mirror_handed_off",
+                f"every step was a cache hit: their {calls} MLflow call(s) are made by process "
+                f"{pid} after the run (its log: {log_dir / 'mirror.log'})",
+                pid=pid,
+                calls=calls,
+            )
 
     def tracking_failed(self, message: str) -> None:
         with self.sessions.begin() as s:

@@ -14,7 +14,7 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cairn import db
@@ -23,7 +23,7 @@ from cairn.db.models import Event, Run, StepRun, utcnow
 from cairn.engine.backends import Executor
 from cairn.engine.mirror import Mirror
 from cairn.engine.progress import Display, NullDisplay
-from cairn.engine.recorder import Recorder
+from cairn.engine.recorder import Recorder, store_mlflow_id
 from cairn.engine.scheduler import Scheduler
 from cairn.errors import CairnError, NotFound
 from cairn.results import RunResult
@@ -90,27 +90,28 @@ class Engine:
 
     @property
     def tracker(self) -> BackgroundTracker:
-        """The tracker, behind a background thread: MLflow mirrors state, steps never wait on it."""
+        """The tracker, behind a background thread: MLflow mirrors state, steps never wait on it.
+        MLflow itself is imported on that thread, and only once a call has to run."""
         if self._background is None:
             if self._tracker is None:
-                from cairn.tracking.mlflow import MlflowTracker
+                settings = self.settings
 
-                self._tracker = MlflowTracker(
-                    self.settings.mlflow_uri, self.settings.mlflow_artifacts
+                def make() -> Tracker:
+                    from cairn.tracking.mlflow import MlflowTracker
+
+                    return MlflowTracker(settings.mlflow_uri, settings.mlflow_artifacts)
+
+                self._background = BackgroundTracker(
+                    make, on_id=self._store_mlflow_id, portable=True
                 )
-            inner = self._tracker
-            self._background = BackgroundTracker(inner, on_id=self._store_mlflow_id)
+            else:
+                inner = self._tracker
+                self._background = BackgroundTracker(lambda: inner, on_id=self._store_mlflow_id)
         return self._background
 
     def _store_mlflow_id(self, placeholder: str, real: str) -> None:
         """Replace a placeholder MLflow id in the database by the real one (tracker thread)."""
-        with self.sessions.begin() as s:
-            for model in (Run, StepRun):
-                s.execute(
-                    update(model)
-                    .where(model.mlflow_run_id == placeholder)
-                    .values(mlflow_run_id=real)
-                )
+        store_mlflow_id(self.sessions, placeholder, real)
 
     # -- runs ------------------------------------------------------------------------------
     def create_run(
@@ -246,6 +247,9 @@ class Engine:
                 self.tracker.end(sr.mlflow_run_id, "failed")
         if run.mlflow_run_id and not run.mlflow_run_id.startswith("pending:"):
             self.tracker.end(run.mlflow_run_id, "failed")
+        # Sent now, not held for a run of this process: the resumed run may have a driver of its
+        # own (`cairn server` starts one), and this process may never run one.
+        self.tracker.start()
         swept = self.store.discard_staging(run.id)
         s.add(
             Event(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cairn.artifacts.store import ArtifactStore, describe_source
-from cairn.engine import cache
+from cairn.engine import cache, handoff
 from cairn.engine.attempt import StepPayload
 from cairn.engine.backends import Executor
 from cairn.engine.cluster import request_text
@@ -149,10 +149,16 @@ class Scheduler:
             self.recorder.cancelling()
 
     def _finish(self, error: str | None) -> RunResult:
-        try:
-            self.mirror.flush()  # the lineage in MLflow is part of the result
-        except TrackingError as ex:
-            error = f"{error}; {ex}" if error else str(ex)
+        all_cached = (
+            error is None
+            and not self.cancelled
+            and all(r.state == "cached" for r in self.results.values())
+        )
+        if not all_cached:
+            try:
+                self.mirror.flush()  # the lineage in MLflow is part of the result
+            except TrackingError as ex:
+                error = f"{error}; {ex}" if error else str(ex)
         states = {r.state for r in self.results.values()}
         if self.cancelled:
             state = "cancelled"
@@ -163,15 +169,35 @@ class Scheduler:
         failed = [n for n, r in self.results.items() if r.state == "failed"]
         if state == "failed" and not error and failed:
             error = "; ".join(f"{n}: {self.results[n].error}" for n in failed)
-        self.recorder.finish(state, error)
         self.mirror.finish(state)
-        try:
-            self.mirror.flush()
-        except TrackingError as ex:  # the state is final already; say so in the event log
-            self.recorder.tracking_failed(str(ex))
-        self.recorder.resolve_mlflow_ids(self.mirror.tracker.real_id)
+        handed_off = all_cached and self._hand_off_mirror()
+        self.recorder.finish(state, error)
+        if not handed_off:
+            try:
+                self.mirror.flush()
+            except TrackingError as ex:  # the state is final already; say so in the event log
+                self.recorder.tracking_failed(str(ex))
+            self.recorder.resolve_mlflow_ids(self.mirror.tracker.real_id)
         self.display.update("run", state=state)
         return RunResult(self.run_id, state, self.results, error)
+
+    def _hand_off_mirror(self) -> bool:
+        """A run of cache hits only: its MLflow mirror is written by a process of its own
+        (`cairn.engine.handoff`), so the run does not wait for MLflow to load. False where the
+        tracker already runs here, or cannot be rebuilt elsewhere (a test's in-memory one)."""
+        if not self.mirror.tracker.portable:
+            return False
+        calls = self.mirror.tracker.take_held()
+        if calls is None:
+            return False
+        try:
+            pid = handoff.start(self.settings, self.run_id, calls)
+        except OSError as ex:  # no process, or no journal: mirrored here after all
+            self.recorder.write_log("run", f"[mirror] not handed off ({ex}): mirroring here")
+            self.mirror.tracker.replay(calls)
+            return False
+        self.recorder.mirror_handed_off(len(calls), pid, self.settings.logs_dir(self.run_id))
+        return True
 
     def _cancel_all(self, why: str) -> None:
         for r in list(self.running.values()):
