@@ -4,18 +4,21 @@ They run in the session trail's home (conftest): the tiny curate → pretrain wo
 cache hits, a changed config re-runs only what it changes, a corrupted artifact is detected,
 recomputed and recorded, and MLflow holds the trail's run with its params, metrics, datasets and
 models. (That a changed curate config re-runs both steps, and a changed source too, the engine's
-unit tests show on the same engine with toy kinds.)
+unit tests show on the same engine with toy kinds.) The trail's whole lifecycle run again is
+cache hits to the end, its serve step included (no server started), and its MLflow mirror is
+written after the run by a process of its own.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from cairn.db.models import ArtifactRow, Event
+from cairn.db.models import ArtifactRow, Event, StepRun
 from cairn.workflow import load_workflow
 
 from .conftest import TRAIL_MODEL, Trail, tiny
@@ -67,6 +70,48 @@ def test_cache_reruns_and_corruption(trail: Trail):
     again = engine.run(load_workflow(changed))
     assert states(again) == {"corpus": "cached", "model": "cached"}
     assert again.steps["model"].artifacts["model"].digest == new.digest
+
+
+def test_the_trail_again_is_all_cache_hits_and_serves_from_its_record(trail: Trail):
+    from mlflow import MlflowClient
+
+    from cairn.serving.process import pid_alive
+
+    engine = trail.engine()
+    again = engine.run(load_workflow(trail.folder / "lifecycle.yaml"))
+    assert set(states(again).values()) == {"cached"}, states(again)
+    endpoint = again.steps["endpoint"].artifacts["endpoint"]
+    assert endpoint == trail.result.steps["endpoint"].artifacts["endpoint"]
+    assert endpoint.metadata["kept"] is False
+    with engine.sessions() as s:
+        events = s.scalars(select(Event).where(Event.run_id == again.run_id)).all()
+    assert "step_started" not in {e.type for e in events}  # nothing ran: no server either
+    [hit] = [e for e in events if e.type == "cached" and e.data["step"] == "endpoint"]
+    assert "no server started" in hit.data["reused"]
+    assert endpoint.metadata["model_digest"][:12] in hit.data["reused"]
+
+    # MLflow gets the hits all the same, from the process the run handed its calls to.
+    [handed] = [e for e in events if e.type == "mirror_handed_off"]
+    deadline = time.monotonic() + 300
+    while pid_alive(handed.data["pid"]):
+        assert time.monotonic() < deadline, "the MLflow mirror process did not finish"
+        time.sleep(0.2)
+    with engine.sessions() as s:
+        ids = {
+            r.step: r.mlflow_run_id
+            for r in s.scalars(select(StepRun).where(StepRun.run_id == again.run_id))
+        }
+        events = s.scalars(select(Event).where(Event.run_id == again.run_id)).all()
+    assert "tracking_failed" not in {e.type for e in events}
+    assert all(i and not i.startswith("pending:") for i in ids.values()), ids
+    client = MlflowClient(engine.settings.mlflow_uri)
+    nested = {s: client.get_run(i) for s, i in ids.items()}
+    assert {s: r.data.tags["cairn.state"] for s, r in nested.items()} == dict.fromkeys(
+        ids, "cached"
+    )
+    assert nested["endpoint"].data.tags["cairn.artifact_digest"] == endpoint.digest
+    parent = client.get_run(nested["endpoint"].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["cairn.run_id"] == again.run_id
 
 
 def test_mlflow_holds_runs_params_metrics_datasets_and_models(trail: Trail):
