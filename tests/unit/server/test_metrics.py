@@ -1,15 +1,18 @@
 """/metrics on the toy deployment: Prometheus's text format, with the values Cairn's database
 holds — runs and step runs by state, a cache hit after a re-run, the bytes the steps wrote, and
-audits made through the deployment (by the server's release route and by `Client`)."""
+audits made through the deployment (by `Client`, `cairn run --audit` and the server's release
+route)."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
+from cairn.cli.runs import recorded_audit
 from cairn.db.models import ArtifactRow, Event
 from cairn.workflow import load_workflow
 from tests.unit.server.conftest import Deployment
@@ -88,16 +91,21 @@ def test_bytes_written_are_the_artifacts_the_steps_sealed(deployment: Deployment
 
 
 def test_audits_through_the_deployment_are_recorded_and_counted(
-    deployment: Deployment, tmp_path: Path
+    deployment: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = deployment.client
     model = deployment.run.steps["fit"].artifacts["model"]
     assert client.audit_release(model.uri, load_model=False, by="ci").ok
+
+    # `cairn run --audit` records its audits in the deployment it ran in (CAIRN_HOME here).
     tampered = tmp_path / "tampered"
     shutil.copytree(model.uri, tampered)
     victim = next(p for p in tampered.rglob("*") if p.is_file() and p.name != "manifest.json")
     victim.write_bytes(victim.read_bytes() + b"!")
-    assert not client.audit_release(tampered, load_model=False).ok
+    for var in ("CAIRN_SERVER", "CAIRN_DATABASE_URL", "MLFLOW_TRACKING_URI", "CAIRN_STORE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CAIRN_HOME", str(client.settings.home))
+    assert not recorded_audit(str(tampered)).ok
 
     # The server's release route audits too; a release row over the model's folder (audited as
     # a plain artifact) stands in for a release bundle.
