@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/curation_memory.py
 	$(BIN)/python bench/train_overhead.py
 	$(BIN)/python bench/hostile_yaml.py
+	$(BIN)/python bench/server.py
 
 clean:
 	rm -rf .cairn
