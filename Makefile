@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_overhead.py
 	$(BIN)/python bench/hostile_yaml.py
 	$(BIN)/python bench/dashboard.py
+	$(BIN)/python bench/server.py
 
 clean:
 	rm -rf .cairn

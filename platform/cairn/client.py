@@ -29,6 +29,7 @@ from cairn.settings import Settings
 if TYPE_CHECKING:
     from cairn.engine import Engine
     from cairn.engine.progress import Display
+    from cairn.engine.stats import Stats
     from cairn.engine.tokens import Principal
     from cairn.tracking import Tracker
     from cairn.workflow import Workflow
@@ -355,6 +356,45 @@ class Client:
                 f"the metrics of step {step} of run {run_id} could not be read from MLflow at "
                 f"{redact(self.settings.mlflow_uri)} (its run {mlflow_run_id}): {e}"
             ) from e
+
+    def audit_release(
+        self, path: str | Path, *, load_model: bool = True, by: str | None = None
+    ) -> AuditReport:
+        """`audit(path)`, recorded in this deployment's event log (`release_audited`, which
+        /metrics counts by outcome). `by` is who asked (default: user@host)."""
+        from cairn.db.models import Event
+        from cairn.engine.runs import local_user
+        from cairn.engine.stats import AUDITED
+
+        report = audit(path, load_model=load_model)
+        who = by or local_user()
+        failed = [c.name for c in report.checks if not c.ok]
+        outcome = "ok" if report.ok else f"failed ({', '.join(failed)})"
+        with self.engine.sessions.begin() as s:
+            s.add(
+                Event(
+                    type=AUDITED,
+                    message=f"release {report.path} audited by {who}: {outcome}",
+                    data={
+                        "bundle": report.path,
+                        "ok": report.ok,
+                        "bundle_digest": report.bundle_digest,
+                        "failed": failed,
+                        "by": who,
+                    },
+                )
+            )
+        return report
+
+    # -- the deployment in numbers (/metrics) --------------------------------------------------
+    def stats(self) -> Stats:
+        """Runs and step runs by state, step durations and run queue times (histograms), cache
+        hits and misses, bytes written to the store and audits: aggregates over the whole
+        deployment, computed by the database (what `cairn server`'s /metrics exports)."""
+        from cairn.engine import stats
+
+        with self.engine.sessions() as s:
+            return stats.collect(s)
 
 
 def audit(path: str | Path, *, load_model: bool = True) -> AuditReport:

@@ -97,6 +97,7 @@ def _hint_names() -> dict[str, Any]:
     """The names the API annotates with but imports only for type checkers."""
     from cairn.engine import Engine
     from cairn.engine.progress import Display
+    from cairn.engine.stats import Stats
     from cairn.engine.tokens import Principal
     from cairn.remote import RemoteClient
     from cairn.tracking import Tracker
@@ -107,6 +108,7 @@ def _hint_names() -> dict[str, Any]:
         "Engine": Engine,
         "Principal": Principal,
         "RemoteClient": RemoteClient,
+        "Stats": Stats,
         "Tracker": Tracker,
         "Workflow": Workflow,
     }

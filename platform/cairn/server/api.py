@@ -215,7 +215,8 @@ def releases(request: Request, who: Viewer) -> dict[str, Any]:
 def release(
     ref: str, request: Request, who: Viewer, audit: bool = True, load_model: bool = False
 ) -> dict[str, Any]:
-    """`audit` re-hashes every file of the bundle (and, with `load_model`, loads the model)."""
+    """`audit` re-hashes every file of the bundle (and, with `load_model`, loads the model);
+    each audit is recorded in the event log (and counted by /metrics)."""
     c = client(request)
     info = c.artifact_info(ref)
     if info["type"] != "release":
@@ -224,8 +225,12 @@ def release(
     files = sorted(
         str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file() and not p.is_symlink()
     )
-    report = c.audit(bundle, load_model=load_model).to_dict() if audit else None
-    return info | {"bundle": str(bundle), "files": files, "audit": report}
+    report = c.audit_release(bundle, load_model=load_model, by=who.name) if audit else None
+    return info | {
+        "bundle": str(bundle),
+        "files": files,
+        "audit": report.to_dict() if report else None,
+    }
 
 
 @router.get("/endpoints", summary="endpoints: model digest, address, and whether it answers")
