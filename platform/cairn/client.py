@@ -381,10 +381,31 @@ class Client:
                         "bundle_digest": report.bundle_digest,
                         "failed": failed,
                         "by": who,
+                        "report": report.to_dict(),
                     },
                 )
             )
         return report
+
+    def last_audit(self, path: str | Path) -> tuple[str, AuditReport] | None:
+        """The newest audit of the bundle at `path` recorded by `audit_release` (when, and
+        what it found), or None: what the server shows without re-hashing a bundle per view."""
+        from sqlalchemy import select
+
+        from cairn.db.models import Event
+        from cairn.engine.stats import AUDITED
+        from cairn.engine.views import iso
+
+        with self.engine.sessions() as s:
+            for ev in s.scalars(
+                select(Event)
+                .where(Event.run_id.is_(None), Event.type == AUDITED)
+                .order_by(Event.id.desc())
+                .limit(1000)
+            ):
+                if ev.data.get("bundle") == str(path) and ev.data.get("report"):
+                    return iso(ev.ts) or "", AuditReport.from_dict(ev.data["report"])
+        return None
 
     # -- the deployment in numbers (/metrics) --------------------------------------------------
     def stats(self) -> Stats:

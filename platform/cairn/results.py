@@ -413,3 +413,11 @@ class AuditReport:
                 for c in self.checks
             ],
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AuditReport:
+        checks = [
+            Check(c["name"], list(c.get("problems") or []), c.get("detail", ""))
+            for c in d["checks"]
+        ]
+        return cls(d["path"], checks, d.get("bundle_digest"), d.get("model_digest"))

@@ -122,7 +122,7 @@ def test_prometheus_reads_cairn_metrics_from_a_running_server(trail: Trail, tmp_
         # An audit through the server's release route, which /metrics must count.
         viewer = {"Authorization": f"Bearer {token}"}
         release = trail.result.steps["publish"].artifacts["release"].digest
-        r = httpx.get(f"{server}/api/releases/{release}", headers=viewer, timeout=60)
+        r = httpx.get(f"{server}/api/releases/{release}?audit=true", headers=viewer, timeout=60)
         assert r.status_code == 200 and r.json()["audit"]["ok"], r.text
 
         from cairn.client import Client

@@ -213,10 +213,11 @@ def releases(request: Request, who: Viewer) -> dict[str, Any]:
 
 @router.get("/releases/{ref}", summary="a release: its files and its audit")
 def release(
-    ref: str, request: Request, who: Viewer, audit: bool = True, load_model: bool = False
+    ref: str, request: Request, who: Viewer, audit: bool = False, load_model: bool = False
 ) -> dict[str, Any]:
-    """`audit` re-hashes every file of the bundle (and, with `load_model`, loads the model);
-    each audit is recorded in the event log (and counted by /metrics)."""
+    """The newest audit recorded for the bundle (`audited_at`), or a new one when none is, or
+    when `audit=true` asks: it re-hashes every file (and, with `load_model`, loads the model)
+    and is recorded in the event log with who asked (and counted by /metrics)."""
     c = client(request)
     info = c.artifact_info(ref)
     if info["type"] != "release":
@@ -225,11 +226,16 @@ def release(
     files = sorted(
         str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file() and not p.is_symlink()
     )
-    report = c.audit_release(bundle, load_model=load_model, by=who.name) if audit else None
+    last = None if audit or load_model else c.last_audit(bundle)
+    if last is None:
+        c.audit_release(bundle, load_model=load_model, by=who.name)
+        last = c.last_audit(bundle)
+    at, report = last if last else (None, None)
     return info | {
         "bundle": str(bundle),
         "files": files,
         "audit": report.to_dict() if report else None,
+        "audited_at": at,
     }
 
 

@@ -111,7 +111,12 @@ def test_audits_through_the_deployment_are_recorded_and_counted(
     # a plain artifact) stands in for a release bundle.
     with client.engine.sessions.begin() as s:
         s.add(ArtifactRow(digest="f" * 64, type="release", uri=model.uri, manifest={}))
-    r = deployment.http.get(f"/api/releases/{'f' * 12}", headers=deployment.as_("viewer"))
+    viewer = deployment.as_("viewer")
+    r = deployment.http.get(f"/api/releases/{'f' * 12}", headers=viewer)
+    # A view shows the newest recorded audit (ci's, above) and records nothing new ...
+    assert r.status_code == 200 and r.json()["audit"]["ok"] and r.json()["audited_at"]
+    # ... while asking for one audits again, recorded with who asked.
+    r = deployment.http.get(f"/api/releases/{'f' * 12}?audit=true", headers=viewer)
     assert r.status_code == 200 and r.json()["audit"]["ok"]
 
     m = scrape(deployment)

@@ -4,14 +4,14 @@ lineage), with the bundle's files readable in the browser.
 The model card is the bundle's README.md rendered with markdown-it-py with raw HTML off (a card
 is text anyone may have edited: HTML in it shows as text). Files of a bundle are served as
 text, PNG or a download, never as HTML or SVG: a page of this origin must not run what a bundle
-holds. Auditing re-hashes every file, so a release page keeps the last audit of each bundle and
-re-audits on request.
+holds. Auditing re-hashes every file, so a release page shows the newest audit recorded in the
+event log (`Client.audit_release`: who, when, what it found), auditing only when none is there
+or on request — no audit lives in the server's memory.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
@@ -34,7 +34,6 @@ Viewer = Annotated[Principal, Depends(require("viewer"))]
 CARDS = ("README.md", "MODEL_CARD.md")
 TEXT = {".md", ".txt", ".json", ".jsonl", ".csv", ".yaml", ".yml", ".log", ".jinja", ""}
 # bundle directory → (when, report): a bundle is immutable, and hashing it all costs seconds.
-AUDITS: dict[str, tuple[float, AuditReport]] = {}
 
 
 def client(request: Request) -> Client:
@@ -73,11 +72,13 @@ def listing(bundle: Path) -> list[tuple[str, int]]:
     )
 
 
-def audited(bundle: Path, c: Client, fresh: bool) -> tuple[float, AuditReport]:
-    key = str(bundle)
-    if fresh or key not in AUDITS:
-        AUDITS[key] = (time.time(), c.audit(bundle, load_model=False))
-    return AUDITS[key]
+def audited(bundle: Path, c: Client, fresh: bool, who: str) -> tuple[str, AuditReport]:
+    """The newest recorded audit of the bundle, or a new one (recorded, with who asked)."""
+    last = None if fresh else c.last_audit(bundle)
+    if last is not None:
+        return last
+    report = c.audit_release(bundle, load_model=False, by=who)
+    return c.last_audit(bundle) or ("now", report)
 
 
 @router.get("/ui/releases", include_in_schema=False)
@@ -95,7 +96,7 @@ def release_page(ref: str, request: Request, who: Viewer, reaudit: bool = False)
     card = next((bundle / n for n in CARDS if (bundle / n).is_file()), None)
     index = bundle / "checkpoints" / "index.json"
     checkpoints = json.loads(index.read_text()) if index.is_file() else []
-    at, report = audited(bundle, c, reaudit)
+    at, report = audited(bundle, c, reaudit, who.name)
     graph = c.lineage_graph(info["digest"], "ancestors")
     return page(
         request,
@@ -110,7 +111,7 @@ def release_page(ref: str, request: Request, who: Viewer, reaudit: bool = False)
             "files_url": files_url,
             "checkpoints": checkpoints,
             "audit": report,
-            "audited_at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at)),
+            "audited_at": at[:19].replace("T", " "),
             "lineage": lineage_svg(graph, "release"),
         },
     )
