@@ -55,7 +55,6 @@ bench: $(STAMP)
 	$(BIN)/python bench/curation_memory.py
 	$(BIN)/python bench/train_overhead.py
 	$(BIN)/python bench/hostile_yaml.py
-	$(BIN)/python bench/dashboard.py
 	$(BIN)/python bench/server.py
 
 clean:

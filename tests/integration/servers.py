@@ -35,9 +35,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def cairn_server(env: dict[str, str], *args: str) -> Iterator[Server]:
-    """`cairn server` on a free port with `env` (its CAIRN_HOME), until the block ends."""
-    port = free_port()
+def cairn_server(env: dict[str, str], *args: str, port: int | None = None) -> Iterator[Server]:
+    """`cairn server` on `port` (default: a free one) with `env` (its CAIRN_HOME), until the
+    block ends."""
+    port = port or free_port()
     proc = subprocess.Popen(
         [*CAIRN, "server", "--port", str(port), *args],
         env=env,

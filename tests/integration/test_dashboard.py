@@ -12,13 +12,8 @@ without a reload. Each page is saved as a screenshot under the test's output and
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,11 +22,11 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Trail, free_port, settings_for
+from tests.integration.conftest import Trail, settings_for
+from tests.integration.servers import cairn_server, token
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 SHOTS = Path("/tmp/dashboard-shots")
-CAIRN = [sys.executable, "-m", "cairn"]
 
 pytestmark = [
     pytest.mark.slow,
@@ -78,31 +73,6 @@ class Dashboard:
         WebDriverWait(b, 15).until(lambda d: "/ui/login" not in d.current_url, b.page_source)
 
 
-def token(trail: Trail, name: str, role: str) -> str:
-    out = subprocess.run(
-        [*CAIRN, "token", "create", name, "--role", role, "--json"],
-        env=trail.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)["token"]
-
-
-def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert server.poll() is None, server.stderr.read() if server.stderr else ""
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"cairn server did not answer at {url} within {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def dash(trail: Trail, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     from selenium import webdriver
@@ -113,8 +83,8 @@ def dash(trail: Trail, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Das
     from cairn.workflow import load_workflow
 
     tokens = {
-        "dash-viewer": token(trail, "dash-viewer", "viewer"),
-        "dash-submitter": token(trail, "dash-submitter", "submitter"),
+        "dash-viewer": token(trail.env(), "dash-viewer", "viewer"),
+        "dash-submitter": token(trail.env(), "dash-submitter", "submitter"),
     }
     # A run its owner may cancel: recorded a day ago, and no driver ever started for it (so a
     # cancel settles it at once, as it does for a run whose driver died before it began).
@@ -125,31 +95,20 @@ def dash(trail: Trail, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Das
     with engine.sessions.begin() as s:
         s.get_one(Run, pending).created_at = datetime.now(UTC) - timedelta(days=1)
 
-    url = f"http://127.0.0.1:{free_port()}"
-    server = subprocess.Popen(
-        [*CAIRN, "server", "--port", url.rsplit(":", 1)[1]],
-        env=trail.env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for a browser online
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(arg)
     options.add_argument("--window-size=1280,800")
-    browser = None
-    try:
-        wait_until_up(url, server)
+    with cairn_server(trail.env()) as server:
         browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-        browser.implicitly_wait(5)
-        yield Dashboard(url, tokens, browser, tmp_path_factory.mktemp("shots"), pending)
-    finally:
-        if browser is not None:
+        try:
+            browser.implicitly_wait(5)
+            shots = tmp_path_factory.mktemp("shots")
+            yield Dashboard(server.url, tokens, browser, shots, pending)
+        finally:
             browser.quit()
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_log_in_and_find_the_trails_run(dash: Dashboard, trail: Trail) -> None:

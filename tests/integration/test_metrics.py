@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,9 +24,9 @@ import pytest
 from tests import REPO
 
 from .conftest import Trail, free_port, settings_for
+from .servers import cairn_server, token
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-CAIRN = [sys.executable, "-m", "cairn"]
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 T = TypeVar("T")
 
@@ -72,17 +71,8 @@ def test_prometheus_reads_cairn_metrics_from_a_running_server(trail: Trail, tmp_
             "test that it scrapes `cairn server`"
         )
     env = trail.env()
-    made = subprocess.run(
-        [*CAIRN, "token", "create", f"prometheus-{uuid.uuid4().hex[:8]}", "--role", "viewer"]
-        + ["--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert made.returncode == 0, made.stderr
-    token = json.loads(made.stdout)["token"]
-    (tmp_path / "token").write_text(token)
+    viewer_token = token(env, f"prometheus-{uuid.uuid4().hex[:8]}", "viewer")
+    (tmp_path / "token").write_text(viewer_token)
     port, prom_port = free_port(), free_port()
     (tmp_path / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
@@ -113,14 +103,10 @@ def test_prometheus_reads_cairn_metrics_from_a_running_server(trail: Trail, tmp_
         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{prom_port}",
     ]
-    with (
-        process([*CAIRN, "server", "--port", str(port)], tmp_path / "server.log", env=env),
-        process(prometheus, tmp_path / "prometheus.log"),
-    ):
-        wait_for("cairn server", lambda: answering(f"{server}/healthz"))
+    with cairn_server(env, port=port) as cairn, process(prometheus, tmp_path / "prometheus.log"):
         wait_for("prometheus", lambda: answering(f"{prom}/-/ready"))
         # An audit through the server's release route, which /metrics must count.
-        viewer = {"Authorization": f"Bearer {token}"}
+        viewer = {"Authorization": f"Bearer {viewer_token}"}
         release = trail.result.steps["publish"].artifacts["release"].digest
         r = httpx.get(f"{server}/api/releases/{release}?audit=true", headers=viewer, timeout=60)
         assert r.status_code == 200 and r.json()["audit"]["ok"], r.text
@@ -153,4 +139,4 @@ def test_prometheus_reads_cairn_metrics_from_a_running_server(trail: Trail, tmp_
             for target in panel.get("targets", []):
                 expr = target["expr"].replace("$window", "1h").replace("$kind", ".*")
                 query(expr)  # asserts "success"
-    assert "Traceback" not in (tmp_path / "server.log").read_text()
+    assert "Traceback" not in cairn.proc.stderr.read()
