@@ -1,8 +1,11 @@
 """A step's cache hit: earlier artifacts of its fingerprint that are intact and that its stage
 still accepts, or none (the step runs).
 
-The artifacts of a fingerprint are the step's result wherever it ran, so the newest intact ones
-are a hit; an artifact whose files no longer match its manifest never is (it is marked corrupt).
+The artifacts of a fingerprint are the step's result wherever it ran, so an intact one is a hit:
+the first one made (a fingerprint's canonical result), so that recomputing a step (`cache:
+false`, a test's or a user's) does not shift what every later run's downstream steps read and
+recompute them all (an artifact's digest still names the run that made it; see issue 15). An
+artifact whose files no longer match its manifest never is a hit (it is marked corrupt).
 A kind whose output describes something outside the store (serve's kept server) is asked too,
 through `StageSpec.reusable`, with the step's config as this run has it: an earlier result may
 no longer stand (the server is gone) or not be what this run asks for (a stopped server's
@@ -51,10 +54,14 @@ def lookup(
     the run it resumes made (`resumed`: those digests)."""
     if not step.spec.cacheable:
         return None
-    sets = [c for c in candidates(recorder.sessions, fp) if set(c) == set(step.spec.outputs)]
+    judged = step.spec.reusable is not None
+    sets = [
+        c
+        for c in candidates(recorder.sessions, fp, newest_first=judged)
+        if set(c) == set(step.spec.outputs)
+    ]
     if not step.cache:
         sets = [c for c in sets if all(r.digest in resumed for r in c.values())]
-    judged = step.spec.reusable is not None
     refused: list[tuple[str, str]] = []
     for rows in sets[:MAX_CANDIDATES] if judged else sets[:1]:
         found = {
@@ -84,14 +91,18 @@ def lookup(
     return None
 
 
-def candidates(sessions: sessionmaker[Session], fp: str) -> list[dict[str, ArtifactRow]]:
-    """The valid artifacts made under `fp`, by output name: first the newest of each output,
-    then each earlier step run's own outputs, newest first (for a kind that may refuse one)."""
+def candidates(
+    sessions: sessionmaker[Session], fp: str, newest_first: bool = True
+) -> list[dict[str, ArtifactRow]]:
+    """The valid artifacts made under `fp`, by output name: first the newest (or, with
+    `newest_first=False`, the first made) of each output, then each other step run's own
+    outputs in the same order (for a kind that may refuse one: the newest is the live one)."""
+    order = ArtifactRow.created_at.desc() if newest_first else ArtifactRow.created_at.asc()
     with sessions() as s:
         rows = s.scalars(
             select(ArtifactRow)
             .where(ArtifactRow.fingerprint == fp, ArtifactRow.status == "valid")
-            .order_by(ArtifactRow.created_at.desc())
+            .order_by(order)
         ).all()
     latest: dict[str, ArtifactRow] = {}
     by_step_run: dict[int | None, dict[str, ArtifactRow]] = {}
