@@ -94,6 +94,18 @@ class Settings:
             "CAIRN_CHECKPOINTS": str(self.checkpoints),
         }
 
+    def local_env(self) -> dict[str, str]:
+        """`env` with credentials, for a child process on this machine (a driver `cairn server`
+        starts, the MLflow handoff): unlike a Ray job's runtime_env, a process environment is
+        readable by no API."""
+        return {
+            "CAIRN_HOME": str(self.home),
+            "CAIRN_DATABASE_URL": self.database_url,
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "CAIRN_STORE": self.store,
+            "CAIRN_CHECKPOINTS": str(self.checkpoints),
+        }
+
     def withheld(self) -> list[str]:
         """One line per variable whose credentials `env` left out: what the other process gets
         and where it must find the credentials instead. Empty when nothing was withheld."""

@@ -64,12 +64,17 @@ def cairn_server(env: dict[str, str], *args: str, port: int | None = None) -> It
             first = line if line.startswith("cairn_") else None
         yield Server(url, proc, first)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a test's process, killing it if it lingers."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _ready_line(proc: subprocess.Popen) -> str:

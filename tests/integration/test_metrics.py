@@ -24,7 +24,7 @@ import pytest
 from tests import REPO
 
 from .conftest import Trail, free_port, settings_for
-from .servers import cairn_server, token
+from .servers import cairn_server, stop, token
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -49,12 +49,7 @@ def process(args: list[str], log: Path, **kw: Any) -> Iterator[subprocess.Popen[
         try:
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 def answering(url: str) -> bool | None:

@@ -2,7 +2,7 @@
 
 `cairn lineage` draws the flat shape as Graphviz dot or Mermaid (`cairn.stage.lineage`, which the
 release's model card draws with too): nodes {digest, type, kind, step, uri, run_id} and edges
-{parent, child, slot}. `flatten` turns the nested tree of `queries.lineage` into it, `nest` the
+{parent, child, slot}. `flatten` turns a nested tree (`LineageNode.to_dict()`) into it, `nest` the
 other way, and `from_path` reads it from a release bundle or an artifact directory.
 """
 
@@ -38,7 +38,7 @@ def flatten(tree: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, 
 
 
 def nest(nodes: list[dict[str, Any]], edges: list[dict[str, str]], root: str) -> dict[str, Any]:
-    """The nested tree (as `queries.lineage` returns it) of a flat graph, from `root`."""
+    """The nested tree (`LineageNode.to_dict()`'s shape) of a flat graph, from `root`."""
     by_digest = {n["digest"]: n for n in nodes}
     parents: dict[str, list[dict[str, str]]] = {}
     for e in edges:

@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from cairn.db.models import ArtifactRow, LineageEdge, StepRun, StepRunArtifact
 from cairn.errors import CairnError, NotFound
-from cairn.results import LineageNode
 from cairn.stage.usage import add
 
 
@@ -24,42 +23,6 @@ def find_artifacts(s: Session, prefix: str, types: tuple[str, ...] = ()) -> list
     if types:
         query = query.where(ArtifactRow.type.in_(types))
     return list(s.scalars(query))
-
-
-def lineage(s: Session, digest: str) -> LineageNode:
-    """The ancestry of an artifact (a digest or a unique prefix of one), back to raw sources."""
-    rows = find_artifacts(s, digest)
-    if not rows:
-        raise NotFound(f"no artifact with digest {digest}: `cairn status RUN` shows digests")
-    if len(rows) > 1:
-        raise CairnError(
-            f"digest prefix {digest} is ambiguous ({len(rows)} artifacts): give more of it"
-        )
-
-    def node(row: ArtifactRow, slot: str | None, seen: frozenset[str]) -> LineageNode:
-        sr = s.get(StepRun, row.step_run_id) if row.step_run_id else None
-        out = LineageNode(
-            digest=row.digest,
-            type=row.type,
-            uri=row.uri,
-            step=sr.step if sr else None,
-            kind=sr.kind if sr else None,
-            run_id=sr.run_id if sr else None,
-            status=row.status,
-            slot=slot,
-        )
-        if row.digest in seen:
-            return out
-        for edge in s.scalars(
-            select(LineageEdge)
-            .where(LineageEdge.child_digest == row.digest)
-            .order_by(LineageEdge.id)
-        ):
-            parent = s.get_one(ArtifactRow, edge.parent_digest)
-            out.parents.append(node(parent, edge.slot, seen | {row.digest}))
-        return out
-
-    return node(rows[0], None, frozenset())
 
 
 def one_artifact(s: Session, ref: str) -> ArtifactRow:

@@ -1,10 +1,12 @@
-"""A run driven by its own process on this machine: what `cairn server` starts for a submission
-that names no Ray cluster (the embedded engine).
+"""Processes of a run's own on this machine, detached from the one that starts them: the driver
+`cairn server` starts for a submission that names no Ray cluster (the embedded engine), and the
+MLflow handoff of a run of cache hits (`cairn.engine.handoff`).
 
-The run is recorded `pending` first (with its workflow text); the driver, `python -m cairn run
---run-id ID`, adopts it from the database, heartbeats, and obeys `cancel` through the database
-like any run. It lives in its own session, so restarting the server neither kills it nor loses
-it: everything about it is in the database and its log folder.
+A server's run is recorded `pending` first (with its workflow text); its driver, `python -m
+cairn run --run-id ID`, adopts it from the database, heartbeats, and obeys `cancel` through the
+database like any run. Each process lives in its own session, so restarting the server (or a
+Ctrl-C meant for the CLI) neither kills it nor loses it: everything about it is in the database
+and the run's log folder.
 """
 
 from __future__ import annotations
@@ -13,30 +15,28 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from cairn.settings import Settings
 
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding cairn/
 
-def start(settings: Settings, run_id: str) -> int:
-    """Start the driver of the pending run `run_id`; returns its pid. Its output goes to the
-    run's `driver.log` (shown by `cairn logs`)."""
+
+def spawn(settings: Settings, run_id: str, args: list[str], log: str) -> int:
+    """`python ARGS` in a session of its own, seeing the deployment as this process does, its
+    output appended to the run's `log`; returns its pid."""
     folder = settings.logs_dir(run_id)
     folder.mkdir(parents=True, exist_ok=True)
-    # A child on this machine gets the deployment as the server sees it, credentials included:
-    # unlike a Ray job's runtime_env, a local process environment is readable by no API.
     env = {
         **os.environ,
-        "CAIRN_HOME": str(settings.home),
-        "CAIRN_DATABASE_URL": settings.database_url,
-        "MLFLOW_TRACKING_URI": settings.mlflow_uri,
-        "CAIRN_STORE": settings.store,
-        "CAIRN_CHECKPOINTS": str(settings.checkpoints),
+        "PYTHONPATH": os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p),
+        **settings.local_env(),
     }
-    with open(folder / "driver.log", "ab") as log:
+    with open(folder / log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cairn", "run", "--run-id", run_id],
+            [sys.executable, *args],
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=settings.home,
@@ -46,3 +46,9 @@ def start(settings: Settings, run_id: str) -> int:
     # engine tells a live driver) would take for a live one.
     threading.Thread(target=proc.wait, name=f"reap-{run_id}", daemon=True).start()
     return proc.pid
+
+
+def start(settings: Settings, run_id: str) -> int:
+    """Start the driver of the pending run `run_id`; returns its pid. Its output goes to the
+    run's `driver.log` (shown by `cairn logs`)."""
+    return spawn(settings, run_id, ["-m", "cairn", "run", "--run-id", run_id], "driver.log")

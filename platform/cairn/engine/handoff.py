@@ -12,59 +12,31 @@ there is recorded in the run's events (`tracking_failed`), with the traceback in
 
 from __future__ import annotations
 
-import os
-import pickle
-import subprocess
 import sys
-import threading
-from pathlib import Path
 
 from cairn import db
+from cairn.engine import detached
 from cairn.engine.recorder import Recorder, store_mlflow_id
 from cairn.settings import Settings
 from cairn.tracking import Tracker, TrackingError
-from cairn.tracking.background import BackgroundTracker, Call
+from cairn.tracking.background import BackgroundTracker, Call, dump_calls, load_calls
 
-JOURNAL = "mirror-calls.pickle"
+JOURNAL = "mirror-calls.json"
 
 
 def start(settings: Settings, run_id: str, calls: list[Call]) -> int:
     """Hand `calls` (a run's held tracker calls) to a new process; returns its pid."""
     folder = settings.logs_dir(run_id)
     folder.mkdir(parents=True, exist_ok=True)
-    # Pickle: the calls hold Cairn's own dataclasses, and this process is their only writer.
-    (folder / JOURNAL).write_bytes(pickle.dumps(calls))
-    package_root = str(Path(__file__).resolve().parents[2])  # the dir holding cairn/
-    # A local child gets the deployment as this process sees it, credentials included (a
-    # process environment is readable by no API, unlike a Ray job's runtime_env).
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p),
-        "CAIRN_HOME": str(settings.home),
-        "CAIRN_DATABASE_URL": settings.database_url,
-        "MLFLOW_TRACKING_URI": settings.mlflow_uri,
-        "CAIRN_STORE": settings.store,
-        "CAIRN_CHECKPOINTS": str(settings.checkpoints),
-    }
-    with open(folder / "mirror.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cairn.engine.handoff", run_id],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # outlives the CLI, and a Ctrl-C meant for it
-        )
-    # Reaped when it ends, should this process still be there (a server, a test session).
-    threading.Thread(target=proc.wait, name=f"reap-mirror-{run_id}", daemon=True).start()
-    return proc.pid
+    (folder / JOURNAL).write_text(dump_calls(calls))
+    return detached.spawn(settings, run_id, ["-m", "cairn.engine.handoff", run_id], "mirror.log")
 
 
 def replay(settings: Settings, run_id: str) -> bool:
     """Replay the calls `start` left for `run_id`; False (and a `tracking_failed` event) if any
     failed."""
     folder = settings.logs_dir(run_id)
-    calls: list[Call] = pickle.loads((folder / JOURNAL).read_bytes())
+    calls = load_calls((folder / JOURNAL).read_text())
     sessions = db.sessions(settings.database_url)
 
     def make() -> Tracker:

@@ -12,6 +12,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,6 +23,7 @@ from cairn.errors import CairnError
 
 ROLES = ("viewer", "submitter", "admin")
 PREFIX = "cairn_"
+TOUCH_EVERY = timedelta(minutes=1)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
 
@@ -64,20 +66,18 @@ def create(s: Session, name: str, role: str, by: str | None = None) -> str:
 
 
 def verify(s: Session, secret: str) -> Principal | None:
-    """The principal of a live token, or None (unknown, malformed or revoked)."""
+    """The principal of a live token, or None (unknown, malformed or revoked). Its last use is
+    recorded, at most once a minute: a request must not cost a database write."""
     if not secret.startswith(PREFIX) or len(secret) > 100:
         return None
     row = s.scalar(select(ApiToken).where(ApiToken.secret_sha256 == digest(secret)))
     if row is None or row.revoked_at is not None:
         return None
+    now = utcnow()
+    last = row.last_used_at
+    if last is None or now - (last if last.tzinfo else last.replace(tzinfo=UTC)) > TOUCH_EVERY:
+        row.last_used_at = now
     return Principal(row.name, row.role)
-
-
-def touch(s: Session, name: str) -> None:
-    """Record that `name` was used (shown by `cairn token list`)."""
-    row = s.scalar(select(ApiToken).where(ApiToken.name == name))
-    if row is not None:
-        row.last_used_at = utcnow()
 
 
 def listing(s: Session) -> list[dict[str, object]]:

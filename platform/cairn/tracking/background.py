@@ -6,11 +6,13 @@ costs ~7 ms on MLflow's SQLite store, ~60 ms a step. Importing MLflow and openin
 seconds, which a run whose steps are all cache hits would spend on nothing else; so calls are
 held, in order, until `start()` (the engine calls it when a step is about to execute) or
 `flush()`. A run that never started the tracker can `take_held()` its calls, which are plain data
-(`Call`), and have another process replay them (`cairn.engine.handoff`).
+(`Call`), and have another process replay them (`cairn.engine.handoff`), written as JSON
+(`dump_calls`/`load_calls`): a file in a run's folder is never unpickled.
 """
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import uuid
@@ -169,3 +171,35 @@ class BackgroundTracker:
 
     def end(self, mlflow_run_id: str, status: str) -> None:
         self._put("end", mlflow_run_id, status)
+
+
+# The dataclasses a call's arguments may hold; a journal names them and holds nothing else.
+_ARGS = {"DatasetRef": DatasetRef, "MetricPoint": MetricPoint}
+
+
+def dump_calls(calls: list[Call]) -> str:
+    """Held calls as JSON (the handoff journal)."""
+
+    def encode(v: Any) -> Any:
+        for name, cls in _ARGS.items():
+            if isinstance(v, cls):
+                return {"__arg__": name, **v.__dict__}
+        raise TypeError(f"a tracker call holds {type(v).__name__}, which a journal cannot")
+
+    return json.dumps(
+        [{"method": c.method, "args": list(c.args), "returns": c.returns} for c in calls],
+        default=encode,
+    )
+
+
+def load_calls(text: str) -> list[Call]:
+    """`dump_calls`'s calls again."""
+
+    def decode(d: dict[str, Any]) -> Any:
+        name = d.pop("__arg__", None)
+        return _ARGS[name](**d) if name is not None else d
+
+    return [
+        Call(c["method"], tuple(c["args"]), c["returns"])
+        for c in json.loads(text, object_hook=decode)
+    ]

@@ -1,6 +1,6 @@
 """Lineage graphs: nested trees <-> flat {nodes, edges}, their drawings, and reading them from disk.
 
-The tree is a diamond as `queries.lineage` returns it (`LineageNode.to_dict()`): one raw file
+The tree is a diamond as `cairn.lineage` returns it (`LineageNode.to_dict()`): one raw file
 feeds the model twice, once through curate's `sources` and once straight into sft's `data`, so
 a node is reached along two paths through two different slots. `from_path` is run on a sealed
 artifact directory and on a minimal release bundle's lineage.json.

@@ -4,12 +4,10 @@ that another tracker replays to the same result."""
 
 from __future__ import annotations
 
-import pickle
-
 import pytest
 
 from cairn.tracking import DatasetRef, TrackingError
-from cairn.tracking.background import BackgroundTracker
+from cairn.tracking.background import BackgroundTracker, dump_calls, load_calls
 from cairn.tracking.memory import MemoryTracker
 
 
@@ -52,7 +50,7 @@ def test_held_calls_replayed_elsewhere_give_the_same_runs():
 
     elsewhere, ids = MemoryTracker(), {}
     other = BackgroundTracker(lambda: elsewhere, on_id=ids.__setitem__)
-    other.replay(pickle.loads(pickle.dumps(held)))  # as the journal file carries them
+    other.replay(load_calls(dump_calls(held)))  # as the journal file carries them
     other.flush()
     direct = MemoryTracker()
     mirror = BackgroundTracker(lambda: direct)
