@@ -2,15 +2,15 @@
 
 Every sealed manifest names its parents by digest *and* URI, so the whole graph back to the raw
 sources can be rebuilt from the artifact store: each parent's manifest is read where it lies and
-must hash to the digest its child recorded; each raw source is re-digested where it lies and must
-still match. The engine hands the result to stages as `ctx.ancestry(...)` (the release copies it
+its file list must have the (content) digest its child recorded; each raw source is re-digested
+where it lies and must still match, and is described by the name the workflow gave it (relative
+to the workflow file, or a URI), never by where it lay on the machine that ran it. The engine hands the result to stages as `ctx.ancestry(...)` (the release copies it
 into its bundle as `lineage.json` + the verbatim manifests, and `cairn audit` re-checks it there,
 so an auditor needs neither the store nor the database); `cairn lineage PATH` draws it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
 
@@ -18,12 +18,13 @@ import fsspec
 
 from cairn.artifacts.store import describe_source
 from cairn.errors import CairnError
-from cairn.stage.files import MANIFEST, canonical_json
+from cairn.stage.files import MANIFEST, canonical_json, manifest_digest, manifest_problem
 from cairn.stage.lineage import Ancestor, Ancestry
 
 
-def read_manifest(uri: str, digest: str) -> bytes:
-    """The manifest bytes of the artifact at `uri`, checked against `digest`."""
+def read_manifest(uri: str, digest: str, sealed_as: str | None = None) -> bytes:
+    """The manifest bytes of the artifact at `uri`, checked against its content `digest` and,
+    when its child recorded it (`sealed_as`), against the manifest digest it was sealed with."""
     fs, path = fsspec.core.url_to_fs(uri)
     try:
         with fs.open(f"{path.rstrip('/')}/{MANIFEST}", "rb") as f:
@@ -33,9 +34,12 @@ def read_manifest(uri: str, digest: str) -> bytes:
             f"artifact {digest[:12]} is gone from {uri} (no {MANIFEST}); "
             "fix: re-run the workflow that made it (`cairn run` recomputes missing artifacts)"
         ) from None
-    if hashlib.sha256(data).hexdigest() != digest:
+    problem = manifest_problem(data, digest)
+    if not problem and sealed_as and manifest_digest(data) != sealed_as:
+        problem = "changed since it was sealed (its provenance is not what its child recorded)"
+    if problem:
         raise CairnError(
-            f"artifact at {uri} no longer has digest {digest[:12]}: its {MANIFEST} changed; "
+            f"artifact at {uri}: its {MANIFEST} {problem}; "
             "fix: re-run the workflow so the artifact is recomputed"
         )
     return data
@@ -50,22 +54,33 @@ def walk(roots: Iterable[tuple[str, str]], verify_sources: bool = True) -> Ances
     not made from); without it, it is taken as recorded.
     """
     graph = Ancestry()
-    todo: list[tuple[str, str, str, bool]] = [(uri, digest, "", False) for uri, digest in roots]
+    todo: list[tuple[str, str, str, bool, str, str | None]] = [
+        (uri, digest, "", False, "", None) for uri, digest in roots
+    ]
     while todo:
-        uri, digest, type_, external = todo.pop()
+        uri, digest, type_, external, name, sealed_as = todo.pop()
         if digest in graph:
             continue
         if not type_ and _unsealed(uri):  # a root that no step made: an external input
             type_, external = "model", True
         if type_ == "raw" or external:
-            graph.nodes[digest] = _source(uri, digest, type_, verify_sources)
+            graph.nodes[digest] = _source(uri, digest, type_, verify_sources, name)
             continue
-        node = Ancestor(digest, uri, read_manifest(uri, digest))
+        node = Ancestor(digest, uri, read_manifest(uri, digest, sealed_as))
         graph.nodes[digest] = node
         for p in node.parents:
             if "uri" not in p:
                 raise unsealed_parents(digest, uri)
-            todo.append((p["uri"], p["digest"], p["type"], _external(p)))
+            todo.append(
+                (
+                    p["uri"],
+                    p["digest"],
+                    p["type"],
+                    _external(p),
+                    p.get("name") or "",
+                    p.get("manifest"),
+                )
+            )
     return graph
 
 
@@ -93,10 +108,10 @@ def _unsealed(uri: str) -> bool:
     return bool(fs.exists(path)) and not fs.exists(f"{path}/{MANIFEST}")
 
 
-def _source(uri: str, digest: str, type_: str, verify: bool) -> Ancestor:
+def _source(uri: str, digest: str, type_: str, verify: bool, name: str) -> Ancestor:
     if not verify:
-        return Ancestor(digest, uri, canonical_json({"type": type_, "source": uri}), source=True)
-    now, manifest = describe_source(uri, type_)
+        return Ancestor(digest, uri, canonical_json({"type": type_, "source": name or uri}), True)
+    now, manifest = describe_source(uri, type_, name)
     if now != digest:
         raise CairnError(
             f"source {uri} changed since it was used (digest now {now[:12]}, "

@@ -6,8 +6,9 @@ Checks, each reported with the files it names:
   is a failure: see below);
 - seal: given a release artifact in Cairn's store (the bundle is the one directory inside it),
   the store's manifest.json matches the files too;
-- lineage: every manifest in lineage/ hashes to its digest, every parent it names is present with
-  that digest and type, the graph ends in raw sources, and lineage.json's edges are the manifests';
+- lineage: every manifest in lineage/ lists files with its (content) digest and hashes to the
+  provenance digest lineage.json records for it, every parent it names is present with that digest
+  and type, the graph ends in raw sources, and lineage.json's edges are the manifests';
 - copies: each file copied out of an artifact (model, checkpoints, data, logs, evals) matches
   that artifact's manifest, and the model and checkpoints are complete;
 - evals: each evaluation report names this model's digest;
@@ -34,7 +35,7 @@ from typing import Any
 
 from cairn.artifacts.confined import Folder, Opt, Refused, Values, parse_json, path_problem, shown
 from cairn.results import AuditReport, Check
-from cairn.stage.files import MANIFEST
+from cairn.stage.files import MANIFEST, artifact_digest, manifest_digest, manifest_problem
 
 SUMS = "SHA256SUMS"
 LINEAGE = "lineage.json"
@@ -54,7 +55,15 @@ _MANIFEST = {
 _SEALED = {"files": [{"path": str, "sha256": str, "size": int}]}
 _LINEAGE = {
     "release": {"model": str, "evals": Opt([str])},
-    "nodes": [{"digest": str, "type": str, "manifest": str, "copies": Opt(Values(str))}],
+    "nodes": [
+        {
+            "digest": str,
+            "type": str,
+            "manifest": str,
+            "manifest_sha256": Opt(str),
+            "copies": Opt(Values(str)),
+        }
+    ],
     "edges": Opt([{"parent": str, "child": str, "slot": Opt(str)}]),
 }
 _INDEX = [
@@ -147,7 +156,10 @@ def _against_manifest(folder: Folder, name: str) -> tuple[Check, str | None]:
     except Refused as e:
         check.problems.append(str(e))
         return check, None
-    digest = hashlib.sha256(data).hexdigest()
+    try:
+        digest: str | None = artifact_digest(data)
+    except ValueError:
+        digest = None  # parse_json below says what is wrong with it
     check.problems += [f"{shown(rel)}: {what}" for rel, what in sorted(folder.odd.items())]
     try:
         files = parse_json(MANIFEST, data, _SEALED)["files"]
@@ -166,7 +178,9 @@ def _against_manifest(folder: Folder, name: str) -> tuple[Check, str | None]:
     extra = sorted(folder.files.keys() - listed - {MANIFEST})
     check.problems += [f"{shown(rel)}: not in manifest" for rel in extra]
     check.detail = (
-        f"store artifact {digest[:16]}… intact" if name == "seal" else f"files match {MANIFEST}"
+        f"store artifact {str(digest)[:16]}… intact"
+        if name == "seal"
+        else f"files match {MANIFEST}"
     )
     return check, digest
 
@@ -281,14 +295,18 @@ def _lineage(bundle: Folder) -> tuple[dict[str, Any] | None, dict[str, dict[str,
         except Refused as e:
             check.problems.append(str(e))
             continue
-        if hashlib.sha256(data).hexdigest() != digest:
-            check.problems.append(f"{rel}: does not hash to its digest {digest[:12]}")
-            continue
         try:
-            manifests[digest] = parse_json(rel, data, _MANIFEST)
+            manifest = parse_json(rel, data, _MANIFEST)
         except Refused as e:
             check.problems.append(str(e))
             continue
+        if problem := manifest_problem(data, digest):
+            check.problems.append(f"{rel}: {problem}")
+            continue
+        if entry.get("manifest_sha256") not in (None, manifest_digest(data)):
+            check.problems.append(f"{rel}: its provenance changed (not the manifest recorded)")
+            continue
+        manifests[digest] = manifest
         if manifests[digest]["type"] != entry["type"]:
             check.problems.append(f"{rel}: type differs from {LINEAGE}")
     edges = []

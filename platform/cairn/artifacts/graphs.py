@@ -8,12 +8,12 @@ other way, and `from_path` reads it from a release bundle or an artifact directo
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from cairn.artifacts import ancestry
+from cairn.stage.files import artifact_digest
 from cairn.stage.lineage import to_dot, to_mermaid
 
 
@@ -63,7 +63,7 @@ def from_path(path: str) -> tuple[list[dict[str, Any]], list[dict[str, str]], st
     if (p / "lineage.json").is_file():
         data = json.loads((p / "lineage.json").read_text())
         return data["nodes"], data["edges"], data["release"]["model"]
-    digest = hashlib.sha256((p / "manifest.json").read_bytes()).hexdigest()
+    digest = artifact_digest((p / "manifest.json").read_bytes())
     walked = ancestry.walk([(str(p), digest)])
     nodes = [
         {

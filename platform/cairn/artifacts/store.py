@@ -1,7 +1,9 @@
 """The artifact store: immutable, content-described directories sealed by a manifest.
 
 An artifact is a directory with `manifest.json` listing every file (path, size, sha256), its type,
-the step run that produced it and its parents. Its digest is the sha256 of the manifest bytes.
+the step run that produced it and its parents. Its digest is a content address: the sha256 of its
+files' names and contents (`cairn.stage.files.content_digest`), so identical outputs of two runs,
+or of two machines, are one artifact; the manifest's own sha256 digests its provenance.
 An artifact becomes visible only when sealed: locally its staging directory is renamed into place
 in one `rename`; on remote fsspec stores the manifest is written last, and a directory without a
 manifest is not an artifact. So a crash at any point leaves no visible partial artifact.
@@ -9,7 +11,6 @@ manifest is not an artifact. So a crash at any point leaves no visible partial a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
@@ -24,19 +25,29 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from cairn.errors import CairnError
-from cairn.stage.files import MANIFEST, canonical_json, hash_tree, sha256_file, sha256_stream
-
-FORMAT = 1
+from cairn.stage.files import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    canonical_json,
+    content_digest,
+    hash_tree,
+    manifest_digest,
+    manifest_problem,
+    sha256_file,
+    sha256_stream,
+)
 
 
 @dataclass(frozen=True)
 class Sealed:
-    """An artifact as `seal` wrote it: its digest, where it lies, its type and its manifest."""
+    """An artifact as `seal` wrote it: its content digest, where it lies, its type, its manifest
+    and the manifest's own digest (its provenance)."""
 
     digest: str
     uri: str
     type: str
     manifest: dict[str, Any]
+    manifest_digest: str
 
 
 class ArtifactStore:
@@ -60,14 +71,14 @@ class ArtifactStore:
 
     def seal(self, staging: Path, rel: str, fields: dict[str, Any]) -> Sealed:
         """Write the manifest for `staging` and move it to `rel` under the root, atomically."""
-        manifest = {"cairn_manifest": FORMAT, **fields, "files": hash_tree(staging)}
+        manifest = {"cairn_manifest": MANIFEST_FORMAT, **fields, "files": hash_tree(staging)}
         if not manifest["files"]:
             raise CairnError(
                 f"refusing to seal an empty artifact at {rel}: the stage wrote no files"
             )
         data = canonical_json(manifest)
         (staging / MANIFEST).write_bytes(data)
-        digest = hashlib.sha256(data).hexdigest()
+        digest = content_digest(manifest["files"])
         uri = self._join(rel)
         if self.is_local:
             final = Path(uri)
@@ -82,7 +93,7 @@ class ArtifactStore:
                 self.fs.put_file(str(staging / f["path"]), f"{uri}/{f['path']}")
             self.fs.put_file(str(staging / MANIFEST), f"{uri}/{MANIFEST}")  # last: now visible
             shutil.rmtree(staging, ignore_errors=True)
-        return Sealed(digest, uri, manifest["type"], manifest)
+        return Sealed(digest, uri, manifest["type"], manifest, manifest_digest(data))
 
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
@@ -120,8 +131,8 @@ class ArtifactStore:
             data = self.read_manifest(uri)
         except FileNotFoundError:
             return [f"{MANIFEST}: missing (artifact deleted or never sealed)"]
-        if digest and hashlib.sha256(data).hexdigest() != digest:
-            return [f"{MANIFEST}: changed (digest no longer {digest[:12]}…)"]
+        if digest and (problem := manifest_problem(data, digest)):
+            return [f"{MANIFEST}: {problem}"]
         manifest = json.loads(data)
         problems = []
         listed = {f["path"] for f in manifest["files"]}
@@ -174,8 +185,11 @@ class ArtifactStore:
         return dest if is_dir else as_file
 
 
-def describe_source(uri: str, type_: str) -> tuple[str, dict[str, Any]]:
-    """Digest external data where it lies (no copy): the root of a lineage graph."""
+def describe_source(uri: str, type_: str, name: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Digest external data where it lies (no copy): the root of a lineage graph. Its digest
+    covers its files' names relative to it and their contents, never where it lies, so a moved
+    checkout or another machine's copy is the same source; the manifest's `source` is `name` (how
+    the workflow wrote it: relative to the workflow file, or a URI) when given."""
     try:
         files = _source_files(uri)
     except Exception as e:  # the filesystem's own error (missing, permission, network): say where
@@ -188,8 +202,13 @@ def describe_source(uri: str, type_: str) -> tuple[str, dict[str, Any]]:
             f"source {uri} holds no files; fix: point the input at the data files, or at a "
             "folder that holds them"
         )
-    manifest = {"cairn_manifest": FORMAT, "type": type_, "source": uri, "files": files}
-    return hashlib.sha256(canonical_json(manifest)).hexdigest(), manifest
+    manifest = {
+        "cairn_manifest": MANIFEST_FORMAT,
+        "type": type_,
+        "source": name or uri,
+        "files": files,
+    }
+    return content_digest(files), manifest
 
 
 def _source_files(uri: str) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from cairn.engine.context import StepContext
 from cairn.engine.fingerprint import fingerprint_payload
 from cairn.errors import StageError
 from cairn.stage import ArtifactType, InputArtifact, Resources, StageSpec
+from cairn.stage.files import manifest_digest
 from cairn.stage.usage import Meter, node_id
 
 
@@ -87,6 +88,8 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
         sealed = {}
         # Each parent's URI is kept beside its digest so the ancestry can be walked from
         # manifests alone (the release stage and `cairn audit` need no database).
+        # A sealed parent's manifest digest is recorded too: its provenance, which its content
+        # digest does not cover, cannot then change unseen (`ancestry.walk` checks it).
         parents = [
             {
                 "slot": slot,
@@ -94,6 +97,7 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
                 "type": i["type"],
                 "uri": i["uri"],
                 "name": i.get("name", ""),
+                **({} if i["type"] == "raw" else _manifest_of(store, i["uri"])),
             }
             for slot, items in payload.inputs.items()
             for i in items
@@ -136,6 +140,15 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
         ctx.usage(meter.stop())
         ctx.flush()
         store.discard(staging)
+
+
+def _manifest_of(store: ArtifactStore, uri: str) -> dict[str, str]:
+    """{"manifest": sha256 of its manifest.json} for a sealed input; {} for a directory no step
+    made (a model given as a path)."""
+    try:
+        return {"manifest": manifest_digest(store.read_manifest(uri))}
+    except FileNotFoundError:
+        return {}
 
 
 def _address(spec: StageSpec, payload: StepPayload, name: str) -> str:

@@ -3,8 +3,8 @@ still accepts, or none (the step runs).
 
 The artifacts of a fingerprint are the step's result wherever it ran, so an intact one is a hit:
 the first one made (a fingerprint's canonical result), so that recomputing a step (`cache:
-false`, a test's or a user's) does not shift what every later run's downstream steps read and
-recompute them all (an artifact's digest still names the run that made it; see issue 15). An
+false`, a test's or a user's) on a machine where it is not bit-identical does not shift what
+every later run's downstream steps read and recompute them all. An
 artifact whose files no longer match its manifest never is a hit (it is marked corrupt).
 A kind whose output describes something outside the store (serve's kept server) is asked too,
 through `StageSpec.reusable`, with the step's config as this run has it: an earlier result may
@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cairn.artifacts.store import ArtifactStore
-from cairn.db.models import ArtifactRow
+from cairn.db.models import ArtifactRow, StepRun, StepRunArtifact
 from cairn.engine.progress import Display
 from cairn.engine.recorder import Recorder
 from cairn.stage import ArtifactType, InputArtifact, Reuse
@@ -94,21 +94,30 @@ def lookup(
 def candidates(
     sessions: sessionmaker[Session], fp: str, newest_first: bool = True
 ) -> list[dict[str, ArtifactRow]]:
-    """The valid artifacts made under `fp`, by output name: first the newest (or, with
+    """The valid artifacts computed under `fp`, by output name: first the newest (or, with
     `newest_first=False`, the first made) of each output, then each other step run's own
-    outputs in the same order (for a kind that may refuse one: the newest is the live one)."""
-    order = ArtifactRow.created_at.desc() if newest_first else ArtifactRow.created_at.asc()
+    outputs in the same order (for a kind that may refuse one: the newest is the live one).
+    Found through the step runs that computed them, not the artifact rows: an artifact is its
+    content, and identical content may have been made first under another fingerprint."""
+    order = StepRun.id.desc() if newest_first else StepRun.id.asc()
     with sessions() as s:
-        rows = s.scalars(
-            select(ArtifactRow)
-            .where(ArtifactRow.fingerprint == fp, ArtifactRow.status == "valid")
+        found = s.execute(
+            select(ArtifactRow, StepRunArtifact.name, StepRun.id)
+            .join(StepRunArtifact, StepRunArtifact.artifact_digest == ArtifactRow.digest)
+            .join(StepRun, StepRun.id == StepRunArtifact.step_run_id)
+            .where(
+                StepRun.fingerprint == fp,
+                StepRun.state == "succeeded",
+                StepRunArtifact.role == "output",
+                ArtifactRow.status == "valid",
+            )
             .order_by(order)
         ).all()
     latest: dict[str, ArtifactRow] = {}
-    by_step_run: dict[int | None, dict[str, ArtifactRow]] = {}
-    for r in rows:
-        latest.setdefault(r.output_name or "", r)
-        by_step_run.setdefault(r.step_run_id, {}).setdefault(r.output_name or "", r)
+    by_step_run: dict[int, dict[str, ArtifactRow]] = {}
+    for row, name, step_run in found:
+        latest.setdefault(name, row)
+        by_step_run.setdefault(step_run, {}).setdefault(name, row)
     earlier = [g for g in by_step_run.values() if g != latest]
     return [latest, *earlier] if latest else []
 

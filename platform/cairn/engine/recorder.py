@@ -207,6 +207,36 @@ class Recorder:
         s.flush()
         return sr
 
+    @staticmethod
+    def _artifact(s: Session, a: dict[str, Any], fp: str, name: str, step_run_id: int) -> None:
+        """The row of a sealed artifact. Its digest is its content: a step that makes bytes an
+        earlier step made (recomputed, or another fingerprint) makes the same artifact, whose row
+        keeps its first producer; the step run is linked to it all the same (`_link`). Only a row
+        whose copy failed verification takes the new, intact copy's place."""
+        m = a["manifest"]
+        row = s.get(ArtifactRow, a["digest"])
+        if row is not None and row.status == "valid":
+            return
+        if row is None:
+            row = ArtifactRow(digest=a["digest"])
+            s.add(row)
+        row.type, row.uri, row.fingerprint, row.output_name = a["type"], a["uri"], fp, name
+        row.step_run_id, row.manifest, row.status = step_run_id, m, "valid"
+        row.size_bytes, row.file_count = sum(f["size"] for f in m["files"]), len(m["files"])
+
+    @staticmethod
+    def _has_edge(s: Session, parent: str, child: str, slot: str) -> bool:
+        return (
+            s.scalar(
+                select(LineageEdge.id).where(
+                    LineageEdge.parent_digest == parent,
+                    LineageEdge.child_digest == child,
+                    LineageEdge.slot == slot,
+                )
+            )
+            is not None
+        )
+
     def _link(self, s: Session, sr_id: int, inputs: Inputs, outputs: dict[str, Any]) -> None:
         for slot, items in inputs.items():
             for i in items:
@@ -322,24 +352,14 @@ class Recorder:
         """The step's sealed artifacts, their lineage edges and the step run's end."""
         with self.sessions.begin() as s:
             for name, a in arts.items():
-                m = a["manifest"]
-                s.add(
-                    ArtifactRow(
-                        digest=a["digest"],
-                        type=a["type"],
-                        uri=a["uri"],
-                        fingerprint=fp,
-                        output_name=name,
-                        step_run_id=step_run_id,
-                        manifest=m,
-                        size_bytes=sum(f["size"] for f in m["files"]),
-                        file_count=len(m["files"]),
-                    )
-                )
+                self._artifact(s, a, fp, name, step_run_id)
             s.flush()
             for a in arts.values():
                 for slot, items in inputs.items():
                     for i in items:
+                        edge = (i["digest"], a["digest"], slot)
+                        if self._has_edge(s, *edge):  # the same content made again
+                            continue
                         s.add(
                             LineageEdge(
                                 parent_digest=i["digest"],

@@ -29,7 +29,7 @@ from cairn.settings import Settings
 from cairn.stage import ArtifactType
 from cairn.stage.usage import summarise
 from cairn.tracking import MetricPoint, TrackingError
-from cairn.workflow import Step, Workflow
+from cairn.workflow import Step, Workflow, repo_relative
 
 METRICS_FLUSH_S = 5.0
 PROGRESS_LOG_S = 5.0  # progress lines in the step log, at most this often
@@ -94,7 +94,9 @@ class Scheduler:
         )
         self.workflow_info = {
             "name": self.wf.name,
-            "path": str(self.wf.path),
+            # Where the file lies in its repository, never on this machine: manifests and
+            # releases carry this record.
+            "file": repo_relative(self.wf.path),
             "digest": self.wf.digest,
             "git": git,
             "text": self.wf.text,
@@ -264,7 +266,7 @@ class Scheduler:
 
     def _source(self, uri: str, text: str, type_: ArtifactType) -> dict[str, Any]:
         if uri not in self.sources:
-            digest, manifest = describe_source(uri, type_.value)
+            digest, manifest = describe_source(uri, type_.value, text)
             self.recorder.source(uri, text, digest, manifest)
             # The URI travels to the stage too (InputArtifact.metadata["source_uri"]): curate's
             # Ray tasks read remote files where they lie, from any node, not from a driver copy.

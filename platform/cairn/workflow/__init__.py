@@ -117,6 +117,16 @@ def outline(text: str) -> list[dict[str, Any]]:
     return out
 
 
+def repo_relative(path: Path) -> str:
+    """The workflow file as its repository names it (`workflows/quickstart.yaml`), or its file
+    name outside a repository: how a record names it without saying where this machine keeps it."""
+    path = Path(path).resolve()
+    for parent in path.parents:
+        if (parent / ".git").exists():
+            return path.relative_to(parent).as_posix()
+    return path.name
+
+
 __all__ = [
     "Ref",
     "Step",
@@ -125,4 +135,5 @@ __all__ = [
     "load_workflow",
     "parse_workflow",
     "outline",
+    "repo_relative",
 ]

@@ -28,10 +28,14 @@ from cairn.stage import Ancestry
 from cairn.stage.files import MANIFEST, canonical_json
 
 
-def _parent(slot: str, digest: str, type_: str, uri: str, name: str = "") -> dict[str, str]:
+def _parent(
+    slot: str, digest: str, type_: str, uri: str, name: str = "", sealed: Sealed | None = None
+) -> dict[str, str]:
     # The shape execute_step (cairn/engine/attempt.py) records for each input; `name` is the
-    # reference as the workflow wrote it: `step.output` for a step's output, else the path.
-    return {"slot": slot, "digest": digest, "type": type_, "uri": uri, "name": name or uri}
+    # reference as the workflow wrote it: `step.output` for a step's output, else the path; a
+    # sealed parent's manifest digest is recorded too.
+    entry = {"slot": slot, "digest": digest, "type": type_, "uri": uri, "name": name or uri}
+    return entry | ({"manifest": sealed.manifest_digest} if sealed else {})
 
 
 def _seal(
@@ -87,7 +91,7 @@ def chain(tmp_path: Path) -> dict[str, Any]:
         "pretrain",
         "model",
         {"config.json": "{}\n"},
-        [_parent("dataset", dataset.digest, "dataset", dataset.uri, "curate.dataset")],
+        [_parent("dataset", dataset.digest, "dataset", dataset.uri, "curate.dataset", dataset)],
     )
     tuned = _seal(
         store,
@@ -95,7 +99,7 @@ def chain(tmp_path: Path) -> dict[str, Any]:
         "model",
         {"config.json": '{"tuned": true}\n'},
         [
-            _parent("model", base.digest, "model", base.uri, "pretrain.model"),
+            _parent("model", base.digest, "model", base.uri, "pretrain.model", base),
             _parent("data", chats_d, "raw", str(chats)),
         ],
     )
@@ -268,13 +272,25 @@ def test_an_artifact_without_its_manifest_is_gone_not_an_external_model(
 def test_a_tampered_manifest_fails_its_digest(chain: dict) -> None:
     dataset_d, dataset = chain["dataset"]
     manifest = json.loads(Path(dataset, MANIFEST).read_bytes())
-    manifest["metadata"] = {"documents": 3}  # still valid JSON, still well formed
+    manifest["files"][0]["sha256"] = "0" * 64  # still valid JSON, still well formed
     Path(dataset, MANIFEST).write_bytes(canonical_json(manifest))
     with pytest.raises(CairnError) as err:
         _walk(chain, "tuned")
     message = str(err.value)
-    assert f"artifact at {dataset} no longer has digest {dataset_d[:12]}" in message
-    assert f"its {MANIFEST} changed" in message
+    assert (
+        f"artifact at {dataset}: its {MANIFEST} does not match digest {dataset_d[:12]}" in message
+    )
+
+
+def test_tampered_provenance_fails_against_what_the_child_recorded(chain: dict) -> None:
+    # The content digest does not cover provenance; the child's record of the manifest does.
+    _, dataset = chain["dataset"]
+    manifest = json.loads(Path(dataset, MANIFEST).read_bytes())
+    manifest["config"] = {"min_words": 0}  # the files are untouched: the content is the same
+    Path(dataset, MANIFEST).write_bytes(canonical_json(manifest))
+    with pytest.raises(CairnError) as err:
+        _walk(chain, "tuned")
+    assert f"artifact at {dataset}: its {MANIFEST} changed since it was sealed" in str(err.value)
 
 
 def test_a_manifest_without_parent_uris_is_refused(chain: dict) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from cairn.artifacts.store import ArtifactStore, describe_source
 from cairn.errors import CairnError
-from cairn.stage.files import MANIFEST
+from cairn.stage.files import MANIFEST, canonical_json, manifest_problem
 
 
 def fill(d: Path) -> Path:
@@ -36,10 +36,15 @@ def seal(store: ArtifactStore, rel: str = "k/s/fp/out"):
     return store.seal(staging, rel, {"type": "dataset", "parents": []})
 
 
-def test_seal_lists_every_file_and_digest_is_the_manifest_hash(store):
+def test_seal_lists_every_file_and_digest_is_the_content(store):
     art = seal(store)
     data = store.read_manifest(art.uri)
-    assert art.digest == hashlib.sha256(data).hexdigest()
+    assert art.manifest_digest == hashlib.sha256(data).hexdigest()
+    listing = [
+        {"path": "a.txt", "sha256": hashlib.sha256(b"alpha").hexdigest()},
+        {"path": "sub/b.bin", "sha256": hashlib.sha256(bytes(range(50))).hexdigest()},
+    ]
+    assert art.digest == hashlib.sha256(canonical_json(listing)).hexdigest()
     manifest = json.loads(data)
     assert [f["path"] for f in manifest["files"]] == ["a.txt", "sub/b.bin"]
     assert manifest["files"][0] == {
@@ -50,6 +55,40 @@ def test_seal_lists_every_file_and_digest_is_the_manifest_hash(store):
     assert store.verify(art.uri, art.digest) == []
     local = store.local_path(art.uri, art.digest)
     assert (local / "sub" / "b.bin").read_bytes() == bytes(range(50))
+
+
+def test_the_same_bytes_are_the_same_artifact_whoever_made_them(tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    first = store.seal(
+        fill(store.staging_dir("a") / "out"), "k/s/fp1/out", {"type": "dataset", "run": "r-1"}
+    )
+    again = store.seal(
+        fill(store.staging_dir("b") / "out"), "k/s/fp2/out", {"type": "dataset", "run": "r-2"}
+    )
+    assert first.digest == again.digest  # the content
+    assert first.manifest_digest != again.manifest_digest  # the provenance
+    other = fill(store.staging_dir("c") / "out")
+    (other / "a.txt").write_text("alphA")
+    assert store.seal(other, "k/s/fp3/out", {"type": "dataset"}).digest != first.digest
+    renamed = fill(store.staging_dir("d") / "out")
+    (renamed / "a.txt").rename(renamed / "A.txt")  # a file's name is content too
+    assert store.seal(renamed, "k/s/fp4/out", {"type": "dataset"}).digest != first.digest
+
+
+def test_a_source_digest_does_not_depend_on_where_it_lies(tmp_path):
+    here, there = fill(tmp_path / "clone-1" / "data"), fill(tmp_path / "elsewhere" / "x" / "data")
+    digest, manifest = describe_source(str(here), "raw", "./data")
+    assert describe_source(str(there), "raw")[0] == digest
+    assert manifest["source"] == "./data"  # as the workflow wrote it, not the absolute path
+    (there / "a.txt").write_text("changed")
+    assert describe_source(str(there), "raw")[0] != digest
+
+
+def test_a_format_1_manifest_is_still_checked_by_its_own_rule(tmp_path):
+    # Stores sealed before content digests addressed an artifact by its manifest's sha256.
+    legacy = canonical_json({"cairn_manifest": 1, "type": "dataset", "files": []})
+    assert manifest_problem(legacy, hashlib.sha256(legacy).hexdigest()) is None
+    assert "does not match" in str(manifest_problem(legacy, "0" * 64))
 
 
 def test_local_seal_moves_the_staging_directory_into_place(tmp_path):
@@ -74,7 +113,7 @@ def test_an_empty_output_is_refused(store):
         (lambda p: p.joinpath("a.txt").write_text("alpha!"), "a.txt: size 6 != 5"),
         (lambda p: p.joinpath("sub", "b.bin").unlink(), "sub/b.bin: missing"),
         (lambda p: p.joinpath("extra.txt").write_text("x"), "extra.txt: not in manifest"),
-        (lambda p: p.joinpath(MANIFEST).write_text("{}"), "manifest.json: changed"),
+        (lambda p: p.joinpath(MANIFEST).write_text("{}"), "manifest.json: is not a manifest"),
     ],
 )
 def test_verify_names_what_changed(tmp_path, tamper, problem):

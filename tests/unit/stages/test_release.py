@@ -526,7 +526,9 @@ def test_a_dataset_from_before_the_card_still_releases(bundle: Path) -> None:
 def _eval_with(chain: dict, tmp_path: Path, step: str, contamination: dict | None):
     ev = tmp_path / f"stage-{step}"
     ev.mkdir()
-    record = {"contamination": {"allowed": True}} if contamination else {}
+    # As evaluate writes it: the report holds what its metadata says (two reports that differ
+    # only in metadata would be one artifact: an artifact is its files' content).
+    record = {"contamination": {"allowed": contamination["allowed"]}} if contamination else {}
     (ev / "report.json").write_text(
         json.dumps({"model": {"digest": chain["model"].digest}, **record})
     )
@@ -603,6 +605,8 @@ def test_release_metadata_says_per_eval_whether_contamination_was_checked(
     out = ctx.output_path("release") / meta["release"]["bundle"]
     report = json.loads((out / "evals/evals_allowed/report.json").read_text())
     assert report["contamination"] == {"allowed": True}
+    report = json.loads((out / "evals/evals_checked/report.json").read_text())
+    assert report["contamination"] == {"allowed": False}
     assert audit(out, load_model=False).ok
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from cairn.errors import CairnError, StageError
 from cairn.stage import Ancestor, Ancestry, Context, InputArtifact, Inputs, Outputs, package_version
-from cairn.stage.files import sha256_file
+from cairn.stage.files import canonical_json, manifest_digest, sha256_file
 from cairn.stage.lineage import modified
 from cairn.stage.usage import add
 from cairn.stages.curate import card
@@ -242,7 +242,7 @@ def _checkpoints(
                 "path_in_artifact": row["path"],
                 "copied": copy,
                 "bundle_path": rel if copy else None,
-                "uri": None if copy else f"{n.uri.rstrip('/')}/{row['path']}",
+                "uri": None if copy else f"{where(n)}/{row['path']}",
                 "files": files,
             }
         )
@@ -257,7 +257,7 @@ def _data(bundle: Bundle, order: list[Ancestor], steps: dict[str, str]) -> dict[
     dataset's data card copied. Returns the manifest with each dataset's dataset.json added."""
     sources = [
         {
-            "uri": n.manifest.get("source", n.uri),
+            "uri": where(n),
             "digest": n.digest,
             "files": len(n.manifest["files"]),
             "bytes": sum(f["size"] for f in n.manifest["files"]),
@@ -433,6 +433,26 @@ def _config(
     return environment
 
 
+def where(n: Ancestor) -> str:
+    """Where an ancestor lies, as a release may say it: a raw source as the workflow wrote it
+    (relative to the workflow file, or a URI), an artifact by its address in the store
+    (`kind/step/fingerprint/output`) — never a path on the machine that made the release."""
+    if n.source:
+        return str(n.manifest.get("source") or n.digest)
+    return "/".join(n.uri.rstrip("/").split("/")[-4:])
+
+
+def portable(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A manifest as the release carries it: each parent named by digest, type, slot and how the
+    workflow named it (`corpus.dataset`, `./data/chat/sft.jsonl`), without where it lay
+    (lineage.json says where each node is, portably). Its file list, and so the content digest
+    it is checked against, is the sealed one."""
+    if "parents" not in manifest:
+        return manifest
+    parents = [{k: v for k, v in p.items() if k != "uri"} for p in manifest["parents"]]
+    return {**manifest, "parents": parents}
+
+
 def _lineage(
     bundle: Bundle,
     order: list[Ancestor],
@@ -446,28 +466,30 @@ def _lineage(
     for n in order:
         rel = f"lineage/manifests/{n.digest}.json"
         (bundle.root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (bundle.root / rel).write_bytes(n.manifest_bytes)
+        data = canonical_json(portable(n.manifest))
+        (bundle.root / rel).write_bytes(data)
         nodes.append(
             {
                 "digest": n.digest,
+                "manifest_sha256": manifest_digest(data),
                 "type": n.type,
                 "kind": n.manifest.get("kind"),
                 "step": n.manifest.get("step"),
                 "output": n.manifest.get("output"),
-                "uri": n.manifest.get("source", n.uri),
+                "uri": where(n),
                 "run_id": (n.manifest.get("producer") or {}).get("run_id"),
                 "manifest": rel,
                 "copies": bundle.copies.get(n.digest, {}),
             }
         )
-    data = {
+    lineage = {
         "format": LINEAGE_FORMAT,
         "release": {"name": name, "model": model, "evals": evals},
         "nodes": nodes,
         "edges": Ancestry({n.digest: n for n in order}).edges(),
     }
-    bundle.write_json("lineage.json", data)
-    return data
+    bundle.write_json("lineage.json", lineage)
+    return lineage
 
 
 __all__ = ["LINEAGE_FORMAT", "SUMS", "build"]
