@@ -11,6 +11,7 @@ The documented Python API (the CLI calls exactly this, and nothing below it):
     cairn.cancel(run_id); cairn.resume(run_id)
     tree = cairn.lineage(result.steps["base"].artifacts["model"].digest)   # LineageNode
     report = cairn.audit(result.releases[0])                  # AuditReport; report.ok
+    again = cairn.reproduce(result.releases[0])               # ReproduceReport; again.ok
 
 Each function uses `cairn.connect()`: a `cairn.Client()` built from the environment (CAIRN_HOME,
 CAIRN_DATABASE_URL, MLFLOW_TRACKING_URI, CAIRN_STORE), or, when CAIRN_SERVER is set, a
@@ -34,6 +35,8 @@ from cairn.results import (
     Event,
     LineageGraph,
     LineageNode,
+    Reproduced,
+    ReproduceReport,
     RunLogs,
     RunResult,
     RunStatus,
@@ -57,6 +60,8 @@ __all__ = [
     "Event",
     "LineageGraph",
     "LineageNode",
+    "ReproduceReport",
+    "Reproduced",
     "RunLogs",
     "RunResult",
     "RunStatus",
@@ -72,6 +77,7 @@ __all__ = [
     "lineage",
     "load_workflow",
     "logs",
+    "reproduce",
     "resume",
     "run",
     "runs",
@@ -160,6 +166,30 @@ def audit(path: str | Path, *, load_model: bool = True) -> AuditReport:
     from cairn.client import audit as _audit
 
     return _audit(path, load_model=load_model)
+
+
+def reproduce(
+    bundle: str | Path,
+    *,
+    home: str | Path | None = None,
+    sources: str | Path | None = None,
+    ignore_versions: bool = False,
+    allow_changed_sources: bool = False,
+    display: Display | None = None,
+) -> ReproduceReport:
+    """Re-run a release's recorded workflow in a fresh Cairn home (`home`, default a temporary
+    folder) and compare every artifact of its lineage with the recorded one; `report.ok` only
+    when all are bit-identical, and `report.first_difference` names where it diverged."""
+    from cairn.reproduction import reproduce as _reproduce
+
+    return _reproduce(
+        bundle,
+        home=home,
+        sources=sources,
+        ignore_versions=ignore_versions,
+        allow_changed_sources=allow_changed_sources,
+        display=display,
+    )
 
 
 def __getattr__(name: str) -> object:

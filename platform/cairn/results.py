@@ -421,3 +421,71 @@ class AuditReport:
             for c in d["checks"]
         ]
         return cls(d["path"], checks, d.get("bundle_digest"), d.get("model_digest"))
+
+
+@dataclass
+class Reproduced:
+    """One artifact of a release's lineage as `cairn reproduce` found it: a raw source (its
+    copy, verified by digest) or a step's output (recomputed). `differs` names the files whose
+    bytes differ (`changed`, `missing` from the reproduction, `extra` in it)."""
+
+    name: str  # a source as the workflow wrote it, or STEP.OUTPUT
+    type: str
+    recorded: str
+    reproduced: str | None
+    differs: list[str] = field(default_factory=list)
+    origin: str = ""  # a source's: bundle, --sources or its URI
+
+    @property
+    def same(self) -> bool:
+        return self.recorded == self.reproduced
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "same": self.same,
+            "recorded": self.recorded,
+            "reproduced": self.reproduced,
+            "differs": self.differs,
+            "origin": self.origin,
+        }
+
+
+@dataclass
+class ReproduceReport:
+    """What `cairn reproduce` found: `ok` only when every source and every recomputed artifact
+    has its recorded digest. `artifacts` are in the lineage's topological order, so the first
+    that differs is where the reproduction diverged."""
+
+    bundle: str
+    home: str
+    run_id: str | None
+    artifacts: list[Reproduced]
+    versions: dict[str, tuple[str, str]] = field(default_factory=dict)  # recorded, installed
+    stopped: str | None = None  # why the workflow was not re-run
+    audit_problems: list[str] = field(default_factory=list)  # the bundle's, before re-running
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.stopped is None and not self.audit_problems and all(a.same for a in self.artifacts)
+        )
+
+    @property
+    def first_difference(self) -> Reproduced | None:
+        return next((a for a in self.artifacts if not a.same), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        first = self.first_difference
+        return {
+            "bundle": self.bundle,
+            "ok": self.ok,
+            "home": self.home,
+            "run_id": self.run_id,
+            "stopped": self.stopped,
+            "audit_problems": self.audit_problems,
+            "first_difference": first.name if first else None,
+            "versions": {p: {"recorded": r, "installed": i} for p, (r, i) in self.versions.items()},
+            "artifacts": [a.to_dict() for a in self.artifacts],
+        }

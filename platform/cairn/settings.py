@@ -63,6 +63,20 @@ class Settings:
     checkpoints: Path
 
     @classmethod
+    def embedded(cls, home: str | Path) -> Settings:
+        """The embedded default under `home` (SQLite, a local MLflow store, a local artifact
+        store), whatever CAIRN_* the environment holds: a deployment of its own."""
+        h = Path(home).expanduser().resolve()
+        return cls(
+            home=h,
+            database_url=f"sqlite:///{h / 'cairn.db'}",
+            mlflow_uri=f"sqlite:///{h / 'mlflow.db'}",
+            mlflow_artifacts=str(h / "mlartifacts"),
+            store=str(h / "store"),
+            checkpoints=h / "checkpoints",
+        )
+
+    @classmethod
     def from_env(cls, home: str | Path | None = None) -> Settings:
         h = Path(home or os.environ.get("CAIRN_HOME") or ".cairn").expanduser().resolve()
         return cls(

@@ -81,7 +81,7 @@ LIFECYCLE = """
   publish:
     kind: release
     inputs: {model: aligned.model, evals: [scores.eval_report]}
-    config: {name: tiny-release}
+    config: {name: tiny-release, include_sources: true}
 """
 
 
@@ -137,14 +137,7 @@ def settings_for(home: Path):  # type: ignore[no-untyped-def]
     """The embedded default under `home`, whatever CAIRN_* the environment holds."""
     from cairn.settings import Settings
 
-    return Settings(
-        home=home,
-        database_url=f"sqlite:///{home / 'cairn.db'}",
-        mlflow_uri=f"sqlite:///{home / 'mlflow.db'}",
-        mlflow_artifacts=str(home / "mlartifacts"),
-        store=str(home / "store"),
-        checkpoints=home / "checkpoints",
-    )
+    return Settings.embedded(home)
 
 
 @dataclass

@@ -66,7 +66,10 @@ class Ancestor:
         import fsspec
 
         fs, root = fsspec.core.url_to_fs(self.uri)
-        f: IO[bytes] = fs.open(f"{root.rstrip('/')}/{path}", "rb")
+        root = root.rstrip("/")
+        if self.source and root.rsplit("/", 1)[-1] == path and fs.isfile(root):
+            root = root.rsplit("/", 1)[0]  # a single-file source: its one file is itself
+        f: IO[bytes] = fs.open(f"{root}/{path}", "rb")
         return f
 
     def read(self, path: str) -> bytes | None:

@@ -56,7 +56,7 @@ def _parent(slot: str, art_or_source: tuple[str, str, str]) -> dict:
     # As the engine records an input (cairn/engine/attempt.py): `name` is the reference as the
     # workflow wrote it, `step.output` for a step's output and the path for a source.
     digest, type_, uri = art_or_source
-    name = uri if type_ == "raw" else f"upstream.{type_}"
+    name = f"./data/{Path(uri).name}" if type_ == "raw" else f"upstream.{type_}"
     return {"slot": slot, "digest": digest, "type": type_, "uri": uri, "name": name}
 
 
@@ -210,7 +210,7 @@ def test_bundle_has_everything_the_issue_lists(bundle: Path, chain: dict) -> Non
         (2, 128, True),
     ]
     data = json.loads((bundle / "data/manifest.json").read_text())
-    assert data["sources"][0]["uri"] == str(chain["source"])
+    assert data["sources"][0]["uri"] == "./data/corpus.txt"  # as written, never where it lay
     assert data["datasets"][0]["sources"]["./data/corpus.txt"]["removed"] == {"min_words": 1}
     csv = (bundle / "training/pretrain/training_metrics.csv").read_text().splitlines()
     assert csv[0] == "step,train/loss,val/loss" and csv[2] == "2,5.0,5.5"
@@ -353,6 +353,30 @@ def test_checkpoints_over_the_size_limit_are_indexed_not_copied(
     assert all(c["uri"].endswith(c["path_in_artifact"]) and c["files"] for c in index)
     assert not (out / "checkpoints/pretrain").exists()
     assert audit(out, load_model=False).ok
+
+
+def test_include_sources_carries_each_source_and_the_audit_checks_the_copy(
+    chain: dict, tmp_path: Path
+) -> None:
+    out = _release(chain, tmp_path / "r", include_sources=True)
+    assert (out / "sources/data/corpus.txt").read_bytes() == chain["source"].read_bytes()
+    lineage = json.loads((out / "lineage.json").read_text())
+    src = next(n for n in lineage["nodes"] if n["type"] == "raw")
+    assert src["uri"] == "./data/corpus.txt"  # as the workflow wrote it, not where it lay
+    assert src["copies"] == {"corpus.txt": "sources/data/corpus.txt"}
+    assert audit(out, load_model=False).ok
+
+    (out / "sources/data/corpus.txt").write_text("To be, or not to be, that is the questioN.\n")
+    report = audit(out, load_model=False)
+    problems = [p for c in report.checks for p in c.problems]
+    assert not report.ok and any("sources/data/corpus.txt" in p for p in problems), problems
+
+
+def test_include_sources_over_its_limit_names_the_sources_and_the_fix(
+    chain: dict, tmp_path: Path
+) -> None:
+    with pytest.raises(CairnError, match=r"\./data/corpus\.txt.*include_sources_max_mb"):
+        _release(chain, tmp_path / "r", include_sources=True, include_sources_max_mb=0)
 
 
 def test_lineage_formats_from_a_bundle(bundle: Path) -> None:
@@ -635,3 +659,43 @@ def test_the_model_card_names_the_python_a_trusted_eval_ran(chain: dict, tmp_pat
     assert "Python from the task folders (trust_task_code: true):" in card
     assert f"- `evals_code`: lm-eval ran `utils.py` (sha256 `{digest[:16]}…`)" in card
     assert "- `evaluate`: lm-eval ran" not in card  # an eval that ran none is not listed
+
+
+# --- cairn reproduce: what it refuses and what it names, before any run -----------------------
+
+
+def test_reproduce_refuses_other_package_versions_and_says_how_to_go_on(
+    bundle: Path, tmp_path: Path
+) -> None:
+    import cairn
+
+    # The chain recorded torch 2.13.0; this venv has 2.13.0+cpu (a local build: another version).
+    with pytest.raises(CairnError, match=r"torch 2\.13\.0 \(installed: .*--ignore-versions"):
+        cairn.reproduce(bundle, home=tmp_path / "h")
+
+
+def test_reproduce_needs_a_fresh_home_and_the_sources(bundle: Path, tmp_path: Path) -> None:
+    import cairn
+
+    used = tmp_path / "used"
+    (used / "store").mkdir(parents=True)
+    with pytest.raises(CairnError, match="not empty: a reproduction needs a fresh Cairn home"):
+        cairn.reproduce(bundle, home=used, ignore_versions=True)
+    with pytest.raises(CairnError, match=r"\./data/corpus\.txt.*pass --sources DIR"):
+        cairn.reproduce(bundle, home=tmp_path / "h", ignore_versions=True)
+
+
+def test_reproduce_names_a_changed_source_file_and_stops(
+    bundle: Path, chain: dict, tmp_path: Path
+) -> None:
+    import cairn
+
+    checkout = tmp_path / "checkout"
+    (checkout / "data").mkdir(parents=True)
+    (checkout / "data" / "corpus.txt").write_text("To be, or not to be: that is the question.\n")
+    report = cairn.reproduce(bundle, home=tmp_path / "h", sources=checkout, ignore_versions=True)
+    assert not report.ok and report.run_id is None and report.stopped
+    first = report.first_difference
+    assert first is not None and first.name == "./data/corpus.txt"
+    assert first.differs == ["corpus.txt (changed)"] and first.origin == "--sources"
+    assert "torch" in report.versions  # reported, not refused, with --ignore-versions

@@ -58,8 +58,14 @@ def train(
         model = export_model(Path(ckpt_dir), model_config, out, ctx.checkpoint_dir)
         data_order.export(Path(ckpt_dir), data.root, data.seq_len, out)
     AutoTokenizer.from_pretrained(data.tokenizer_dir).save_pretrained(out)
+    # The artifact keeps what the run computed; throughput and MFU (wall-clock rates) are a
+    # fact about the machine, not the model, and would make identical trainings different
+    # artifacts: they go to MLflow and the step's log only.
     (out / "training_metrics.jsonl").write_text(
-        "".join(json.dumps(row) + "\n" for row in state.history)
+        "".join(
+            json.dumps({k: v for k, v in row.items() if not _measured(k)}) + "\n"
+            for row in state.history
+        )
     )
     checkpoints = _export_checkpoints(result, model_config, data, out, ctx)
     (out / "checkpoints.json").write_text(json.dumps(checkpoints, indent=2))
@@ -165,3 +171,8 @@ def _export_checkpoints(
             }
         )
     return sorted(rows, key=lambda r: r["step"])
+
+
+def _measured(metric: str) -> bool:
+    """A wall-clock measurement (throughput, MFU) rather than something the training computed."""
+    return "_per_s" in metric or metric.endswith("/mfu")

@@ -24,6 +24,7 @@ from cairn.stages.curate import card
 from cairn.stages.release.cards import data_card, model_card
 from cairn.stages.release.config import ReleaseConfig
 from cairn.stages.release.contamination import summarise
+from cairn.stages.release.sources import carried, portable, where
 
 LINEAGE_FORMAT = 1
 SUMS = "SHA256SUMS"
@@ -108,6 +109,8 @@ def build(config: ReleaseConfig, inputs: Inputs, ctx: Context) -> Outputs:
         if not f["path"].startswith("checkpoints/"):
             bundle.copy(released, f["path"], f"model/{f['path']}")
     checkpoints = _checkpoints(bundle, order, steps, config)
+    if config.include_sources:
+        carry_sources(bundle, order, config.include_sources_max_mb)
 
     ctx.progress(2, 6, "collecting data, training logs and evaluations")
     data = _data(bundle, order, steps)
@@ -208,6 +211,28 @@ def _step_dirs(order: list[Ancestor]) -> dict[str, str]:
         taken.add(base)
         names[n.digest] = base
     return names
+
+
+def carry_sources(bundle: Bundle, order: list[Ancestor], max_mb: float) -> None:
+    """A copy of every raw source named relative to the workflow, checked against its digest as
+    it is copied (`bundle.copy`) and recorded in lineage.json's `copies`, so that `cairn
+    reproduce` re-runs the workflow from the bundle alone and `cairn audit` checks each copy."""
+    raw = [(n, rel) for n in order if n.source and (rel := carried(where(n)))]
+    size = sum(f["size"] for n, _ in raw for f in n.manifest["files"])
+    if size > max_mb * 2**20:
+        largest = sorted(raw, key=lambda x: -sum(f["size"] for f in x[0].manifest["files"]))
+        raise StageError(
+            f"release: the raw sources take {size / 2**20:.1f} MB, more than "
+            f"include_sources_max_mb ({max_mb:g}); the largest: "
+            f"{', '.join(where(n) for n, _ in largest[:3])}; fix: raise include_sources_max_mb, "
+            "or set include_sources: false (the release then records them by digest only)"
+        )
+    for n, rel in raw:
+        files = n.manifest["files"]
+        if len(files) == 1 and files[0]["path"] == rel.rsplit("/", 1)[-1]:
+            bundle.copy(n, files[0]["path"], rel)  # a single-file source
+        else:
+            bundle.copy_tree(n, "", rel)
 
 
 def _checkpoints(
@@ -431,26 +456,6 @@ def _config(
     }
     bundle.write_json("config/environment.json", environment)
     return environment
-
-
-def where(n: Ancestor) -> str:
-    """Where an ancestor lies, as a release may say it: a raw source as the workflow wrote it
-    (relative to the workflow file, or a URI), an artifact by its address in the store
-    (`kind/step/fingerprint/output`) — never a path on the machine that made the release."""
-    if n.source:
-        return str(n.manifest.get("source") or n.digest)
-    return "/".join(n.uri.rstrip("/").split("/")[-4:])
-
-
-def portable(manifest: dict[str, Any]) -> dict[str, Any]:
-    """A manifest as the release carries it: each parent named by digest, type, slot and how the
-    workflow named it (`corpus.dataset`, `./data/chat/sft.jsonl`), without where it lay
-    (lineage.json says where each node is, portably). Its file list, and so the content digest
-    it is checked against, is the sealed one."""
-    if "parents" not in manifest:
-        return manifest
-    parents = [{k: v for k, v in p.items() if k != "uri"} for p in manifest["parents"]]
-    return {**manifest, "parents": parents}
 
 
 def _lineage(

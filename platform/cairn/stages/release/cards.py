@@ -96,7 +96,14 @@ def model_card(f: dict[str, Any]) -> str:
         "## Reproduce\n",
         "`config/workflow.yaml` is the workflow; `config/steps.json` holds each step's resolved "
         "config and fingerprint inputs; `config/environment.json` the package versions. "
-        "Running the workflow with the same versions recomputes the same artifacts.\n",
+        "`cairn reproduce .` checks that: it re-runs the workflow in a fresh Cairn home with the "
+        "same package versions "
+        + (
+            "(the raw sources travel in `sources/`) "
+            if f["config"].get("include_sources")
+            else "(give the raw sources' folder with `--sources DIR`) "
+        )
+        + "and compares every artifact of the lineage file by file with the recorded digests.\n",
     ]
     return "\n".join(p for p in parts if p)
 

@@ -28,6 +28,18 @@ class ReleaseConfig(StageConfig):
         description="copy intermediate checkpoints into the bundle up to this total size; "
         "above it, list them with digests and URIs instead",
     )
+    include_sources: bool = Field(
+        False,
+        description="carry a copy of every raw source the workflow names by a relative path "
+        "(under sources/, as the workflow wrote it), so `cairn reproduce` needs nothing but the "
+        "bundle; sources given as URIs are recorded with their digests, not copied",
+    )
+    include_sources_max_mb: float = Field(
+        100.0,
+        ge=0,
+        description="with include_sources, the most the copies may take; above it the release "
+        "fails and says which sources are large (record them as URIs, or raise the limit)",
+    )
     register_in_mlflow: Runtime[bool] = Field(
         True,
         description="register the model in the MLflow Model Registry",
