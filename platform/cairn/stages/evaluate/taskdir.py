@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from cairn.errors import StageError
-from cairn.stages.evaluate import taskfolder, taskyaml
+from cairn.stages.evaluate import taskfolder, taskinclude, taskyaml
 
 FIX_DATA = (
     "put the data file in the tasks folder and give its path relative to the YAML's folder "
@@ -79,8 +79,11 @@ class TaskDir:
     # task -> [{path, sha256}] of the data files it reads (what the decontamination gate checks)
     data: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     # the YAMLs lm-eval loads for the step's tasks (leaves, their includes, the groups asked
-    # for): relative to the task folder, absolute where an include points outside it
+    # for), relative to the task folder (taskinclude keeps includes inside it)
     loaded: list[str] = field(default_factory=list)
+    # every file of the folder lm-eval may read as a task config: the *.yaml it indexes and the
+    # files they include, whatever their names (`_default_template_yaml`)
+    configs: list[str] = field(default_factory=list)
 
     def relative(self, path: str | Path) -> str:
         """A path inside the copy as a path relative to the task folder; others unchanged."""
@@ -99,6 +102,7 @@ def prepare(source: Path, scratch: Path, names: list[str]) -> TaskDir:
             "YAML files and their data (as for lm_eval --include_path), e.g. ./evals/shakespeare"
         )
     _check_yamls(source)
+    templates = taskinclude.check(source)  # before the copy: an include outside is refused
     scratch = scratch.resolve()  # paths in the copy are compared with resolved ones
     if scratch.exists():
         shutil.rmtree(scratch)  # a retry starts from the input, not from an earlier rewrite
@@ -107,17 +111,24 @@ def prepare(source: Path, scratch: Path, names: list[str]) -> TaskDir:
     files = taskfolder.digest_tree(source)
     missing: list[Missing] = []
     rewritten: dict[str, list[str]] = {}
-    for path in taskfolder.yaml_files(scratch, ("*.yaml",)):  # lm-eval indexes only *.yaml
-        fields = _anchor(path, scratch, cache_dir, missing)
+    # lm-eval indexes only *.yaml; the templates they include name data paths as well.
+    indexed = [
+        p.relative_to(scratch).as_posix() for p in taskfolder.yaml_files(scratch, ("*.yaml",))
+    ]
+    configs = sorted({*indexed, *templates})
+    for rel in configs:
+        fields = _anchor(scratch / rel, scratch, cache_dir, missing)
         if fields:
-            rewritten[path.relative_to(scratch).as_posix()] = fields
+            rewritten[rel] = fields
 
     from lm_eval.tasks import TaskManager  # heavy: pulls in datasets and torch
 
     # Only the input's tasks: lm-eval's ~15k built-in YAMLs would cost ~7 s to index, and their
     # data would have to be downloaded, which an offline, digested evaluation cannot do.
     manager = TaskManager(include_path=str(scratch), include_defaults=False)
-    tasks = TaskDir(source, scratch, files, manager, cache_dir, rewritten=rewritten)
+    tasks = TaskDir(
+        source, scratch, files, manager, cache_dir, rewritten=rewritten, configs=configs
+    )
     index = manager.task_index
     loaded: list[str] = []
     for name in names:
