@@ -102,7 +102,8 @@ def prepare(source: Path, scratch: Path, names: list[str]) -> TaskDir:
             "YAML files and their data (as for lm_eval --include_path), e.g. ./evals/shakespeare"
         )
     _check_yamls(source)
-    templates = taskinclude.check(source)  # before the copy: an include outside is refused
+    # Before the copy: an include outside the folder is refused, not silently left behind.
+    templates = taskinclude.check(source, taskfolder.yaml_files(source))
     scratch = scratch.resolve()  # paths in the copy are compared with resolved ones
     if scratch.exists():
         shutil.rmtree(scratch)  # a retry starts from the input, not from an earlier rewrite

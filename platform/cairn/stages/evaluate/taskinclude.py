@@ -13,7 +13,8 @@ to anywhere) would let a task folder read any YAML on the machine that evaluates
 of every YAML of the folder, and of the files those include, must name a regular file inside the
 folder; anything else is a `StageError` naming the YAML, the line of the include and the fix.
 `check` also returns the included files that are not `*.yaml`: lm-eval reads them as configs,
-so their data paths are resolved like a task YAML's (taskdir, taskcopy).
+so their data paths are resolved like a task YAML's (taskdir, taskcopy). Curate's
+decontamination reads task folders under the same rule (taskfolder.task_data).
 """
 
 from __future__ import annotations
@@ -24,16 +25,22 @@ from pathlib import Path
 import yaml
 
 from cairn.errors import StageError
-from cairn.stages.evaluate import taskfolder, taskyaml
+from cairn.stages.evaluate import taskyaml
 
 FIX_COPY = "copy the file into the tasks folder and include it by its path relative to this YAML"
+ONE_FOLDER = (
+    "a task folder is read as one folder (evaluate digests and ships it, decontamination checks "
+    "its data), so includes must stay inside it"
+)
 
 
-def check(source: Path) -> list[str]:
-    """Check the includes of every YAML of the folder `source`, recursively; returns the files
-    they include that lm-eval does not index as tasks (not `*.yaml`), relative to `source`."""
+def check(source: Path, yamls: list[Path], *, who: str = "", any_tag: bool = False) -> list[str]:
+    """Check the includes of the YAMLs `yamls` of the folder `source` (taskfolder.yaml_files),
+    and of the files they include, recursively; returns the included files that lm-eval does not
+    index as tasks (not `*.yaml`), relative to `source`. `who` and `any_tag` are taskyaml.parse's:
+    how errors begin ("eval_tasks: ") and whether a YAML may hold tags lm-eval does not know."""
     root = source.resolve()
-    todo = [root / p.relative_to(source) for p in taskfolder.yaml_files(source)]
+    todo = [root / p.relative_to(source) for p in yamls]
     seen: set[Path] = set()
     templates: list[str] = []
     while todo:
@@ -41,17 +48,17 @@ def check(source: Path) -> list[str]:
         if path in seen:
             continue
         seen.add(path)
-        for line, value in _includes(path):
-            target = _target(path, line, value, root, source)
+        for line, value in _includes(path, who, any_tag):
+            target = _target(path, line, value, root, source, who)
             todo.append(target)
             if target.suffix != ".yaml":
                 templates.append(target.relative_to(root).as_posix())
     return sorted(set(templates))
 
 
-def _includes(path: Path) -> list[tuple[int, object]]:
+def _includes(path: Path, who: str, any_tag: bool) -> list[tuple[int, object]]:
     """(line, value) of each file the top-level `include:` of the YAML at `path` names."""
-    parsed = taskyaml.parse(path)  # names the line of a file that is not valid YAML
+    parsed = taskyaml.parse(path, any_tag=any_tag, who=who)  # names a bad file's line
     if not isinstance(parsed.data, dict) or "include" not in parsed.data:
         return []
     node = yaml.compose(path.read_text(encoding="utf-8"), Loader=taskyaml.Loader)
@@ -68,9 +75,9 @@ def _scalar(node: yaml.Node) -> object:
     return node.value if isinstance(node, yaml.ScalarNode) else f"a {kind}"
 
 
-def _target(path: Path, line: int, value: object, root: Path, source: Path) -> Path:
+def _target(path: Path, line: int, value: object, root: Path, source: Path, who: str) -> Path:
     """The file an include names, inside the folder; raises StageError naming what is wrong."""
-    where = f"{source / path.relative_to(root)}:{line}: include: '{value}'"
+    where = f"{who}{source / path.relative_to(root)}:{line}: include: '{value}'"
     if not isinstance(value, str) or not value.strip():
         raise StageError(
             f"{where} is not a file path; fix: name the file to include by its path relative to "
@@ -78,15 +85,14 @@ def _target(path: Path, line: int, value: object, root: Path, source: Path) -> P
         )
     if Path(value).is_absolute():
         raise StageError(
-            f"{where} is an absolute path; evaluate reads only the tasks folder, and includes "
-            f"must stay inside it; fix: {FIX_COPY} (e.g. `include: {Path(value).name}`)"
+            f"{where} is an absolute path; {ONE_FOLDER}; fix: {FIX_COPY} (e.g. "
+            f"`include: {Path(value).name}`)"
         )
     target = Path(os.path.normpath(path.parent / value))
     if not target.is_relative_to(root):
         raise StageError(
-            f"{where} points outside the tasks folder {source} (to {target}); evaluate reads, "
-            "digests and ships only that folder, so includes must stay inside it; fix: "
-            f"{FIX_COPY} (e.g. `include: {Path(value).name}`)"
+            f"{where} points outside the tasks folder {source} (to {target}); {ONE_FOLDER}; "
+            f"fix: {FIX_COPY} (e.g. `include: {Path(value).name}`)"
         )
     link = next(
         (p for p in [target, *target.parents] if p.is_relative_to(root) and p.is_symlink()), None

@@ -153,3 +153,21 @@ def test_an_include_through_a_symbolic_link_or_of_a_missing_file_is_refused(tmp_
 
     message = include_refusal(tmp_path / "gone", "_missing_yaml")
     assert "family/_missing_yaml does not exist" in message
+
+
+def test_decontamination_reads_includes_under_the_same_rule(tmp_path):
+    """Curate's decontamination reads the same folders: an included template's data is found
+    relative to the template, and an include outside the folder is refused there too."""
+    from cairn.stages.curate import decontam
+
+    folder = family(tmp_path / "tasks")
+    files, _ = decontam.data_files(folder)
+    assert list(files) == [folder / "family" / "data" / "family.jsonl"]
+
+    (folder / "family" / "fam_b.yaml").write_text("task: fam_b\ninclude: ../../elsewhere_yaml\n")
+    with pytest.raises(StageError) as err:
+        decontam.data_files(folder)
+    assert str(err.value).startswith(
+        f"eval_tasks: {folder / 'family' / 'fam_b.yaml'}:2: include: '../../elsewhere_yaml' "
+        "points outside the tasks folder"
+    )
