@@ -123,7 +123,7 @@ def write(
         },
         "harness": {"name": HARNESS, "package": "lm_eval", "version": _version("lm_eval")},
         "versions": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}},
-        "settings": _settings(config, model, facts),
+        "settings": _settings(config, facts),
         "tasks_input": {
             "digest": tasks_input.digest,
             "name": tasks_input.name or tasks_input.path.name,
@@ -189,13 +189,13 @@ def reproduce(
     }
 
 
-def _settings(config: EvaluateConfig, model: InputArtifact, facts: dict[str, Any]) -> dict:
+def _settings(config: EvaluateConfig, facts: dict[str, Any]) -> dict:
     seed = config.seed
     return {
         "backend": "hf",
         "device": config.device,
         "dtype": config.dtype,
-        "model_args": harness.model_args(config, Path(MODEL_DIR)),
+        "model_args": harness.model_args(config, Path(MODEL_DIR)),  # as the reproduce command
         "batch_size": config.batch_size,
         "limit": config.limit,
         "num_fewshot": config.num_fewshot,
@@ -241,10 +241,12 @@ def _task(task: str, results: dict[str, Any], tasks: taskdir.TaskDir) -> dict[st
 
 
 def _relative(value: Any, tasks: taskdir.TaskDir) -> Any:
-    """Replace paths into the scratch copy by paths relative to the task folder."""
+    """Replace paths into the scratch copy by paths relative to the task folder, and memory
+    addresses in the reprs lm-eval wrote for functions it could not show (stable.REPR)."""
     if isinstance(value, str):
         prefix = str(tasks.root) + "/"
-        return value.replace(prefix, "") if prefix in value else value
+        value = value.replace(prefix, "") if prefix in value else value
+        return stable.REPR.sub(r"<\1>", value)
     if isinstance(value, dict):
         return {k: _relative(v, tasks) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -26,6 +26,9 @@ from cairn.stages.evaluate import taskfolder
 
 # A default repr carries the object's address: `<function f at 0x7f3a…>`, `<Foo object at 0x…>`.
 ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
+# The same inside text lm-eval wrote itself: a task config's function it could not read the
+# source of is `str(function)` there. Only the repr's shape, so a template's own text is kept.
+REPR = re.compile(r"<((?:[^<>]|<locals>|<lambda>)*?) at 0x[0-9A-Fa-f]+>")
 
 
 def jsonable(value: Any, root: Path, files: dict[str, str]) -> Any:
@@ -34,6 +37,8 @@ def jsonable(value: Any, root: Path, files: dict[str, str]) -> Any:
 
     `root` is the task folder lm-eval read (the step's copy) and `files` the sha256 of the
     input's files by relative path: code from the folder is named relative to it."""
+    if value is None or isinstance(value, str | int | float | list | tuple | dict):
+        return value  # JSON's own (reached through a partial's arguments)
     if hasattr(value, "item") and callable(value.item):
         return value.item()
     if isinstance(value, set | frozenset):

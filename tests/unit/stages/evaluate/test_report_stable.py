@@ -94,3 +94,44 @@ def test_two_identical_evaluations_write_the_same_report(tmp_path, tiny_model):
         {"path": "nested/utils.py", "sha256": hashlib.sha256(UTILS.encode()).hexdigest()}
     ]
     assert report["contamination"]["external_models"] == ["base.model"]
+
+
+def test_functions_and_objects_are_written_without_addresses(tmp_path):
+    """Whatever callable lm-eval leaves in its results: named by where its code lives."""
+    import functools
+
+    import numpy as np
+    from lm_eval.api import metrics
+
+    from cairn.stages.evaluate import stable
+
+    root = tmp_path / "copy"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "utils.py").write_text("def f(x, y=0):\n    return x\n")
+    namespace: dict = {}
+    code = compile((root / "sub" / "utils.py").read_text(), str(root / "sub" / "utils.py"), "exec")
+    exec(code, namespace)
+    files = {"sub/utils.py": "f" * 64}
+
+    def dumps(value: object) -> str:
+        return json.dumps(value, default=lambda v: stable.jsonable(v, root, files))
+
+    assert json.loads(dumps(namespace["f"])) == {"function": "sub/utils.py:f", "sha256": "f" * 64}
+    installed = json.loads(dumps(metrics.mean))
+    assert installed["function"] == "lm_eval.api.metrics:mean"
+    assert installed["sha256"] == hashlib.sha256(Path(metrics.__file__).read_bytes()).hexdigest()
+    bound = json.loads(dumps(functools.partial(namespace["f"], 1, y=2)))
+    assert bound == {
+        "function": "sub/utils.py:f",
+        "sha256": "f" * 64,
+        "args": [1],
+        "keywords": {"y": 2},
+    }
+    assert json.loads(dumps(len)) == {"function": "builtins:len", "sha256": None}
+    assert json.loads(dumps({np.float32(0.5), 2})) == [0.5, 2]
+
+    class Opaque:
+        pass
+
+    text = dumps([Opaque(), lambda x: x, stable.REPR.sub(r"<\1>", f"{print!r} {Opaque()!r}")])
+    assert "0x" not in text and "Opaque object" in text and "<lambda>" in text
