@@ -4,7 +4,7 @@ Each test runs the real stage (and the real lm-evaluation-harness) inline throug
 `local_context` on the tiny random model of `tests/tiny.py`. The shipped Shakespeare suite runs
 once per module with a document limit; the other tests use small task folders written here, and
 the error tests fail before any model is loaded. Exact agreement with the `lm_eval` command line
-is in tests/integration/test_eval_parity.py.
+is in tests/unit/stages/evaluate/test_taskfolders.py and tests/integration/test_lifecycle.py.
 """
 
 from __future__ import annotations

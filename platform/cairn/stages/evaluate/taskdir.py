@@ -16,7 +16,9 @@ fetch. `prepare` also lists the YAMLs lm-eval will load for the step's tasks, wh
 tags `taskcode` refuses unless the step trusts the folder's Python.
 
 How a task folder is read (the YAML loader, `include:`, data paths and their files) is
-`taskfolder`, which curate's decontamination reads the same folders with.
+`taskfolder`, which curate's decontamination reads the same folders with; `taskinclude` keeps
+every `include:` inside the folder, and the files it includes (`_default_template_yaml`) have their
+data paths anchored like the YAMLs'.
 """
 
 from __future__ import annotations
