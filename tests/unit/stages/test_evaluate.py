@@ -4,7 +4,7 @@ Each test runs the real stage (and the real lm-evaluation-harness) inline throug
 `local_context` on the tiny random model of `tests/tiny.py`. The shipped Shakespeare suite runs
 once per module with a document limit; the other tests use small task folders written here, and
 the error tests fail before any model is loaded. Exact agreement with the `lm_eval` command line
-is in tests/integration/test_eval_parity.py.
+is in tests/unit/stages/evaluate/test_taskfolders.py and tests/integration/test_lifecycle.py.
 """
 
 from __future__ import annotations
@@ -134,7 +134,10 @@ def test_report_names_the_model_versions_settings_and_files(suite_run, tiny_mode
     assert settings["backend"] == "hf" and settings["device"] == "cpu"
     assert settings["dtype"] == "float32" and settings["limit"] == LIMIT
     assert settings["seeds"] == {"random": 1234, "numpy": 1234, "torch": 1234, "fewshot": 1234}
-    assert settings["model_args"] == {"pretrained": str(tiny_model), "dtype": "float32"}
+    # The model is named by digest, not by a path of the machine that ran the step: the
+    # reproduce command expects it beside the report's tasks/.
+    assert settings["model_args"] == {"pretrained": "../model", "dtype": "float32"}
+    assert str(tiny_model) not in (out / "report.json").read_text()
     assert settings["max_length"] == 256  # the tiny model's max_position_embeddings
     # The curate tokenizer adds no BOS: contexts are scored without one, and rolling perplexity
     # is conditioned on <|endoftext|> (id 0), lm-eval's prefix token.
@@ -180,7 +183,8 @@ def test_report_names_the_model_versions_settings_and_files(suite_run, tiny_mode
     argv = report["reproduce"]["argv"]
     assert argv[:2] == ["lm_eval", "run"] and argv[argv.index("--tasks") + 1] == "shakespeare"
     assert argv[argv.index("--limit") + 1] == str(LIMIT)
-    assert argv[argv.index("--model_args") + 1] == f"pretrained={tiny_model},dtype=float32"
+    assert argv[argv.index("--model_args") + 1] == "pretrained=../model,dtype=float32"
+    assert MODEL_DIGEST in report["reproduce"]["needs"]["model/"]
 
 
 def test_scores_agree_with_the_per_sample_records(suite_run):
@@ -362,8 +366,16 @@ def test_relative_data_paths_resolve_from_any_working_directory(
             (r[0] for r in row["resps"]), ["day", "night", "sun", "moon"], strict=True
         ):
             assert ll == pytest.approx(loglikelihood(tiny_model, context, " " + choice), abs=1e-4)
-    # The original YAML is untouched; only the scratch copy was rewritten.
-    assert (out / "tasks" / "nested" / "mc.yaml").read_text() == MC_YAML
+    # The input is untouched; the report's copy names the data as lm_eval run reads it from
+    # tasks/ (tests/unit/stages/evaluate/test_reproduce.py runs it), and says so.
+    assert (task_folder / "nested" / "mc.yaml").read_text() == MC_YAML
+    shipped = (out / "tasks" / "nested" / "mc.yaml").read_text()
+    assert shipped == MC_YAML.replace("test: data/mc.jsonl", 'test: "nested/data/mc.jsonl"')
+    assert report["tasks_input"]["rewritten_for_cli"]["nested/mc.yaml"] == {
+        "input_sha256": sha256(task_folder / "nested" / "mc.yaml"),
+        "sha256": sha256(out / "tasks" / "nested" / "mc.yaml"),
+        "paths": {"dataset_kwargs.data_files.test": ["data/mc.jsonl", "nested/data/mc.jsonl"]},
+    }
     assert not list(elsewhere.iterdir())
 
 
@@ -596,7 +608,8 @@ def test_a_model_without_a_checked_lineage_is_refused(
 ):
     # A bare Hugging Face directory: nothing in Cairn knows what it was trained on.
     message = refusal(tmp_path / "bare", tiny_model, gate_tasks, monkeypatch)
-    assert f"model {tiny_model} was trained outside Cairn" in message
+    assert "model model.model was trained outside Cairn" in message  # as the workflow named it
+    assert f"(model model.model is {tiny_model})" in message
     # A model fine-tuned in Cairn from an external base: the base's data was never checked,
     # and no dataset is in its lineage.
     sft = curated_model(tmp_path / "sft", tiny_model, [gate_tasks], [], parent_model=tiny_model)

@@ -5,7 +5,8 @@ YAMLs in lm-eval's format plus their data files, as for `lm_eval --include_path 
 input, every file in it is digested and enters the lineage). Output: an `eval_report` with
 `report.json` (scores, digests of the model and of every task and data file, versions, seeds,
 settings and the equivalent `lm_eval` command line), per-sample predictions under `samples/`
-and the task files under `tasks/`. See `pipeline.py` for the phases.
+and the task files under `tasks/`, as that command reads them. The same evaluation writes the
+same report, byte for byte (report.py). See `pipeline.py` for the phases.
 
 A task is scored only if every curated dataset in the model's lineage checked its data files for
 n-gram overlap (the curate step's `eval_tasks` input), or if the step sets `allow_contaminated:

@@ -64,7 +64,10 @@ class Lineage:
     """What the gate learns from the model's lineage."""
 
     datasets: list[Dataset] = field(default_factory=list)
-    external_models: list[str] = field(default_factory=list)  # trained outside Cairn
+    # trained outside Cairn, by the name the workflow gave them (the report holds no path of
+    # the machine that ran it: see report.py); `paths` says where each lay, for error messages
+    external_models: list[str] = field(default_factory=list)
+    paths: dict[str, str] = field(default_factory=dict)
     raw_training_inputs: list[dict[str, str]] = field(default_factory=list)  # sft/dpo data
 
 
@@ -88,7 +91,7 @@ def check(
             reasons.append(NO_DATA)
         if not lineage.datasets:
             reasons.append("the model's lineage has no curated dataset")
-        reasons += [f"model {uri} was trained outside Cairn" for uri in lineage.external_models]
+        reasons += [f"model {name} was trained outside Cairn" for name in lineage.external_models]
         for d in lineage.datasets:
             files = [x["path"] for x in data if x["sha256"] not in d.checked]
             if files:
@@ -101,7 +104,7 @@ def check(
         if reasons:
             unchecked[task] = reasons
     if unchecked and not config.allow_contaminated:
-        raise StageError(_refusal(unchecked, tasks_input))
+        raise StageError(_refusal(unchecked, tasks_input, lineage.paths))
     # Over all tasks at once: a document overlapping two tasks is one document.
     every_sha = {d["sha256"] for data in tasks.data.values() for d in data}
     totals = _contaminated(lineage.datasets, every_sha)
@@ -135,9 +138,12 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _refusal(unchecked: dict[str, list[str]], tasks_input: InputArtifact) -> str:
+def _refusal(
+    unchecked: dict[str, list[str]], tasks_input: InputArtifact, paths: dict[str, str]
+) -> str:
     folder = tasks_input.name or str(tasks_input.path)
     lines = [f"  {task}: {'; '.join(reasons)}" for task, reasons in unchecked.items()]
+    lines += [f"  (model {name} is {path})" for name, path in sorted(paths.items()) if name != path]
     return (
         f"evaluate refuses to score {len(unchecked)} task(s) whose data was not checked against "
         "the evaluated model's training data (a model trained on its test items would score on "
@@ -173,7 +179,12 @@ def walk(model: InputArtifact, ctx: Context) -> Lineage:
     for node in graph.topological():
         if node.source:
             if node.type == "model":  # a model directory no step made: trained outside Cairn
-                lineage.external_models.append(node.uri)
+                # The evaluated model itself has no name in its node (ctx.ancestry walks it from
+                # its path); the step knows how the workflow named it.
+                named = model.name if node.digest == model.digest else ""
+                name = named or str(node.manifest.get("source") or node.uri)
+                lineage.external_models.append(name)
+                lineage.paths[name] = node.uri
             continue
         if node.type == "dataset":
             lineage.datasets.append(_dataset(node))
@@ -181,7 +192,11 @@ def walk(model: InputArtifact, ctx: Context) -> Lineage:
             # data fed straight to a training step (sft, dpo)
             if p["type"] == "raw" and node.type == "model":
                 lineage.raw_training_inputs.append(
-                    {"step": str(node.step), "slot": str(p.get("slot", "")), "uri": p["uri"]}
+                    {
+                        "step": str(node.step),
+                        "slot": str(p.get("slot", "")),
+                        "uri": str(p.get("name") or p["uri"]),  # as the workflow wrote it
+                    }
                 )
     lineage.datasets.sort(key=lambda d: (d.step, d.digest))
     lineage.raw_training_inputs.sort(key=lambda r: (r["step"], r["slot"], r["uri"]))

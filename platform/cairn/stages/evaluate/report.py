@@ -12,7 +12,14 @@
                          which YAML lines named them (taskcode.py)
     samples/<task>.jsonl one line per document: the doc, the prompt/arguments, the target, the
                          raw and filtered model responses and each metric's value
-    tasks/               the `tasks` input, byte for byte (its digests are in report.json)
+    tasks/               the `tasks` input as `lm_eval run` reads it from there: byte for byte,
+                         but for data paths that a YAML in a subfolder names relative to its own
+                         folder, rewritten relative to tasks/ (taskcopy.py; each one listed with
+                         the file's sha256 before and after, beside the input's digests)
+
+report.json is the same, byte for byte, for the same evaluation (its digest is the artifact's):
+it holds no time, no memory address (stable.py) and no path of the machine that ran it. The model
+is named by digest; the reproduce command expects it as `model/` beside `tasks/`.
 
 Metric names for the engine (and MLflow) are `<task>/<metric>`, with `/<filter>` added only
 where a task scores one metric through several filter pipelines. MLflow allows no commas, so
@@ -31,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn.stage import InputArtifact
-from cairn.stages.evaluate import harness, taskdir, taskfolder
+from cairn.stages.evaluate import harness, stable, taskcopy, taskdir, taskfolder
 from cairn.stages.evaluate.config import BOOTSTRAP_ITERS, EvaluateConfig
 
 FORMAT = 1
@@ -39,6 +46,9 @@ HARNESS = "lm-evaluation-harness"
 PACKAGES = ("lm_eval", "torch", "transformers", "datasets", "tokenizers", "numpy")
 RESOLVED_KEYS = ("output_type", "num_fewshot", "metric_list", "filter_list", "generation_kwargs")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")  # what MLflow accepts in a metric name
+# Where the reproduce command, run from the report's tasks/, expects the model: not where the
+# stage read it, which is a path of the machine that ran it and would change the report's digest.
+MODEL_DIR = "../model"
 
 
 def clear(out: Path) -> None:
@@ -90,35 +100,36 @@ def write(
     facts: dict[str, Any],
     contamination: dict[str, Any],
     task_code: dict[str, Any],
-    elapsed_s: float,
 ) -> dict[str, Any]:
     """Write report.json, samples/ and tasks/ under `out`; returns the report."""
-    shutil.copytree(
-        tasks.source, out / "tasks", ignore=shutil.ignore_patterns(*taskfolder.IGNORED_DIRS)
-    )
+    for_cli = taskcopy.write(tasks.source, out / "tasks", tasks.configs)
     samples = results.get("samples") or {}
     (out / "samples").mkdir(exist_ok=True)
+
+    def jsonable(value: Any) -> Any:
+        return stable.jsonable(value, tasks.root, tasks.files)
+
     for task, rows in samples.items():
         with open(out / "samples" / f"{task}.jsonl", "w", encoding="utf-8") as f:
             for row in rows:
-                f.write(json.dumps(row, default=_jsonable, ensure_ascii=False) + "\n")
+                f.write(json.dumps(row, default=jsonable, ensure_ascii=False) + "\n")
     table = scores(results)
     report = {
         "format": FORMAT,
         "model": {
             "digest": model.digest,
             "name": model.name or model.path.name,
-            "path": str(model.path),
             **{k: facts[k] for k in ("parameters", "model_dtype", "max_length")},
         },
         "harness": {"name": HARNESS, "package": "lm_eval", "version": _version("lm_eval")},
         "versions": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}},
-        "settings": _settings(config, model, facts),
+        "settings": _settings(config, facts),
         "tasks_input": {
             "digest": tasks_input.digest,
             "name": tasks_input.name or tasks_input.path.name,
             "files": tasks.files,
             "anchored_paths": tasks.rewritten,
+            "rewritten_for_cli": for_cli,
         },
         "scores": table,
         "metrics": flat_metrics(table),
@@ -126,19 +137,24 @@ def write(
         "groups": results.get("group_subtasks", {}),
         "contamination": contamination,
         "task_code": task_code,
-        "reproduce": reproduce(config, model.path, facts),
-        "elapsed_s": round(elapsed_s, 2),
+        "reproduce": reproduce(config, model, facts, for_cli),
     }
     (out / "report.json").write_text(
-        json.dumps(report, indent=2, default=_jsonable, ensure_ascii=False) + "\n",
+        json.dumps(report, indent=2, default=jsonable, ensure_ascii=False) + "\n",
         encoding="utf-8",
     )
     return report
 
 
-def reproduce(config: EvaluateConfig, model_dir: Path, facts: dict[str, Any]) -> dict[str, Any]:
-    """The `lm_eval run` invocation that computes the same numbers, run from tasks/."""
-    margs = ",".join(f"{k}={v}" for k, v in harness.model_args(config, model_dir).items())
+def reproduce(
+    config: EvaluateConfig,
+    model: InputArtifact,
+    facts: dict[str, Any],
+    for_cli: dict[str, Any],
+) -> dict[str, Any]:
+    """The `lm_eval run` invocation that computes the same numbers, run from tasks/ with the
+    model at MODEL_DIR."""
+    margs = ",".join(f"{k}={v}" for k, v in harness.model_args(config, Path(MODEL_DIR)).items())
     argv = ["lm_eval", "run", "--model", "hf", "--model_args", margs, "--device", config.device]
     argv += ["--include_path", ".", "--tasks", ",".join(config.tasks)]
     argv += ["--batch_size", str(config.batch_size), "--seed", str(config.seed)]
@@ -149,29 +165,37 @@ def reproduce(config: EvaluateConfig, model_dir: Path, facts: dict[str, Any]) ->
     argv += ["--log_samples", "--output_path", "lm_eval_out"]
     env = {**harness.OFFLINE, "OMP_NUM_THREADS": str(facts["torch_num_threads"])}
     env.pop("TOKENIZERS_PARALLELISM")  # lm_eval run sets it itself
+    notes = [
+        "OMP_NUM_THREADS is the stage's torch thread count: CPU kernels may order sums by "
+        "thread, so another count can move a score in its last bits",
+    ]
+    if for_cli:
+        notes.append(
+            "tasks/ differs from the tasks input only in the data paths listed under "
+            "tasks_input.rewritten_for_cli: lm-eval resolves them from its working directory, "
+            "the stage from the YAML's folder; both name the same files"
+        )
     return {
         "cwd": "tasks/ of this report (relative data paths are resolved from there)",
+        "needs": {
+            "tasks/": "this report's tasks/ folder, as the working directory",
+            "model/": f"beside tasks/ ({MODEL_DIR} from it): the model directory with digest "
+            f"{model.digest} (a copy or a link)",
+        },
         "env": env,
         "argv": argv,
         "command": " ".join(f"{k}={v}" for k, v in env.items()) + " " + shlex.join(argv),
-        "notes": [
-            "the model is the directory with the digest in model.digest; pass its path as "
-            "pretrained=",
-            "OMP_NUM_THREADS is the stage's torch thread count: CPU kernels may order sums by "
-            "thread, so another count can move a score in its last bits",
-            "a YAML below the task folder's root that names data relative to its own folder "
-            "must be run with that path made absolute (the stage resolves it; the CLI does not)",
-        ],
+        "notes": notes,
     }
 
 
-def _settings(config: EvaluateConfig, model: InputArtifact, facts: dict[str, Any]) -> dict:
+def _settings(config: EvaluateConfig, facts: dict[str, Any]) -> dict:
     seed = config.seed
     return {
         "backend": "hf",
         "device": config.device,
         "dtype": config.dtype,
-        "model_args": harness.model_args(config, model.path),
+        "model_args": harness.model_args(config, Path(MODEL_DIR)),  # as the reproduce command
         "batch_size": config.batch_size,
         "limit": config.limit,
         "num_fewshot": config.num_fewshot,
@@ -217,24 +241,17 @@ def _task(task: str, results: dict[str, Any], tasks: taskdir.TaskDir) -> dict[st
 
 
 def _relative(value: Any, tasks: taskdir.TaskDir) -> Any:
-    """Replace paths into the scratch copy by paths relative to the task folder."""
+    """Replace paths into the scratch copy by paths relative to the task folder, and memory
+    addresses in the reprs lm-eval wrote for functions it could not show (stable.REPR)."""
     if isinstance(value, str):
         prefix = str(tasks.root) + "/"
-        return value.replace(prefix, "") if prefix in value else value
+        value = value.replace(prefix, "") if prefix in value else value
+        return stable.REPR.sub(r"<\1>", value)
     if isinstance(value, dict):
         return {k: _relative(v, tasks) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_relative(v, tasks) for v in value]
     return value
-
-
-def _jsonable(o: Any) -> Any:
-    """numpy scalars as numbers, sets as lists, anything else (functions, dtypes) as text."""
-    if hasattr(o, "item") and callable(o.item):
-        return o.item()
-    if isinstance(o, set):
-        return sorted(o, key=str)
-    return str(o)
 
 
 def _version(package: str) -> str | None:

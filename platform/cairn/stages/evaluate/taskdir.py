@@ -16,7 +16,9 @@ fetch. `prepare` also lists the YAMLs lm-eval will load for the step's tasks, wh
 tags `taskcode` refuses unless the step trusts the folder's Python.
 
 How a task folder is read (the YAML loader, `include:`, data paths and their files) is
-`taskfolder`, which curate's decontamination reads the same folders with.
+`taskfolder`, which curate's decontamination reads the same folders with; `taskinclude` keeps
+every `include:` inside the folder, and the files it includes (`_default_template_yaml`) have their
+data paths anchored like the YAMLs'.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 import yaml
 
 from cairn.errors import StageError
-from cairn.stages.evaluate import taskfolder, taskyaml
+from cairn.stages.evaluate import taskfolder, taskinclude, taskyaml
 
 FIX_DATA = (
     "put the data file in the tasks folder and give its path relative to the YAML's folder "
@@ -79,8 +81,11 @@ class TaskDir:
     # task -> [{path, sha256}] of the data files it reads (what the decontamination gate checks)
     data: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     # the YAMLs lm-eval loads for the step's tasks (leaves, their includes, the groups asked
-    # for): relative to the task folder, absolute where an include points outside it
+    # for), relative to the task folder (taskinclude keeps includes inside it)
     loaded: list[str] = field(default_factory=list)
+    # every file of the folder lm-eval may read as a task config: the *.yaml it indexes and the
+    # files they include, whatever their names (`_default_template_yaml`)
+    configs: list[str] = field(default_factory=list)
 
     def relative(self, path: str | Path) -> str:
         """A path inside the copy as a path relative to the task folder; others unchanged."""
@@ -99,6 +104,8 @@ def prepare(source: Path, scratch: Path, names: list[str]) -> TaskDir:
             "YAML files and their data (as for lm_eval --include_path), e.g. ./evals/shakespeare"
         )
     _check_yamls(source)
+    # Before the copy: an include outside the folder is refused, not silently left behind.
+    templates = taskinclude.check(source, taskfolder.yaml_files(source))
     scratch = scratch.resolve()  # paths in the copy are compared with resolved ones
     if scratch.exists():
         shutil.rmtree(scratch)  # a retry starts from the input, not from an earlier rewrite
@@ -107,17 +114,24 @@ def prepare(source: Path, scratch: Path, names: list[str]) -> TaskDir:
     files = taskfolder.digest_tree(source)
     missing: list[Missing] = []
     rewritten: dict[str, list[str]] = {}
-    for path in taskfolder.yaml_files(scratch, ("*.yaml",)):  # lm-eval indexes only *.yaml
-        fields = _anchor(path, scratch, cache_dir, missing)
+    # lm-eval indexes only *.yaml; the templates they include name data paths as well.
+    indexed = [
+        p.relative_to(scratch).as_posix() for p in taskfolder.yaml_files(scratch, ("*.yaml",))
+    ]
+    configs = sorted({*indexed, *templates})
+    for rel in configs:
+        fields = _anchor(scratch / rel, scratch, cache_dir, missing)
         if fields:
-            rewritten[path.relative_to(scratch).as_posix()] = fields
+            rewritten[rel] = fields
 
     from lm_eval.tasks import TaskManager  # heavy: pulls in datasets and torch
 
     # Only the input's tasks: lm-eval's ~15k built-in YAMLs would cost ~7 s to index, and their
     # data would have to be downloaded, which an offline, digested evaluation cannot do.
     manager = TaskManager(include_path=str(scratch), include_defaults=False)
-    tasks = TaskDir(source, scratch, files, manager, cache_dir, rewritten=rewritten)
+    tasks = TaskDir(
+        source, scratch, files, manager, cache_dir, rewritten=rewritten, configs=configs
+    )
     index = manager.task_index
     loaded: list[str] = []
     for name in names:

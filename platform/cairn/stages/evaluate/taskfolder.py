@@ -8,7 +8,8 @@ once disagreed, each with its own parser; this module is the one they share:
 
 - reading a YAML (`taskyaml`): lm-eval's one custom tag, `!function`, kept as written and never
   run, and a file that cannot be read named with its line, for both readers alike;
-- `include:` as lm-eval follows it: a path or a list of paths, relative to the including YAML;
+- `include:` as lm-eval follows it: a path or a list of paths, relative to the including YAML,
+  and only to a file inside the folder (`taskinclude`);
 - the data paths a task config names (`data_refs`): `dataset_kwargs.data_files` (a string, list
   or split mapping, globs allowed), `dataset_kwargs.data_dir`, and a `dataset_path` that is a
   local folder rather than a `datasets` builder (LOCAL_BUILDERS) or a Hub dataset;
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn.errors import StageError
+from cairn.stages.evaluate import taskinclude
 from cairn.stages.evaluate.taskyaml import Function as Function  # decontam's templates
 from cairn.stages.evaluate.taskyaml import parse
 
@@ -184,6 +186,8 @@ def task_data(root: Path) -> tuple[dict[Path, list[dict[str, Any]]], list[str]]:
     """
     found: dict[Path, list[dict[str, Any]]] = {}
     read: list[str] = []
+    # Includes stay inside the folder, as the evaluate stage requires.
+    taskinclude.check(root, yaml_files(root), who="eval_tasks: ", any_tag=True)
     for path in yaml_files(root):
         read.append(path.relative_to(root).as_posix())
         doc = _load_any(path)
@@ -209,9 +213,8 @@ def _load_any(path: Path) -> Any:
 
 
 def _includes(cfg: dict[str, Any], path: Path, depth: int) -> list[tuple[Path, dict[str, Any]]]:
-    """The YAMLs `cfg` includes and theirs, base first (the order lm-eval merges them in); one
-    that is missing is left out (lm-eval fails on it, and the task's data is still found through
-    the YAML that names it)."""
+    """The YAMLs `cfg` includes and theirs, base first (the order lm-eval merges them in);
+    `task_data` checked first that each is a file inside the folder (taskinclude)."""
     if depth > 8:
         return []
     out: list[tuple[Path, dict[str, Any]]] = []
