@@ -421,3 +421,35 @@ class AuditReport:
             for c in d["checks"]
         ]
         return cls(d["path"], checks, d.get("bundle_digest"), d.get("model_digest"))
+
+
+@dataclass
+class SignedRelease:
+    """What `cairn release sign` did: the bundle, its signature file, how many files it signs,
+    the signing key's public half as model-signing names it (sha256 of its PEM), and the audit
+    the bundle passed before it was signed."""
+
+    path: str
+    signature: str
+    files: int
+    key_sha256: str
+    audit: AuditReport
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "signature": self.signature,
+            "files": self.files,
+            "key_sha256": self.key_sha256,
+            "audit": self.audit.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SignedRelease:
+        return cls(
+            d["path"],
+            d["signature"],
+            d["files"],
+            d["key_sha256"],
+            AuditReport.from_dict(d["audit"]),
+        )

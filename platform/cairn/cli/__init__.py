@@ -4,6 +4,7 @@
 |---|---|
 | `runs.py` | validate, run, submit, status, runs, logs, cancel, resume |
 | `artifacts.py` | lineage, audit, data-order, serve, stop |
+| `release.py` | release sign |
 | `database.py` | db upgrade, db downgrade |
 | `server.py` | server, token create / list / revoke |
 | `app.py` | the Typer app, `--json` output and error conventions |
@@ -12,7 +13,7 @@
 
 from __future__ import annotations
 
-from cairn.cli import artifacts, database, runs, server  # noqa: F401  (each registers its commands)
+from cairn.cli import artifacts, database, release, runs, server  # noqa: F401  (each registers its commands)
 from cairn.cli.app import app
 
 

@@ -43,7 +43,8 @@ def _roots(
     lineage: dict[str, Any], manifests: dict[str, dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """lineage.json's nodes split into the graph's roots (external inputs) and the rest."""
-    roots, made = [], []
+    roots: list[dict[str, Any]] = []
+    made: list[dict[str, Any]] = []
     for node in lineage.get("nodes") or []:
         manifest = manifests.get(node["digest"]) or {}
         (made if manifest.get("parents") else roots).append(node)
