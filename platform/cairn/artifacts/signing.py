@@ -143,9 +143,13 @@ def sign(root: Path, key: Path, password: str | None) -> int:
     import model_signing
 
     hashing = model_signing.hashing.Config().set_ignored_paths(paths=[SIGNATURE])
+    # model-signing 1.1.1 types the password as str but hands it to cryptography, which takes
+    # only bytes.
+    secret = password.encode() if password is not None else None
     try:
         model_signing.signing.Config().use_elliptic_key_signer(
-            private_key=key, password=password
+            private_key=key,
+            password=secret,  # type: ignore[arg-type]
         ).set_hashing_config(hashing).sign(root, root / SIGNATURE)
     except Exception as e:  # model-signing's own failure (e.g. unreadable file): say where
         raise CairnError(
