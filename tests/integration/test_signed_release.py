@@ -1,7 +1,7 @@
 """A signed release, end to end on the trail's real bundle: keys made with the openssl commands
 `cairn release sign --help` shows, signed with `python -m cairn release sign`, accepted by
 model-signing's own command line (`python -m model_signing verify key`, knowing nothing of Cairn)
-and by `cairn audit --verify-signature`; then one flipped byte of the model's weights, and then a
+and by `cairn audit --verify-signature` (in process); then one flipped byte of the model's weights, and then a
 rewritten SLSA statement, each fail both verifiers, which name the file.
 
 The trail's bundle lies in its store and is never changed: each test signs a copy.
@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from tests.integration.conftest import Trail
 
@@ -59,11 +60,14 @@ def _model_signing_verify(bundle: Path, public: Path, trail: Trail) -> subproces
     )
 
 
-def _audit(bundle: Path, public: Path, trail: Trail) -> dict:
+def _audit(bundle: Path, public: Path) -> dict:
+    """`cairn audit --verify-signature` (in this process: a subprocess per audit costs seconds)."""
+    from cairn.cli import app
+
     args = ["audit", str(bundle), "--no-load", "--verify-signature", "--public-key", str(public)]
-    p = _run([*CAIRN, *args, "--json"], trail)
-    assert p.stdout.strip(), p.stderr[-3000:]
-    return json.loads(p.stdout)
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.stdout.strip(), result.output[-3000:]
+    return json.loads(result.stdout)
 
 
 def _problems(report: dict, check: str) -> list[str]:
@@ -87,7 +91,7 @@ def test_a_signed_release_verifies_without_cairn_and_tampering_fails_both(
     # model-signing alone accepts the bundle as shipped, and so does the audit.
     external = _model_signing_verify(bundle, public, trail)
     assert external.returncode == 0 and "Verification succeeded" in external.stdout, external
-    report = _audit(bundle, public, trail)
+    report = _audit(bundle, public)
     assert report["ok"], [c for c in report["checks"] if not c["ok"]]
     checks = {c["name"]: c for c in report["checks"]}
     assert {"provenance", "signature"} <= checks.keys()
@@ -107,7 +111,7 @@ def test_a_signed_release_verifies_without_cairn_and_tampering_fails_both(
     weights.write_bytes(bytes(data))
     external = _model_signing_verify(bundle, public, trail)
     assert external.returncode == 1 and WEIGHTS in external.stderr, external
-    report = _audit(bundle, public, trail)
+    report = _audit(bundle, public)
     assert not report["ok"]
     assert f"{WEIGHTS}: differs from what release.sig signed" in _problems(report, "signature")
     assert f"{WEIGHTS}: differs from its subject in {STATEMENT}" in _problems(report, "provenance")
@@ -118,7 +122,7 @@ def test_a_signed_release_verifies_without_cairn_and_tampering_fails_both(
     (bundle / STATEMENT).write_text(json.dumps(statement, indent=2))
     external = _model_signing_verify(bundle, public, trail)
     assert external.returncode == 1 and STATEMENT in external.stderr, external
-    report = _audit(bundle, public, trail)
+    report = _audit(bundle, public)
     assert f"{STATEMENT}: differs from what release.sig signed" in _problems(report, "signature")
     assert f"{STATEMENT}: sha256 mismatch (file changed)" in _problems(report, "checksums")
     (dropped,) = [p for p in _problems(report, "provenance") if "resolvedDependencies" in p]
