@@ -107,6 +107,23 @@ def test_the_statement_names_every_file_the_sources_and_the_workflow(clean: Path
     assert made == {n["digest"] for n in lineage["nodes"] if n["type"] != "raw"}
 
 
+def test_the_statement_parses_as_in_toto_and_slsa_provenance_v1(clean: Path) -> None:
+    """in-toto's own protobuf definitions (in_toto_attestation, which model-signing uses) read
+    it strictly: an unknown or misspelt field anywhere is an error."""
+    from google.protobuf import json_format
+    from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+    from in_toto_attestation.v1 import statement_pb2
+    from in_toto_attestation.v1.statement import Statement
+
+    data = json.loads((clean / STATEMENT).read_text())
+    parsed = json_format.ParseDict(data, statement_pb2.Statement())
+    Statement.copy_from_pb(parsed).validate()
+    provenance = json_format.ParseDict(data["predicate"], provenance_pb2.Provenance())
+    assert provenance.build_definition.build_type == BUILD_TYPE
+    assert provenance.run_details.metadata.invocation_id
+    assert len(provenance.build_definition.resolved_dependencies) == 1
+
+
 def test_a_statement_rewritten_with_sha256sums_is_held_against_lineage(bundle: Path) -> None:
     """A forger drops the source and re-lists the statement: the audit re-derives it."""
     statement = json.loads((bundle / STATEMENT).read_text())
