@@ -12,6 +12,7 @@ The documented Python API (the CLI calls exactly this, and nothing below it):
     tree = cairn.lineage(result.steps["base"].artifacts["model"].digest)   # LineageNode
     report = cairn.audit(result.releases[0])                  # AuditReport; report.ok
     again = cairn.reproduce(result.releases[0])               # ReproduceReport; again.ok
+    cairn.sign_release(bundle, "key.pem"); cairn.audit(bundle, public_key="key.pub.pem")
 
 Each function uses `cairn.connect()`: a `cairn.Client()` built from the environment (CAIRN_HOME,
 CAIRN_DATABASE_URL, MLFLOW_TRACKING_URI, CAIRN_STORE), or, when CAIRN_SERVER is set, a
@@ -41,6 +42,7 @@ from cairn.results import (
     RunResult,
     RunStatus,
     RunSummary,
+    SignedRelease,
     StepResult,
 )
 from cairn.settings import Settings
@@ -67,6 +69,7 @@ __all__ = [
     "RunStatus",
     "RunSummary",
     "Settings",
+    "SignedRelease",
     "SpecError",
     "StageError",
     "StepResult",
@@ -81,6 +84,7 @@ __all__ = [
     "resume",
     "run",
     "runs",
+    "sign_release",
     "status",
     "submit",
 ]
@@ -160,12 +164,26 @@ def lineage(ref: str) -> LineageNode:
     return connect().lineage(ref)
 
 
-def audit(path: str | Path, *, load_model: bool = True) -> AuditReport:
+def audit(
+    path: str | Path, *, load_model: bool = True, public_key: str | Path | None = None
+) -> AuditReport:
     """Verify a release bundle (or re-hash one artifact) at `path`; `report.ok` only when every
-    check holds, and each failing check names the bad files."""
+    check holds, and each failing check names the bad files. With `public_key` (a PEM file) the
+    bundle must carry a model-signing signature (`release.sig`) made with its private key."""
     from cairn.client import audit as _audit
 
-    return _audit(path, load_model=load_model)
+    return _audit(path, load_model=load_model, public_key=public_key)
+
+
+def sign_release(
+    path: str | Path, key: str | Path, *, password: str | None = None, load_model: bool = True
+) -> SignedRelease:
+    """Sign the release bundle at `path` with the elliptic-curve private key in the PEM file
+    `key` (OpenSSF model signing, `path/release.sig`), once it passes `audit`; the key is read
+    where it lies and never copied."""
+    from cairn.client import sign_release as _sign
+
+    return _sign(path, key, password=password, load_model=load_model)
 
 
 def reproduce(

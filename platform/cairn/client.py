@@ -23,6 +23,7 @@ from cairn.results import (
     RunResult,
     RunStatus,
     RunSummary,
+    SignedRelease,
 )
 from cairn.settings import Settings
 
@@ -304,10 +305,25 @@ class Client:
         with self.engine.sessions() as s:
             return tokens.has_admin(s)
 
-    def audit(self, path: str | Path, *, load_model: bool = True) -> AuditReport:
+    def audit(
+        self, path: str | Path, *, load_model: bool = True, public_key: str | Path | None = None
+    ) -> AuditReport:
         """Verify a release bundle (or re-hash one artifact) at `path`: `ok` only when every
-        check holds; each failing check names the files. Needs nothing but the bundle."""
-        return audit(path, load_model=load_model)
+        check holds; each failing check names the files. Needs nothing but the bundle (and, to
+        verify its signature, the signer's `public_key`)."""
+        return audit(path, load_model=load_model, public_key=public_key)
+
+    def sign_release(
+        self,
+        path: str | Path,
+        key: str | Path,
+        *,
+        password: str | None = None,
+        load_model: bool = True,
+    ) -> SignedRelease:
+        """Sign the release bundle at `path` with the EC private key file `key` (OpenSSF model
+        signing): `path/release.sig`. Needs nothing but the bundle and the key."""
+        return sign_release(path, key, password=password, load_model=load_model)
 
     # -- the dashboard's reads (cairn server's pages) --------------------------------------------
     def step_graph(self, run_id: str) -> list[dict[str, Any]]:
@@ -415,13 +431,44 @@ class Client:
             return stats.collect(s)
 
 
-def audit(path: str | Path, *, load_model: bool = True) -> AuditReport:
+def audit(
+    path: str | Path, *, load_model: bool = True, public_key: str | Path | None = None
+) -> AuditReport:
     """`Client.audit` without a deployment: an audit needs only the bundle."""
     from cairn.artifacts.audit import audit as run_audit
+    from cairn.artifacts.signing import load_public_key
 
     if not Path(path).is_dir():
         raise CairnError(f"{path}: no such directory; give the path of a release bundle")
-    return run_audit(path, load_model=load_model)
+    if public_key is not None:
+        load_public_key(Path(public_key))  # a bad key is the caller's error, not a finding
+    return run_audit(
+        path, load_model=load_model, public_key=None if public_key is None else Path(public_key)
+    )
+
+
+def sign_release(
+    path: str | Path, key: str | Path, *, password: str | None = None, load_model: bool = True
+) -> SignedRelease:
+    """`Client.sign_release` without a deployment: the bundle must pass `audit` first."""
+    from cairn.artifacts import signing
+
+    root, key = Path(path), Path(key)
+    if not root.is_dir():
+        raise CairnError(f"{path}: no such directory; give the path of a release bundle")
+    signing.refuse_unsignable(root, key)
+    public = signing.load_private_key(key, password)
+    report = audit(root, load_model=load_model)
+    if not report.ok:
+        failed = [f"{c.name}: {c.problems[0]}" for c in report.checks if not c.ok]
+        raise CairnError(
+            f"{root}: not signed, because the audit fails ({'; '.join(failed)}); fix: run "
+            f"`cairn audit {root}` and sign a bundle that passes"
+        )
+    files = signing.sign(root, key, password)
+    return SignedRelease(
+        str(root), str(root / signing.SIGNATURE), files, signing.key_hint(public), report
+    )
 
 
 def endpoint(path: Path) -> dict[str, Any]:

@@ -489,3 +489,35 @@ class ReproduceReport:
             "versions": {p: {"recorded": r, "installed": i} for p, (r, i) in self.versions.items()},
             "artifacts": [a.to_dict() for a in self.artifacts],
         }
+
+
+@dataclass
+class SignedRelease:
+    """What `cairn release sign` did: the bundle, its signature file, how many files it signs,
+    the signing key's public half as model-signing names it (sha256 of its PEM), and the audit
+    the bundle passed before it was signed."""
+
+    path: str
+    signature: str
+    files: int
+    key_sha256: str
+    audit: AuditReport
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "signature": self.signature,
+            "files": self.files,
+            "key_sha256": self.key_sha256,
+            "audit": self.audit.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SignedRelease:
+        return cls(
+            d["path"],
+            d["signature"],
+            d["files"],
+            d["key_sha256"],
+            AuditReport.from_dict(d["audit"]),
+        )

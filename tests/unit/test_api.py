@@ -87,6 +87,7 @@ def test_every_result_type_and_api_function_is_exported() -> None:
         "resume",
         "run",
         "runs",
+        "sign_release",
         "status",
         "submit",
     }

@@ -12,6 +12,10 @@ Checks, each reported with the files it names:
 - copies: each file copied out of an artifact (model, checkpoints, data, logs, evals) matches
   that artifact's manifest, and the model and checkpoints are complete;
 - evals: each evaluation report names this model's digest;
+- provenance: the SLSA statement, when the bundle has one, names every file with its sha256 and
+  the sources lineage.json records (`provenance.py`);
+- signature: when the bundle is signed (`release.sig`, the one file SHA256SUMS may not list) the
+  files it signs are the bundle's, and with a public key model-signing verifies it (`signing.py`);
 - model: the model loads with transformers and generates.
 The release's identity is the sha256 of its SHA256SUMS, printed so it can be compared with the
 published one.
@@ -33,6 +37,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from cairn.artifacts import provenance, signing
 from cairn.artifacts.confined import Folder, Opt, Refused, Values, parse_json, path_problem, shown
 from cairn.results import AuditReport, Check
 from cairn.stage.files import MANIFEST, artifact_digest, manifest_digest, manifest_problem
@@ -78,8 +83,9 @@ _INDEX = [
 _REPORT = {"model": Opt({"digest": Opt(str)})}
 
 
-def audit(path: str | Path, load_model: bool = True) -> AuditReport:
-    """Verify the release bundle at `path`; never raises for a bad bundle (it reports it)."""
+def audit(path: str | Path, load_model: bool = True, public_key: Path | None = None) -> AuditReport:
+    """Verify the release bundle at `path`; never raises for a bad bundle (it reports it). With
+    `public_key`, the bundle must be signed by its private key."""
     root = Path(path)
     seal = None
     if not os.path.lexists(root / SUMS) and _is_regular(root / MANIFEST):
@@ -93,6 +99,10 @@ def audit(path: str | Path, load_model: bool = True) -> AuditReport:
         if os.path.lexists(root / MANIFEST):  # a plain artifact: re-hash it against its manifest
             check, report.bundle_digest = _against_manifest(Folder(root), "artifact")
             report.checks.append(check)
+            if public_key is not None:
+                report.checks.append(
+                    Check("signature", [f"{root}: one artifact, not a release bundle: not signed"])
+                )
             return report
         report.checks.append(
             Check(
@@ -101,11 +111,13 @@ def audit(path: str | Path, load_model: bool = True) -> AuditReport:
             )
         )
         return report
-    _audit_bundle(Folder(root), report, load_model)
+    _audit_bundle(Folder(root), report, load_model, public_key)
     return report
 
 
-def _audit_bundle(bundle: Folder, report: AuditReport, load_model: bool) -> None:
+def _audit_bundle(
+    bundle: Folder, report: AuditReport, load_model: bool, public_key: Path | None
+) -> None:
     lineage, manifests, lineage_check = _lineage(bundle)
     check = Check("checksums")
     try:
@@ -123,6 +135,13 @@ def _audit_bundle(bundle: Folder, report: AuditReport, load_model: bool) -> None
         report.model_digest = lineage["release"]["model"]
         report.checks.append(_copies(bundle, lineage, manifests))
         report.checks.append(_evals(bundle, lineage, manifests))
+    unsubjected = {SUMS, signing.SIGNATURE}
+    for found in (
+        provenance.check(bundle, lineage, manifests, unsubjected),
+        signing.check(bundle, public_key),
+    ):
+        if found is not None:
+            report.checks.append(found)
     if load_model:
         report.checks.append(_model(bundle))
 
@@ -244,7 +263,8 @@ def _listed(sums: bytes, check: Check) -> dict[str, str]:
 
 def _checksums(bundle: Folder, sums: bytes, known: dict[str, str], check: Check) -> None:
     listed = _listed(sums, check)
-    unlisted = sorted(bundle.files.keys() - listed.keys() - {SUMS})
+    # The signature signs SHA256SUMS, so it cannot be listed there.
+    unlisted = sorted(bundle.files.keys() - listed.keys() - {SUMS, signing.SIGNATURE})
     for rel, digest in sorted(listed.items()):
         if rel in bundle.odd:
             continue  # a link or special file: reported once, as what it is

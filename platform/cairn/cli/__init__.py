@@ -5,6 +5,7 @@
 | `runs.py` | validate, run, submit, status, runs, logs, cancel, resume |
 | `artifacts.py` | lineage, audit, data-order, serve, stop |
 | `reproduce.py` | reproduce |
+| `release.py` | release sign |
 | `database.py` | db upgrade, db downgrade |
 | `server.py` | server, token create / list / revoke |
 | `app.py` | the Typer app, `--json` output and error conventions |
@@ -13,7 +14,14 @@
 
 from __future__ import annotations
 
-from cairn.cli import artifacts, database, reproduce, runs, server  # noqa: F401  (each registers its commands)
+from cairn.cli import (  # noqa: F401  (each registers its commands)
+    artifacts,
+    database,
+    release,
+    reproduce,
+    runs,
+    server,
+)
 from cairn.cli.app import app
 
 

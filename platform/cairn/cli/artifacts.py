@@ -78,15 +78,41 @@ def audit(
     no_load: Annotated[
         bool, typer.Option("--no-load", help="skip loading the model (faster)")
     ] = False,
+    verify_signature: Annotated[
+        bool,
+        typer.Option(
+            "--verify-signature",
+            help="require release.sig and verify it with model-signing (needs --public-key)",
+        ),
+    ] = False,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            help="the signer's EC public key (PEM) for --verify-signature",
+            dir_okay=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Verify a release: checksums, lineage back to raw sources, copies, evals, model loads.
+    """Verify a release: checksums, lineage back to raw sources, copies, evals, SLSA
+    provenance, signature, model loads.
 
     Exit code 0 only when every check holds; each failure names the file. Needs only the
-    bundle: no database, store or network.
+    bundle: no database, store or network. A signed bundle's `release.sig` is always checked
+    against the files; `--verify-signature --public-key PUB.pem` also requires it and has
+    model-signing verify who signed it (see `cairn release sign --help`).
     """
+    if verify_signature != (public_key is not None):
+        fail(
+            CairnError(
+                "--verify-signature and --public-key PUB.pem go together: the signature is "
+                "verified with the signer's public key"
+            ),
+            as_json,
+        )
     try:
-        report = cairn.audit(path, load_model=not no_load)
+        report = cairn.audit(path, load_model=not no_load, public_key=public_key)
     except CairnError as e:
         fail(e, as_json)
     if as_json:

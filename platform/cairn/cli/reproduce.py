@@ -54,7 +54,8 @@ def reproduce(
     first that differs is named with its differing files. Exit code 0 only when all are
     bit-identical.
 
-    Example: cairn reproduce .cairn/store/release/publish/<fingerprint>/release/quickstart
+    Example (the quickstart's release): cairn reproduce
+    .cairn/store/release/release/FINGERPRINT/release/quickstart
     """
     from cairn.cli.display import PlainDisplay
 

@@ -25,87 +25,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cairn import audit
-from cairn.artifacts.store import ArtifactStore, describe_source
+from cairn.artifacts.store import ArtifactStore
 from cairn.cli import app
 from cairn.results import AuditReport
-from cairn.stage import ArtifactType, InputArtifact
-from cairn.stages.release import SPEC, ReleaseConfig
-from cairn.testing import local_context
-from tests.unit.stages.test_release import WORKFLOW
-from tests.unit.stages.test_release import _seal as seal_staged
-
-
-def _seal(store: ArtifactStore, files: dict[str, str], kind: str, type_: str, parents: list):
-    """Seal an artifact of `files` ({path: text}) as the engine would after a step of `kind`."""
-    staging = Path(store.root).parent / "staging" / kind
-    for rel, text in files.items():
-        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-        (staging / rel).write_text(text)
-    return seal_staged(store, staging, kind, type_, parents)
-
-
-def _parent(slot: str, digest: str, type_: str, uri: str) -> dict:
-    # As the engine records an input: `name` is the path for a source, `step.output` otherwise.
-    name = uri if type_ == "raw" else f"upstream.{type_}"
-    return {"slot": slot, "digest": digest, "type": type_, "uri": uri, "name": name}
-
-
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A release bundle as the release stage writes it (shape of a real one, tiny files)."""
-    root = tmp_path_factory.mktemp("chain")
-    store = ArtifactStore(root / "store")
-    source = root / "corpus.txt"
-    source.write_text("To be, or not to be.\n")
-    src, _ = describe_source(str(source), "raw")
-    dataset = _seal(
-        store,
-        {"dataset.json": "{}", "tokenizer/tokenizer.json": "{}", "documents.jsonl": "{}\n"},
-        "curate",
-        "dataset",
-        [_parent("sources", src, "raw", str(source))],
-    )
-    model = _seal(
-        store,
-        {
-            "config.json": '{"model_type": "llama"}',
-            "model.safetensors": "weights",
-            "training_metrics.jsonl": '{"step": 1, "train/loss": 6.0}\n',
-            "checkpoints/step-0000001/model.safetensors": "weights at step 1",
-            "checkpoints.json": json.dumps(
-                [{"step": 1, "tokens_seen": 64, "path": "checkpoints/step-0000001"}]
-            ),
-        },
-        "pretrain",
-        "model",
-        [_parent("dataset", dataset.digest, "dataset", dataset.uri)],
-    )
-    report = _seal(
-        store,
-        {"report.json": json.dumps({"model": {"digest": model.digest}})},
-        "evaluate",
-        "eval_report",
-        [_parent("model", model.digest, "model", model.uri)],
-    )
-    ctx = local_context(root / "release", step="release")
-    ctx.workflow = {**WORKFLOW, "text": "name: demo\nsteps: {}\n"}
-    meta = SPEC.run(
-        ReleaseConfig(),
-        {
-            "model": InputArtifact(Path(model.uri), ArtifactType.MODEL, model.digest, {}),
-            "evals": [InputArtifact(Path(report.uri), ArtifactType.EVAL_REPORT, report.digest, {})],
-        },
-        ctx,
-    )
-    return ctx.output_path("release") / meta["release"]["bundle"]
-
-
-@pytest.fixture
-def bundle(clean: Path, tmp_path: Path) -> Path:
-    """A fresh copy of the clean bundle for one test to break, with a file beside it."""
-    copy = tmp_path / "site" / "bundle"
-    shutil.copytree(clean, copy)
-    return copy
 
 
 def _problems(report: AuditReport, check: str | None = None) -> list[str]:
@@ -159,7 +81,13 @@ def opened() -> Iterator[list[str]]:
 def test_a_bundle_the_release_stage_writes_passes(clean: Path) -> None:
     report = audit(clean, load_model=False)
     assert report.ok, _problems(report)
-    assert [c.name for c in report.checks] == ["checksums", "lineage", "copies", "evals"]
+    assert [c.name for c in report.checks] == [
+        "checksums",
+        "lineage",
+        "copies",
+        "evals",
+        "provenance",
+    ]
     assert {"checkpoints/index.json", "lineage.json", "model/config.json"} <= {
         line.split("  ", 1)[1] for line in _sums_lines(clean)
     }
@@ -351,14 +279,23 @@ def test_a_sha256sums_that_is_a_symlink_is_not_followed(bundle: Path, tmp_path: 
 
 def test_a_missing_file_is_named(bundle: Path) -> None:
     (bundle / "DATA_CARD.md").unlink()
-    assert _problems(audit(bundle, load_model=False)) == ["DATA_CARD.md: missing"]
+    report = audit(bundle, load_model=False)
+    assert _problems(report, "checksums") == ["DATA_CARD.md: missing"]
+    assert _problems(report, "provenance") == [
+        "DATA_CARD.md: missing (a subject of provenance.intoto.json)"
+    ]
 
 
 def test_an_unlisted_file_fails(bundle: Path) -> None:
     """A bundle is judged on what it lists and holds: a file nobody vouches for is a failure."""
     (bundle / "model" / "extra.bin").write_bytes(b"x")
-    assert _problems(audit(bundle, load_model=False)) == [
-        "model/extra.bin: not listed in SHA256SUMS"
+    report = audit(bundle, load_model=False)
+    assert _problems(report, "checksums") == ["model/extra.bin: not listed in SHA256SUMS"]
+    assert _problems(report, "provenance") == [
+        "model/extra.bin: not a subject of provenance.intoto.json"
+    ]
+    assert not [
+        c.name for c in report.checks if c.name not in ("checksums", "provenance") and not c.ok
     ]
 
 
@@ -373,8 +310,12 @@ def _lineage(bundle: Path, data: bytes, complete: bool = False) -> list[str]:
     report = audit(bundle, load_model=False)
     assert not report.ok
     checks = ["checksums", "lineage"] + (["copies", "evals"] if complete else [])
-    assert [c.name for c in report.checks] == checks
-    return _problems(report)
+    assert [c.name for c in report.checks] == [*checks, "provenance"]
+    # The SLSA statement still holds lineage.json's sha256 as released.
+    assert "lineage.json: differs from its subject in provenance.intoto.json" in _problems(
+        report, "provenance"
+    )
+    return [p for c in report.checks if c.name != "provenance" for p in c.problems]
 
 
 def test_a_lineage_json_nested_100000_deep_is_a_verdict(bundle: Path) -> None:
@@ -460,12 +401,18 @@ def test_a_manifest_that_is_a_list_is_named(bundle: Path) -> None:
     assert f"{rel}: the top level: expected an object, got a list" in _problems(report, "lineage")
 
 
+# A forger who rewrites SHA256SUMS still meets the SLSA statement's record of the file.
+INDEX_CHANGED = "checkpoints/index.json: differs from its subject in provenance.intoto.json"
+
+
 def test_a_malformed_checkpoint_index_is_named(bundle: Path) -> None:
     (bundle / "checkpoints/index.json").write_text('[{"path_in_artifact": 3, "files": []}]')
     _relist(bundle, "checkpoints/index.json")
-    assert _problems(audit(bundle, load_model=False)) == [
+    report = audit(bundle, load_model=False)
+    assert _problems(report, "copies") == [
         "checkpoints/index.json: [0].path_in_artifact: expected a string, got 3"
     ]
+    assert _problems(report, "provenance") == [INDEX_CHANGED]
 
 
 def test_a_checkpoint_index_pointing_outside_is_not_followed(bundle: Path) -> None:
@@ -473,7 +420,9 @@ def test_a_checkpoint_index_pointing_outside_is_not_followed(bundle: Path) -> No
     index[0]["bundle_path"] = "../../../etc"
     (bundle / "checkpoints/index.json").write_text(json.dumps(index))
     _relist(bundle, "checkpoints/index.json")
-    problems = _problems(audit(bundle, load_model=False))
+    report = audit(bundle, load_model=False)
+    assert _problems(report, "provenance") == [INDEX_CHANGED]
+    problems = _problems(report, "copies")
     assert len(problems) == 1
     assert problems[0].startswith("checkpoints/index.json: the checkpoint at step 1: ../../../etc/")
     assert problems[0].endswith("climbs out through '..', which leaves the bundle; not read")

@@ -231,7 +231,14 @@ def test_bundle_has_everything_the_issue_lists(bundle: Path, chain: dict) -> Non
 def test_clean_release_passes_audit(bundle: Path, chain: dict) -> None:
     report = audit(bundle)
     assert report.ok, [c for c in report.checks if not c.ok]
-    assert [c.name for c in report.checks] == ["checksums", "lineage", "copies", "evals", "model"]
+    assert [c.name for c in report.checks] == [
+        "checksums",
+        "lineage",
+        "copies",
+        "evals",
+        "provenance",
+        "model",
+    ]
     # Given the store artifact around it, the audit checks the store's seal as well.
     in_store = audit(bundle.parent, load_model=False)
     assert in_store.ok and in_store.path == str(bundle)

@@ -14,7 +14,12 @@ with `cairn audit` without Cairn's database or store. The bundle is the director
     evals/<step>/               evaluation reports with per-sample predictions
     config/                     workflow file, every step's resolved config, code and packages
     lineage.json, lineage/      the graph from raw sources to this model, verbatim manifests
-    SHA256SUMS                  every file's sha256
+    provenance.intoto.json      SLSA provenance (in-toto Statement v1): the workflow, every raw
+                                source and imported model by digest, every file as a subject
+    SHA256SUMS                  every file's sha256 (the statement's too)
+
+`cairn release sign` adds `release.sig` (OpenSSF model signing, outside SHA256SUMS: it signs
+every other file).
 
 The engine registers the released model in the MLflow Model Registry with its lineage tags.
 
@@ -71,7 +76,8 @@ SPEC = register(
         default_resources=Resources(num_workers=1, cpus_per_worker=1),
         doc=(
             "Publish a model with its full ancestry: weights, checkpoints, data manifest, configs, "
-            "logs, evals, model and data cards, lineage.json and SHA256SUMS (see `cairn audit`)."
+            "logs, evals, model and data cards, lineage.json, SLSA provenance and SHA256SUMS (see "
+            "`cairn audit`, `cairn release sign`)."
         ),
     )
 )

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from cairn.errors import CairnError, StageError
-from cairn.stage import Ancestor, Ancestry, Context, InputArtifact, Inputs, Outputs, package_version
+from cairn.stage import (
+    Ancestor,
+    Ancestry,
+    Context,
+    InputArtifact,
+    Inputs,
+    Outputs,
+    package_version,
+    provenance,
+)
 from cairn.stage.files import canonical_json, manifest_digest, sha256_file
 from cairn.stage.lineage import modified
 from cairn.stage.usage import add
@@ -73,14 +82,17 @@ class Bundle:
                 size += f["size"]
         return size
 
-    def checksums(self) -> str:
-        """SHA256SUMS over every file written (sha256sum -c reads it)."""
-        lines = []
-        for p in sorted(self.root.rglob("*")):
-            rel = p.relative_to(self.root).as_posix()
-            if p.is_file() and rel != SUMS:
-                lines.append(f"{sha256_file(p)}  {rel}\n")
-        text = "".join(lines)
+    def hashes(self) -> dict[str, str]:
+        """{path: sha256} of every file written so far but SHA256SUMS."""
+        return {
+            rel: sha256_file(p)
+            for p in sorted(self.root.rglob("*"))
+            if p.is_file() and (rel := p.relative_to(self.root).as_posix()) != SUMS
+        }
+
+    def checksums(self, hashes: dict[str, str]) -> str:
+        """SHA256SUMS over `hashes`, every file but itself (sha256sum -c reads it)."""
+        text = "".join(f"{sha}  {rel}\n" for rel, sha in sorted(hashes.items()))
         (self.root / SUMS).write_text(text)
         return text
 
@@ -93,7 +105,7 @@ def build(config: ReleaseConfig, inputs: Inputs, ctx: Context) -> Outputs:
     evals = evals if isinstance(evals, list) else [evals]
     name = config.name or str(ctx.workflow.get("name") or "model")
 
-    ctx.progress(0, 6, "walking the model's ancestry")
+    ctx.progress(0, 7, "walking the model's ancestry")
     nodes = ctx.ancestry(model, *evals)
     _check_evals(evals, nodes, model.digest)
     order = nodes.topological()
@@ -103,7 +115,7 @@ def build(config: ReleaseConfig, inputs: Inputs, ctx: Context) -> Outputs:
     bundle = Bundle(ctx.output_path("release") / name)
     bundle.root.mkdir()
 
-    ctx.progress(1, 6, "copying the model and its checkpoints")
+    ctx.progress(1, 7, "copying the model and its checkpoints")
     released = nodes[model.digest]
     for f in released.manifest["files"]:
         if not f["path"].startswith("checkpoints/"):
@@ -112,17 +124,17 @@ def build(config: ReleaseConfig, inputs: Inputs, ctx: Context) -> Outputs:
     if config.include_sources:
         carry_sources(bundle, order, config.include_sources_max_mb)
 
-    ctx.progress(2, 6, "collecting data, training logs and evaluations")
+    ctx.progress(2, 7, "collecting data, training logs and evaluations")
     data = _data(bundle, order, steps)
     training = _training(bundle, order, steps)
     scores = _evals(bundle, [nodes[e.digest] for e in evals], steps)
 
-    ctx.progress(3, 6, "writing configs and lineage")
+    ctx.progress(3, 7, "writing configs and lineage")
     environment = _config(bundle, order, steps, ctx, name, config)
     lineage = _lineage(bundle, order, steps, name, model.digest, [e.digest for e in evals])
     compute = _compute(bundle, order, ctx.compute)
 
-    ctx.progress(4, 6, "writing the model and data cards")
+    ctx.progress(4, 7, "writing the model and data cards")
     facts = {
         "name": name,
         "config": config.model_dump(),
@@ -139,15 +151,32 @@ def build(config: ReleaseConfig, inputs: Inputs, ctx: Context) -> Outputs:
     bundle.write_text("README.md", model_card(facts))
     bundle.write_text("DATA_CARD.md", data_card(facts))
 
-    ctx.progress(5, 6, "checksums")
-    sums = bundle.checksums()
+    ctx.progress(5, 7, "provenance")
+    # The statement's subjects are every file so far; SHA256SUMS then lists the statement too.
+    hashes = bundle.hashes()
+    bundle.write_json(
+        provenance.STATEMENT,
+        provenance.statement(
+            subjects=hashes,
+            lineage=lineage,
+            manifests={n.digest: n.manifest for n in order},
+            workflow=ctx.workflow,
+            run_id=ctx.run_id,
+            step=str(ctx.step),
+            cairn_version=package_version("cairn"),
+        ),
+    )
+    hashes[provenance.STATEMENT] = sha256_file(bundle.root / provenance.STATEMENT)
+
+    ctx.progress(6, 7, "checksums")
+    sums = bundle.checksums(hashes)
     n_files = sums.count("\n")
     size = sum(p.stat().st_size for p in bundle.root.rglob("*") if p.is_file())
     ctx.log(
         f"release: {name} — {n_files} files, {size / 2**20:.1f} MiB, {len(order)} artifacts in "
         f"lineage, {len(checkpoints)} checkpoints, {len(scores)} eval reports"
     )
-    ctx.progress(6, 6, "done")
+    ctx.progress(7, 7, "done")
     return {
         "release": {
             "name": name,

@@ -92,7 +92,11 @@ def model_card(f: dict[str, Any]) -> str:
         "## Verify this release\n",
         "`cairn audit .` re-checks every file against `SHA256SUMS`, every copied file against the "
         "manifest of the artifact it came from, every lineage edge back to the raw sources, that "
-        "the model loads, and that the evaluation reports refer to this model's digest.\n",
+        "the model loads, and that the evaluation reports refer to this model's digest. "
+        "`provenance.intoto.json` is the release's SLSA provenance (in-toto); if the publisher "
+        "signed the release, `release.sig` verifies with their public key: "
+        "`cairn audit . --verify-signature --public-key PUB.pem`, or without Cairn "
+        "`model_signing verify key --signature release.sig --public_key PUB.pem .`.\n",
         "## Reproduce\n",
         "`config/workflow.yaml` is the workflow; `config/steps.json` holds each step's resolved "
         "config and fingerprint inputs; `config/environment.json` the package versions. "
