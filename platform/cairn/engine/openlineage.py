@@ -123,7 +123,18 @@ class Lineage:
         if self.client is None and configured():
             from openlineage.client import OpenLineageClient
 
-            self.client = OpenLineageClient()
+            try:
+                self.client = OpenLineageClient()
+            except Exception as ex:  # a configuration it cannot use: the run goes on without
+                log.warning(
+                    "OpenLineage: the configured transport cannot be used (%s: %s); run %s "
+                    "sends no events. Fix: correct OPENLINEAGE_URL / OPENLINEAGE_CONFIG / "
+                    "openlineage.yml / OPENLINEAGE__TRANSPORT__* (see openlineage-python's "
+                    "documentation), or set OPENLINEAGE_DISABLED=true",
+                    type(ex).__name__,
+                    ex,
+                    run_id,
+                )
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._failed = False  # a send failed: the rest are dropped

@@ -197,6 +197,16 @@ def test_an_unreachable_endpoint_never_fails_the_run(no_config, monkeypatch, hom
     assert result.run_id in warnings[0] and "ConnectionError" in warnings[0]
 
 
+def test_an_unusable_configuration_never_fails_the_run(no_config, monkeypatch, home, caplog):
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "no_such_transport")
+    engine = make_engine(home)
+    with caplog.at_level(logging.WARNING, logger="cairn.engine.openlineage"):
+        result = engine.run(load_workflow(write_wf(home)))
+    assert result.state == "succeeded"
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "cairn.engine.openlineage"]
+    assert "no_such_transport" in warning and result.run_id in warning
+
+
 def test_a_bug_building_events_never_fails_the_run(events_file, monkeypatch, home, caplog):
     def bug(*args, **kwargs):
         raise KeyError("oops")
