@@ -33,21 +33,25 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cairn.workflow import Step, Workflow
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
 log = logging.getLogger(__name__)
 
-# Who made the events, and where Cairn's own facets are specified (facets/*.json beside this
-# module, published under this address).
+# Who made the events, and where Cairn's own facets are specified (openlineage_facets.json beside
+# this module, published under this address).
 PRODUCER = "https://github.com/cairn-llm/cairn"
 FACETS_URL = f"{PRODUCER}/blob/main/platform/cairn/engine/openlineage_facets.json"
 # Step runs' ids: the same Cairn run, step and attempt always give the same OpenLineage run id, so
 # a cache hit can name the run that computed its outputs.
 RUN_IDS = uuid.UUID("4f0e2c52-9c1b-4d0e-8a57-6b7f3c2d1a90")
 CLOSE_WAIT_S = 30.0  # the longest a run's end waits for its events to be sent
+CONFIG = "OPENLINEAGE_URL / OPENLINEAGE_CONFIG / openlineage.yml / OPENLINEAGE__TRANSPORT__*"
 Inputs = dict[str, list[dict[str, Any]]]
 
 
@@ -114,7 +118,9 @@ class Lineage:
 
     `sessions` finds, for a cache hit, the run that computed its outputs."""
 
-    def __init__(self, wf: Workflow, run_id: str, sessions: Any, client: Any = None) -> None:
+    def __init__(
+        self, wf: Workflow, run_id: str, sessions: sessionmaker[Session], client: Any = None
+    ) -> None:
         self.wf = wf
         self.run_id = run_id
         self.sessions = sessions
@@ -128,12 +134,12 @@ class Lineage:
             except Exception as ex:  # a configuration it cannot use: the run goes on without
                 log.warning(
                     "OpenLineage: the configured transport cannot be used (%s: %s); run %s "
-                    "sends no events. Fix: correct OPENLINEAGE_URL / OPENLINEAGE_CONFIG / "
-                    "openlineage.yml / OPENLINEAGE__TRANSPORT__* (see openlineage-python's "
-                    "documentation), or set OPENLINEAGE_DISABLED=true",
+                    "sends no events. Fix: correct %s (see openlineage-python's documentation), "
+                    "or set OPENLINEAGE_DISABLED=true",
                     type(ex).__name__,
                     ex,
                     run_id,
+                    CONFIG,
                 )
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -389,12 +395,12 @@ class Lineage:
                     log.warning(
                         "OpenLineage: could not send the events of run %s (%s: %s); its "
                         "remaining events are dropped. Fix: check the transport configured in "
-                        "OPENLINEAGE_URL / OPENLINEAGE_CONFIG / openlineage.yml / "
-                        "OPENLINEAGE__TRANSPORT__* (is the endpoint up and reachable from this "
-                        "machine?), or set OPENLINEAGE_DISABLED=true",
+                        "%s (is the endpoint up and reachable from here?), or set "
+                        "OPENLINEAGE_DISABLED=true",
                         self.run_id,
                         type(ex).__name__,
                         ex,
+                        CONFIG,
                     )
             self._queue.task_done()
 
@@ -406,10 +412,11 @@ class Lineage:
         if self._thread.is_alive():
             log.warning(
                 "OpenLineage: %d event(s) of run %s still unsent after %.0f s; not waiting "
-                "longer. Fix: check that the configured endpoint answers promptly",
+                "longer. Fix: check that the endpoint configured in %s answers promptly",
                 self._queue.qsize(),
                 self.run_id,
                 CLOSE_WAIT_S,
+                CONFIG,
             )
         else:
             self.client.close(CLOSE_WAIT_S)
