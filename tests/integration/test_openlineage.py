@@ -5,19 +5,17 @@ every event is valid against the spec's schemas, and each says what the step rea
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from cairn.workflow import load_workflow
 from tests.integration.conftest import LIFECYCLE, TRAIL_MODEL, Trail, tiny
-from tests.openlineage import validate
+from tests.openlineage import Endpoint, validate
 
 # A step the trail does not have: scores the trail's aligned model on fewer examples.
 RESCORED = """
@@ -28,49 +26,16 @@ RESCORED = """
 """
 
 
-class Endpoint(ThreadingHTTPServer):
-    """A lineage server in miniature: keeps what is POSTed to it, answers 200."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.received: list[tuple[str, str, dict[str, Any]]] = []
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Endpoint
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        with self.server.lock:
-            self.server.received.append((self.path, self.headers["Content-Type"], json.loads(body)))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
-        pass  # the test reads what arrived, not an access log
-
-
 @pytest.fixture
 def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[Endpoint]:
     server = Endpoint()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    for k in [k for k in __import__("os").environ if k.startswith("OPENLINEAGE")]:
+    for k in [k for k in os.environ if k.startswith("OPENLINEAGE")]:
         monkeypatch.delenv(k)
     # The client's usual configuration, from the environment.
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "http")
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__URL", server.url)
-    try:
+    with server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_the_lifecycle_sends_valid_events_over_http(trail: Trail, endpoint: Endpoint) -> None:
@@ -81,10 +46,10 @@ def test_the_lifecycle_sends_valid_events_over_http(trail: Trail, endpoint: Endp
     assert states.pop("rescored") == "succeeded" and set(states.values()) == {"cached"}
 
     received = endpoint.received
-    assert {(path, ctype) for path, ctype, _ in received} == {
+    assert {(r.path, r.headers["Content-Type"]) for r in received} == {
         ("/api/v1/lineage", "application/json")
     }
-    events = [e for _, _, e in received]
+    events = [r.event for r in received]
     checked: set[str] = set()
     for e in events:  # every one valid, each facet against its own schema where there is one
         checked |= validate(e)

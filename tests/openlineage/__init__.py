@@ -1,13 +1,17 @@
 """Validate OpenLineage events against the spec's JSON schemas, read from disk (never the network):
 the core schema for the event, and each facet against its own schema where one is here
-(`spec/README.md` says which, and from where) or, for Cairn's facets, shipped with Cairn."""
+(`spec/README.md` says which, and from where) or, for Cairn's facets, shipped with Cairn. And a
+lineage server in miniature (`Endpoint`) that receives events over HTTP."""
 
 from __future__ import annotations
 
 import json
+import threading
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -90,3 +94,47 @@ def validate(event: dict[str, Any]) -> set[str]:
                 continue
             checked.add(name)
     return checked
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    event: dict[str, Any]
+
+
+class Endpoint(ThreadingHTTPServer):
+    """Keeps what is POSTed to it and answers 200; serves on a thread while used as `with`."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.received: list[Received] = []
+        self.lock = threading.Lock()
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> Endpoint:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Endpoint
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with self.server.lock:
+            self.server.received.append(Received(self.path, dict(self.headers), json.loads(body)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+        pass  # tests read what arrived, not an access log

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 
 import pytest
@@ -14,14 +15,14 @@ import tests.unit.engine.toy_stages  # noqa: F401  (registers toy_count and toy_
 from cairn.engine import openlineage
 from cairn.engine.openlineage import Lineage, configured, dataset_name
 from cairn.workflow import load_workflow
-from tests.openlineage import validate
+from tests.openlineage import Endpoint, validate
 from tests.unit.engine.test_engine import make_engine, write_wf
 
 
 @pytest.fixture
 def no_config(monkeypatch, tmp_path):
     """No OpenLineage configuration anywhere the client looks."""
-    for k in list(__import__("os").environ):
+    for k in list(os.environ):
         if k.startswith("OPENLINEAGE"):
             monkeypatch.delenv(k)
     monkeypatch.setenv("HOME", str(tmp_path / "nohome"))
@@ -177,6 +178,22 @@ def test_a_failed_run_fails_and_skipped_steps_abort(events_file, home):
     assert (
         "holds no files" in of(events, "toy", "FAIL")[0]["run"]["facets"]["errorMessage"]["message"]
     )
+
+
+def test_http_carries_the_api_key_in_its_header_never_in_an_event(no_config, monkeypatch, home):
+    with Endpoint() as endpoint:
+        monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "http")
+        monkeypatch.setenv("OPENLINEAGE__TRANSPORT__URL", endpoint.url)
+        monkeypatch.setenv(
+            "OPENLINEAGE__TRANSPORT__AUTH", '{"type": "api_key", "apiKey": "k-s3cr3t-42"}'
+        )
+        result = make_engine(home).run(load_workflow(write_wf(home)))
+    assert result.state == "succeeded"
+    assert len(endpoint.received) == 6
+    for r in endpoint.received:
+        validate(r.event)
+        assert r.headers["Authorization"] == "Bearer k-s3cr3t-42"
+        assert "k-s3cr3t-42" not in json.dumps(r.event)
 
 
 def test_an_unreachable_endpoint_never_fails_the_run(no_config, monkeypatch, home, caplog):
