@@ -22,6 +22,7 @@ from cairn.artifacts.store import ArtifactStore
 from cairn.db.models import Event, Run, StepRun, utcnow
 from cairn.engine.backends import Executor
 from cairn.engine.mirror import Mirror
+from cairn.engine.openlineage import Lineage
 from cairn.engine.progress import Display, NullDisplay
 from cairn.engine.recorder import Recorder, store_mlflow_id
 from cairn.engine.scheduler import Scheduler
@@ -179,6 +180,7 @@ class Engine:
             executor=self.executor,
             recorder=Recorder(self.sessions, run_id, self.settings.logs_dir(run_id)),
             mirror=Mirror(self.tracker, self.store, run_id),
+            lineage=Lineage(wf, run_id, self.sessions),
             store=self.store,
             settings=self.settings,
             display=display or self.display,

@@ -2,9 +2,10 @@
 
 The scheduler decides; it receives the parts that act through its constructor: the executor
 that runs attempts (Ray, or threads in unit tests), the recorder that commits each decision to
-Cairn's database before it is acted on, the mirror that copies it to MLflow, the artifact store
-that verifies cache hits, and the display that shows progress. It holds no state that outlives
-the run: `cairn resume` rebuilds everything from the database and the cache.
+Cairn's database before it is acted on, the mirror that copies it to MLflow, the lineage that
+sends OpenLineage events (when configured), the artifact store that verifies cache hits, and the
+display that shows progress. It holds no state that outlives the run: `cairn resume` rebuilds
+everything from the database and the cache.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cairn.engine.backends import Executor
 from cairn.engine.cluster import request_text
 from cairn.engine.fingerprint import fingerprint
 from cairn.engine.mirror import Mirror
+from cairn.engine.openlineage import Lineage
 from cairn.engine.progress import Display
 from cairn.engine.recorder import Inputs, Recorder
 from cairn.errors import CairnError, StepCancelled
@@ -65,6 +67,7 @@ class Scheduler:
         executor: Executor,
         recorder: Recorder,
         mirror: Mirror,
+        lineage: Lineage,
         store: ArtifactStore,
         settings: Settings,
         display: Display,
@@ -75,6 +78,7 @@ class Scheduler:
         self.executor = executor
         self.recorder = recorder
         self.mirror = mirror
+        self.lineage = lineage
         self.store = store
         self.settings = settings
         self.display = display
@@ -103,6 +107,7 @@ class Scheduler:
         }
         self.display.update("run", state="running", message=self.run_id)
         self.recorder.set_mlflow_run(self.mirror.start_run(self.wf, self.resumed_from))
+        self.lineage.run_started(self.resumed_from)
         error = None
         try:
             self._loop()
@@ -174,6 +179,7 @@ class Scheduler:
         self.mirror.finish(state)
         handed_off = all_cached and self._hand_off_mirror()
         self.recorder.finish(state, error)
+        self.lineage.run_finished(state, error)
         if not handed_off:
             try:
                 self.mirror.flush()
@@ -209,6 +215,9 @@ class Scheduler:
             except Exception as ex:  # already finished or its worker is gone: still mark it
                 self.recorder.write_log(r.step.name, f"[cancel] {ex}")
             self.recorder.cancelled(r.step, r.step_run_id, why)
+            self.lineage.step_failed(
+                r.step, self.results[r.step.name].attempts, r.fingerprint, "cancelled", why
+            )
             self.mirror.end(r.mlflow_run_id, "cancelled")
             self.results[r.step.name].state = "cancelled"
             self.results[r.step.name].error = why
@@ -225,6 +234,7 @@ class Scheduler:
             unreadable = self._message(step.name, ex)
             self.recorder.write_log(step.name, "".join(traceback.format_exception(ex)))
             self.recorder.unreadable_input(step, unreadable)
+            self.lineage.step_not_run(step, "failed", unreadable)
             self.results[step.name].error = unreadable
             self._done(step, "failed", {}, attempts=1)
             return
@@ -236,9 +246,11 @@ class Scheduler:
         if hit is not None:
             mid = self.mirror.cached(step, fp, inputs, hit.artifacts)
             self.recorder.cached(step, fp, inputs, hit.artifacts, mid, hit.reused)
+            self.lineage.step_cached(step, fp, inputs, hit.artifacts, hit.reused)
             self._done(step, "cached", hit.artifacts, attempts=1)
         elif why := self.executor.check(step.resources, step.spec.launcher, step.name):
             self.recorder.unschedulable(step, fp, why)
+            self.lineage.step_not_run(step, "failed", why, fp)
             self.results[step.name].error = why
             self._done(step, "failed", {}, attempts=1)
         else:
@@ -309,6 +321,7 @@ class Scheduler:
         self.running[step.name] = RunningStep(step, sr_id, handle, reporter, fp, inputs, mid)
         self.results[step.name].attempts = attempt
         self.results[step.name].state = "running"
+        self.lineage.step_started(step, attempt, fp, inputs)
         self.display.update(step.name, state="running", message=f"attempt {attempt}")
 
     def _poll(self) -> None:
@@ -397,7 +410,9 @@ class Scheduler:
             }
             for k, v in arts.items()
         }
-        self._done(r.step, "succeeded", info, attempts=self.results[r.step.name].attempts)
+        attempt = self.results[r.step.name].attempts
+        self.lineage.step_succeeded(r.step, attempt, r.fingerprint, r.inputs, info)
+        self._done(r.step, "succeeded", info, attempts=attempt)
 
     def _failed(self, r: RunningStep, ex: BaseException) -> bool:
         """Record a failed attempt; True when the step has a retry left (recorded too)."""
@@ -408,6 +423,7 @@ class Scheduler:
         detail = "".join(traceback.format_exception(ex))[-8000:]
         self.recorder.failed(r.step, r.step_run_id, attempt, state, msg, detail, self._usage(r))
         self.mirror.failed(r.mlflow_run_id, state, msg)
+        self.lineage.step_failed(r.step, attempt, r.fingerprint, state, msg)
         if not cancelled and attempt <= r.step.retries:
             self.recorder.retry(r.step, attempt + 1)
             return True
@@ -426,6 +442,7 @@ class Scheduler:
 
     def _skip(self, step: Step, why: str) -> None:
         self.recorder.skipped(step, why)
+        self.lineage.step_not_run(step, "cancelled", why)
         self.results[step.name].error = why
         self._done(step, "cancelled", {}, attempts=0)
 
