@@ -34,8 +34,8 @@ STATEMENT = "provenance.intoto.json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 # What a Cairn release build is, and who builds it (URIs that name, not locations to fetch).
-BUILD_TYPE = "https://cairn.dev/slsa/release/v1"
-BUILDER_ID = "https://cairn.dev/slsa/builder/v1"
+BUILD_TYPE = "https://github.com/cairn-llm/cairn/blob/main/docs/slsa.md#release-v1"
+BUILDER_ID = "https://github.com/cairn-llm/cairn/blob/main/docs/slsa.md#builder-v1"
 WORKFLOW_COPY = "config/workflow.yaml"
 
 
