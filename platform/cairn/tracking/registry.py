@@ -8,9 +8,31 @@ a LoggedModel without files (`MlflowTracker.log_model`). The tracker calls these
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from typing import Any
+
+
+@contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's process-global tracking URI set to `uri` for the block, then put back as it was,
+    MLFLOW_TRACKING_URI included. Some MLflow calls resolve the global URI, not their client's
+    (`Model.log`, the registry's "models:/" sources, `load_model`); MLflow's own
+    `_use_tracking_uri` would unset MLFLOW_TRACKING_URI on the way out where no global URI was
+    set, and Cairn's settings read it."""
+    from mlflow.tracking._tracking_service import utils
+
+    env, before = os.environ.get("MLFLOW_TRACKING_URI"), utils._tracking_uri
+    utils.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        utils.set_tracking_uri(before)
+        if env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def log_transformers(
@@ -27,7 +49,6 @@ def log_transformers(
     MLflow's transformers flavor ("text-generation"); returns its id."""
     import mlflow
     from mlflow.entities import LoggedModelOutput
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     model = client.create_logged_model(
         experiment_id,
@@ -38,11 +59,11 @@ def log_transformers(
         model_type="cairn-release",
     )
     try:
-        # Model.log resolves MLflow's process-global tracking URI, not a client's. A path, not a
+        # Model.log resolves MLflow's global tracking URI, not a client's. A path, not a
         # loaded pipeline: MLflow copies the files without loading the model. Requirements
         # given, or MLflow would load the model in a subprocess to infer them. No run_id: Model.log
         # would tie every metric the run logged at step 0 (compute/*) to the model.
-        with _use_tracking_uri(tracking_uri):
+        with global_tracking_uri(tracking_uri):
             mlflow.transformers.log_model(
                 local_dir,
                 name=name,
@@ -83,7 +104,6 @@ def new_version(
     """A new version of registered model `name` (created if new) that is LoggedModel
     `model_id`; returns the version number."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     try:
         client.create_registered_model(name, tags={"cairn.release": name})
@@ -93,7 +113,7 @@ def new_version(
     # Source "models:/<id>": the UI links the version to its LoggedModel through it (MLflow's SQL
     # registry does not keep ModelVersion.model_id: the id is in a tag too). The registry store
     # resolves that source through the process-global tracking URI, hence the context.
-    with _use_tracking_uri(tracking_uri):
+    with global_tracking_uri(tracking_uri):
         created = client.create_model_version(
             name,
             source=f"models:/{model_id}",
