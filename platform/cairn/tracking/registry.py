@@ -30,7 +30,7 @@ def global_tracking_uri(uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        utils.set_tracking_uri(before)
+        utils.set_tracking_uri(before)  # type: ignore[arg-type]  # None: unset, as it was
         if env is not None:
             os.environ["MLFLOW_TRACKING_URI"] = env
 
