@@ -129,6 +129,11 @@ class Mirror:
                         "cairn.step": step,
                         "cairn.artifact_digest": a["digest"],
                         "cairn.uri": a["uri"],
+                        "mlflow.note.content": (
+                            f"`{step}.{name}` of Cairn run `{self.run_id}`, content digest "
+                            f"`{a['digest']}`. Its files stay in Cairn's store (`{a['uri']}`): "
+                            "MLflow holds no copy of a model that is not released."
+                        ),
                     },
                     config,
                 )

@@ -250,7 +250,15 @@ class MlflowTracker:
         released = self._model_id(tags.get("cairn.model_digest", ""))
         if released:
             registry.copy_scores(self.client, mlflow_run_id, released, model_id)
-        return registry.new_version(self.client, self._uri, mlflow_run_id, name, model_id, tags)
+        note = (
+            f"Release `{name}` (release digest `{tags.get('cairn.release_digest', '?')}`): the "
+            f"model of content digest `{tags.get('cairn.model_digest', '?')}`, with the scores "
+            "tied to it. The run that logged it names that model as its input, and each model's "
+            "run names the model it read, back to the data; tags `cairn.lineage.<step>` hold "
+            "every ancestor's digest. `cairn audit` verifies the release bundle."
+        )
+        self.client.set_logged_model_tags(model_id, {"mlflow.note.content": note})
+        return registry.new_version(self.client, self._uri, name, model_id, tags, note)
 
     @_scrubbed
     def link_cached(self, mlflow_run_id: str, fingerprint: str, digests: dict[str, str]) -> None:

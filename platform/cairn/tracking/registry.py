@@ -96,29 +96,24 @@ def copy_scores(client: Any, mlflow_run_id: str, released: str, model_id: str) -
 def new_version(
     client: Any,
     tracking_uri: str,
-    mlflow_run_id: str,
     name: str,
     model_id: str,
     tags: dict[str, str],
+    description: str,
 ) -> str:
     """A new version of registered model `name` (created if new) that is LoggedModel
-    `model_id`; returns the version number."""
-    from mlflow.exceptions import MlflowException
+    `model_id`, described; returns the version number."""
+    import mlflow
 
-    try:
-        client.create_registered_model(name, tags={"cairn.release": name})
-    except MlflowException as e:
-        if "already exists" not in str(e).lower():
-            raise
-    # Source "models:/<id>": the UI links the version to its LoggedModel through it (MLflow's SQL
-    # registry does not keep ModelVersion.model_id: the id is in a tag too). The registry store
-    # resolves that source through the process-global tracking URI, hence the context.
+    # mlflow.register_model, not the client's create_model_version: it also tags the LoggedModel
+    # with its versions (`mlflow.modelVersions`), which the UI reads to show the model as
+    # registered. Source "models:/<id>" links the version to the LoggedModel in the UI (MLflow's
+    # SQL registry does not keep ModelVersion.model_id: the id is in a tag too). Both resolve
+    # the process-global tracking URI, hence the context.
     with global_tracking_uri(tracking_uri):
-        created = client.create_model_version(
-            name,
-            source=f"models:/{model_id}",
-            run_id=mlflow_run_id,
-            tags={**tags, "cairn.logged_model_id": model_id},
-            model_id=model_id,
+        created = mlflow.register_model(
+            f"models:/{model_id}", name, tags={**tags, "cairn.logged_model_id": model_id}
         )
+    client.set_registered_model_tag(name, "cairn.release", name)
+    client.update_model_version(name, created.version, description=description)
     return str(created.version)
