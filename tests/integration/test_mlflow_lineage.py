@@ -60,7 +60,7 @@ def test_mlflow_walks_from_the_registered_model_to_its_dataset(trail: Trail, cli
     assert model.params["hf.hidden_size"] == "64" and model.params["name"] == RELEASE
     assert version.run_id == model.source_run_id
     registered = json.loads(model.tags["mlflow.modelVersions"])  # the UI's "Model versions"
-    assert [(v["name"], str(v["version"])) for v in registered] == [(RELEASE, version.version)]
+    assert [(v["name"], str(v["version"])) for v in registered] == [(RELEASE, str(version.version))]
     assert model.tags["cairn.release_digest"] in version.description
 
     # Each model's run names the model it read; the chain ends at pretrain, which read data.
