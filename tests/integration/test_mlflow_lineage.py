@@ -171,7 +171,7 @@ def test_the_mlflow_ui_shows_the_release_its_model_and_runs(
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(arg)
-    options.add_argument("--window-size=1280,1400")  # most of each page, no scrolling
+    options.add_argument("--window-size=1280,1500")  # most of each page, no scrolling
     browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     SHOTS.mkdir(exist_ok=True)
     try:

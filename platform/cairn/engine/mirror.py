@@ -72,15 +72,18 @@ class Mirror:
         return self._nested(step, inputs, tags)
 
     def _nested(self, step: Step, inputs: Inputs, tags: dict[str, str]) -> str:
+        refs = _datasets(inputs)
+        note = f"Step `{step.name}` ({step.kind}) of Cairn run `{self.run_id}`.\n\n" + "\n".join(
+            f"- reads `{d.name}` ({d.type}, digest `{d.digest}`)" for d in refs
+        )
         mid = self.tracker.start_step(
             self.parent,
             self.run_id,
             step.name,
             step.config.model_dump(mode="json"),
-            {"cairn.kind": step.kind, **tags},
+            {"cairn.kind": step.kind, "mlflow.note.content": note, **tags},
         )
         self.steps[mid] = step
-        refs = _datasets(inputs)
         self.tracker.log_datasets(mid, [d for d in refs if d.type not in MODELS])
         models = [d for d in refs if d.type in MODELS]
         if models:
