@@ -81,7 +81,8 @@ def test_mlflow_holds_the_whole_chain(lifecycle: dict) -> None:
     assert set(nested) == {"corpus", "model", "chat", "aligned", "scores", "endpoint", "publish"}
 
     # sft reads the pretrained model as a model input (its LoggedModel), its data as a dataset
-    [read] = nested["chat"].inputs.model_inputs
+    # (get_run: search_runs leaves a run's model inputs out)
+    [read] = client.get_run(nested["chat"].info.run_id).inputs.model_inputs
     read_digest = client.get_logged_model(read.model_id).tags["cairn.artifact_digest"]
     assert read_digest == result.steps["model"].artifacts["model"].digest
     sft_inputs = nested["chat"].inputs.dataset_inputs
