@@ -4,7 +4,8 @@ One tiny workflow (the session's trail, see conftest) runs through the engine on
 on its SQLite store; then the test checks what a user of the release and an auditor would: the release passes `cairn audit`, the
 released model loads with transformers and generates (test_serve.py serves it with vLLM),
 and MLflow holds the whole chain (parent and nested runs, datasets with Cairn's digests, logged
-models, eval scores tied to the evaluated model, the registered release with lineage tags).
+models read as model inputs, eval scores tied to the evaluated model, the registered release with
+lineage tags; test_mlflow_lineage.py walks it).
 """
 
 from __future__ import annotations
@@ -79,9 +80,13 @@ def test_mlflow_holds_the_whole_chain(lifecycle: dict) -> None:
     assert len(parent) == 1
     assert set(nested) == {"corpus", "model", "chat", "aligned", "scores", "endpoint", "publish"}
 
+    # sft reads the pretrained model as a model input (its LoggedModel), its data as a dataset
+    # (get_run: search_runs leaves a run's model inputs out)
+    [read] = client.get_run(nested["chat"].info.run_id).inputs.model_inputs
+    read_digest = client.get_logged_model(read.model_id).tags["cairn.artifact_digest"]
+    assert read_digest == result.steps["model"].artifacts["model"].digest
     sft_inputs = nested["chat"].inputs.dataset_inputs
-    digests = {t.value for d in sft_inputs for t in d.tags if t.key == "cairn.artifact_digest"}
-    assert result.steps["model"].artifacts["model"].digest in digests
+    assert [d.dataset.name for d in sft_inputs] == ["./chat/sft.jsonl"]
 
     models = client.search_logged_models([exp.experiment_id])
     by_digest = {m.tags.get("cairn.artifact_digest"): m for m in models}

@@ -6,7 +6,8 @@ recomputed and recorded, and MLflow holds the trail's run with its params, metri
 models. (That a changed curate config re-runs both steps, and a changed source too, the engine's
 unit tests show on the same engine with toy kinds.) The trail's whole lifecycle run again is
 cache hits to the end, its serve step included (no server started), and its MLflow mirror is
-written after the run by a process of its own.
+written after the run by a process of its own: each hit's MLflow run names the run that computed
+it, and the parent run carries the release's digest.
 """
 
 from __future__ import annotations
@@ -112,6 +113,23 @@ def test_the_trail_again_is_all_cache_hits_and_serves_from_its_record(trail: Tra
     assert nested["endpoint"].data.tags["cairn.artifact_digest"] == endpoint.digest
     parent = client.get_run(nested["endpoint"].data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FINISHED" and parent.data.tags["cairn.run_id"] == again.run_id
+    # Each hit's run points to the trail's run that computed it (the first to), and the
+    # parent run is described, the release's digest on it.
+    with engine.sessions() as s:
+        computed = {
+            r.step: r.mlflow_run_id
+            for r in s.scalars(
+                select(StepRun).where(
+                    StepRun.run_id == trail.result.run_id, StepRun.state == "succeeded"
+                )
+            )
+        }
+    assert {s: r.data.tags["cairn.computed_by"] for s, r in nested.items()} == computed
+    assert "[model](#/experiments/" in nested["model"].data.tags["mlflow.note.content"]
+    release = trail.result.steps["publish"].artifacts["release"].digest
+    assert parent.data.tags["cairn.release_digest"] == release
+    assert release in parent.data.tags["mlflow.note.content"]
+    assert parent.data.tags["mlflow.note.content"].startswith("Cairn workflow `trail`")
 
 
 def test_mlflow_holds_runs_params_metrics_datasets_and_models(trail: Trail):

@@ -6,7 +6,10 @@ state is written. The tracker starts when the first step executes: a run whose s
 cache hits hands its calls to a process of their own instead (`cairn.engine.handoff`), so that
 nobody waits seconds for MLflow to load only to record cache hits. Tags `cairn.run_id`,
 `cairn.step` and `cairn.artifact_digest` join the two worlds; datasets carry Cairn's own sha256
-digests.
+digests. Lineage reads in MLflow itself: a step's input models are model inputs of its run (the
+LoggedModels their steps logged), so the registered release walks back model → model → dataset;
+a cache hit's run names the run that computed its artifacts (`cairn.computed_by`); the parent
+run carries the workflow's description and, once released, the release's digest.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from typing import Any
 
 from cairn.artifacts.store import ArtifactStore
 from cairn.stage import ArtifactType
-from cairn.tracking import DatasetRef, MetricPoint
+from cairn.tracking import DatasetRef, MetricPoint, digest_tags
 from cairn.tracking.background import BackgroundTracker
 from cairn.workflow import Step, Workflow
 
 Inputs = dict[str, list[dict[str, Any]]]
+
+# Inputs of these types are models: MLflow links them as model inputs, not datasets.
+MODELS = (ArtifactType.MODEL.value, ArtifactType.CHECKPOINT.value)
 
 
 class Mirror:
@@ -33,8 +39,15 @@ class Mirror:
         self.store = store
         self.run_id = run_id
         self.parent = ""
+        self.note = ""
+        self.steps: dict[str, Step] = {}  # by the step run's MLflow id: its config and kind
+        self.releases: dict[str, str] = {}  # release name → digest, for the parent run
 
     def start_run(self, wf: Workflow, resumed_from: str | None) -> str:
+        # The run's description in MLflow's UI (the "mlflow.note.content" tag).
+        self.note = (
+            wf.description.strip() or f"Cairn workflow `{wf.name}`"
+        ) + f"\n\nCairn run `{self.run_id}`, workflow version {wf.version}, digest `{wf.digest}`."
         self.parent = self.tracker.start_run(
             self.run_id,
             wf.name,
@@ -46,6 +59,7 @@ class Mirror:
             },
             {
                 "cairn.workflow": wf.name,
+                "mlflow.note.content": self.note,
                 **({"cairn.resumed_from": resumed_from} if resumed_from else {}),
             },
         )
@@ -58,20 +72,32 @@ class Mirror:
         return self._nested(step, inputs, tags)
 
     def _nested(self, step: Step, inputs: Inputs, tags: dict[str, str]) -> str:
+        refs = _datasets(inputs)
+        note = f"Step `{step.name}` ({step.kind}) of Cairn run `{self.run_id}`.\n\n" + "\n".join(
+            f"- reads `{d.name}` ({d.type}, digest `{d.digest}`)" for d in refs
+        )
         mid = self.tracker.start_step(
             self.parent,
             self.run_id,
             step.name,
             step.config.model_dump(mode="json"),
-            {"cairn.kind": step.kind, **tags},
+            {"cairn.kind": step.kind, "mlflow.note.content": note, **tags},
         )
-        self.tracker.log_datasets(mid, _datasets(inputs))
+        self.steps[mid] = step
+        self.tracker.log_datasets(mid, [d for d in refs if d.type not in MODELS])
+        models = [d for d in refs if d.type in MODELS]
+        if models:
+            self.tracker.log_model_inputs(mid, models)
         return mid
 
     def cached(self, step: Step, fp: str, inputs: Inputs, arts: dict[str, Any]) -> str:
-        """A cache hit's nested run; held with the rest while no step has executed."""
-        tags = {"cairn.state": "cached", "cairn.fingerprint": fp, **_digest_tags(arts)}
+        """A cache hit's nested run, pointing to the run that computed its artifacts; held with
+        the rest while no step has executed."""
+        digests = {k: a["digest"] for k, a in arts.items()}
+        tags = {"cairn.state": "cached", "cairn.fingerprint": fp, **digest_tags(digests)}
         mid = self._nested(step, inputs, tags)
+        self.tracker.link_cached(mid, fp, digests)
+        self._note_release(arts)
         self.tracker.end(mid, "cached")
         return mid
 
@@ -93,8 +119,9 @@ class Mirror:
     def succeeded(self, step: str, mlflow_run_id: str, arts: dict[str, Any]) -> None:
         """Models and checkpoints as LoggedModels, eval scores tied to the model they score, a
         release registered; then the step run's tags and its end."""
+        config = self._config(mlflow_run_id)
         for name, a in arts.items():
-            if a["type"] in (ArtifactType.MODEL, ArtifactType.CHECKPOINT):
+            if a["type"] in MODELS:
                 local = self.store.local_path(a["uri"], a["digest"])
                 self.tracker.log_model(
                     mlflow_run_id,
@@ -104,7 +131,14 @@ class Mirror:
                         "cairn.run_id": self.run_id,
                         "cairn.step": step,
                         "cairn.artifact_digest": a["digest"],
+                        "cairn.uri": a["uri"],
+                        "mlflow.note.content": (
+                            f"`{step}.{name}` of Cairn run `{self.run_id}`, content digest "
+                            f"`{a['digest']}`. Its files stay in Cairn's store (`{a['uri']}`): "
+                            "MLflow holds no copy of a model that is not released."
+                        ),
                     },
+                    config,
                 )
         for a in arts.values():
             meta = a["manifest"].get("metadata") or {}
@@ -114,8 +148,20 @@ class Mirror:
                 )
             if a["type"] == ArtifactType.RELEASE and meta.get("register", True):
                 self._register(step, mlflow_run_id, a, meta)
-        self.tracker.set_tags(mlflow_run_id, {"cairn.state": "succeeded", **_digest_tags(arts)})
+        self._note_release(arts)
+        digests = {k: a["digest"] for k, a in arts.items()}
+        self.tracker.set_tags(mlflow_run_id, {"cairn.state": "succeeded", **digest_tags(digests)})
         self.tracker.end(mlflow_run_id, "succeeded")
+
+    def _config(self, mlflow_run_id: str) -> dict[str, Any]:
+        step = self.steps.get(mlflow_run_id)
+        return step.config.model_dump(mode="json") if step else {}
+
+    def _note_release(self, arts: dict[str, Any]) -> None:
+        for a in arts.values():
+            if a["type"] == ArtifactType.RELEASE:
+                meta = a.get("metadata") or a.get("manifest", {}).get("metadata") or {}
+                self.releases[str(meta.get("name", "release"))] = a["digest"]
 
     def _register(
         self, step: str, mlflow_run_id: str, art: dict[str, Any], meta: dict[str, Any]
@@ -134,6 +180,7 @@ class Mirror:
                 "cairn.release_digest": art["digest"],
                 **_lineage_tags(bundle),
             },
+            self._config(mlflow_run_id),
         )
 
     def failed(self, mlflow_run_id: str, state: str, message: str) -> None:
@@ -145,7 +192,16 @@ class Mirror:
 
     def finish(self, state: str) -> None:
         if self.parent:
-            self.tracker.set_tags(self.parent, {"cairn.state": state})
+            tags = {"cairn.state": state}
+            if self.releases:  # the release's digest on the run and in its description
+                if len(self.releases) == 1:
+                    tags["cairn.release_digest"] = next(iter(self.releases.values()))
+                else:
+                    tags |= {f"cairn.release_digest.{n}": d for n, d in self.releases.items()}
+                tags["mlflow.note.content"] = self.note + "".join(
+                    f"\n\nRelease `{n}`: digest `{d}`." for n, d in self.releases.items()
+                )
+            self.tracker.set_tags(self.parent, tags)
             self.tracker.end(self.parent, state)
 
     def flush(self) -> None:
@@ -161,12 +217,6 @@ def _datasets(inputs: Inputs) -> list[DatasetRef]:
         for slot, items in inputs.items()
         for i in items
     ]
-
-
-def _digest_tags(arts: dict[str, Any]) -> dict[str, str]:
-    if len(arts) == 1:
-        return {"cairn.artifact_digest": next(iter(arts.values()))["digest"]}
-    return {f"cairn.artifact_digest.{k}": v["digest"] for k, v in arts.items()}
 
 
 def _lineage_tags(release_dir: Path) -> dict[str, str]:

@@ -153,8 +153,18 @@ class BackgroundTracker:
     def log_datasets(self, mlflow_run_id: str, datasets: list[DatasetRef]) -> None:
         self._put("log_datasets", mlflow_run_id, list(datasets))
 
-    def log_model(self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]) -> str:
-        return self._new_id("log_model", mlflow_run_id, name, local_dir, tags)
+    def log_model_inputs(self, mlflow_run_id: str, models: list[DatasetRef]) -> None:
+        self._put("log_model_inputs", mlflow_run_id, list(models))
+
+    def log_model(
+        self,
+        mlflow_run_id: str,
+        name: str,
+        local_dir: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+    ) -> str:
+        return self._new_id("log_model", mlflow_run_id, name, local_dir, tags, params)
 
     def log_model_metrics(
         self, mlflow_run_id: str, model_digest: str, metrics: dict[str, float]
@@ -162,9 +172,17 @@ class BackgroundTracker:
         self._put("log_model_metrics", mlflow_run_id, model_digest, dict(metrics))
 
     def register_model(
-        self, mlflow_run_id: str, name: str, local_dir: str, tags: dict[str, str]
+        self,
+        mlflow_run_id: str,
+        name: str,
+        local_dir: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
     ) -> str:
-        return self._new_id("register_model", mlflow_run_id, name, local_dir, tags)
+        return self._new_id("register_model", mlflow_run_id, name, local_dir, tags, params)
+
+    def link_cached(self, mlflow_run_id: str, fingerprint: str, digests: dict[str, str]) -> None:
+        self._put("link_cached", mlflow_run_id, fingerprint, dict(digests))
 
     def set_tags(self, mlflow_run_id: str, tags: dict[str, str]) -> None:
         self._put("set_tags", mlflow_run_id, dict(tags))

@@ -87,3 +87,21 @@ FIT = register(
         run=fit_run,
     )
 )
+
+
+def tune_run(config, inputs, ctx):
+    out = ctx.output_path("model")
+    weights = (inputs["model"].path / "weights.bin").read_bytes()
+    (out / "weights.bin").write_bytes(weights[::-1])
+    return {"model": {"tuned": True}}
+
+
+TUNE = register(
+    StageSpec(
+        kind="toy_tune",
+        config_model=StageConfig,
+        inputs={"model": InputSlot(ArtifactType.MODEL)},
+        outputs={"model": ArtifactType.MODEL},
+        run=tune_run,
+    )
+)
