@@ -86,6 +86,8 @@ def reproduce(
             "files that differ); restore it, or pass --allow-changed-sources to see what it "
             "changes downstream"
         )
+        if temporary:  # it holds nothing but copies of the bundle's sources
+            shutil.rmtree(home, ignore_errors=True)
         return ReproduceReport(str(root), str(home), None, found, versions, stopped, audited)
 
     wf = _workflow(root, environment, work, {n["step"] for n in nodes if not _raw(n)})

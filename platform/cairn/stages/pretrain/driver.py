@@ -63,7 +63,7 @@ def train(
     # artifacts: they go to MLflow and the step's log only.
     (out / "training_metrics.jsonl").write_text(
         "".join(
-            json.dumps({k: v for k, v in row.items() if not _measured(k)}) + "\n"
+            json.dumps({k: v for k, v in row.items() if not measured(k)}) + "\n"
             for row in state.history
         )
     )
@@ -173,6 +173,6 @@ def _export_checkpoints(
     return sorted(rows, key=lambda r: r["step"])
 
 
-def _measured(metric: str) -> bool:
+def measured(metric: str) -> bool:
     """A wall-clock measurement (throughput, MFU) rather than something the training computed."""
     return "_per_s" in metric or metric.endswith("/mfu")
