@@ -58,6 +58,15 @@ def run_folders(trail: Trail) -> set[str]:
     return {p.name for p in (trail.home / "logs").glob("r-*")}
 
 
+def _worker_pids(trail: Trail, before: set[str]) -> list[int]:
+    """The training workers' pids the new runs' step logs name (`workers_started`)."""
+    pids = []
+    for run in run_folders(trail) - before:
+        for log in (trail.home / "logs" / run).glob("*.log"):
+            pids += [int(p) for p in re.findall(r"rank \d+ pid (\d+)", log.read_text())]
+    return pids
+
+
 def wait_for(pred, timeout: float, what: str, every: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,6 +111,12 @@ def test_sigkill_driver_then_resume(trail: Trail):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
+        # The Ray Train workers too (the step log names their pids): orphaned, they went on for
+        # a second or two, which on a fast machine finished all 120 steps, so the resume had
+        # nothing left to resume (when the whole machine dies, nothing goes on).
+        for pid in _worker_pids(trail, before):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         driver.wait(30)
 
     [run_id] = run_folders(trail) - before

@@ -51,7 +51,8 @@ def test_reproduce_recomputes_the_release_bit_identical(trail: Trail, tmp_path: 
     import cairn
 
     report = cairn.reproduce(trail.bundle, home=tmp_path / "fresh")
-    assert report.ok, report.to_dict()
+    first = report.first_difference
+    assert report.ok, (first and (first.name, first.differs), report.audit_problems)
     steps = {a.name for a in report.artifacts if not a.origin}
     assert {"corpus.dataset", "model.model", "chat.model", "aligned.model"} <= steps
     assert "scores.eval_report" in steps

@@ -52,6 +52,12 @@ def evaluate(config: EvaluateConfig, inputs: Inputs, ctx: Context) -> dict[str, 
         )
     ctx.check_cancelled()
 
+    # The thread count a CPU kernel sums with can move a score in its last bits, and the report
+    # records it: set it from the step's resources, not from whatever an earlier task left in
+    # this (reused) Ray worker, so that an evaluation repeated anywhere is byte-identical.
+    import torch
+
+    torch.set_num_threads(max(1, int(ctx.resources.cpus_per_worker)))
     results, facts = harness.evaluate(
         config, model.path, tasks.manager, list(tasks.output_types.values()), ctx
     )

@@ -40,8 +40,10 @@ def quiet() -> None:
 
 
 def load_tokenizer(model_dir: Path, chat_template: str) -> Any:
-    # A directory path never reaches the Hub (and local_files_only would be saved with it).
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    # A directory path never reaches the Hub. local_files_only is given all the same: the value
+    # transformers loaded with is saved with the tokenizer, and left to the environment
+    # (HF_HUB_OFFLINE or not) it made identical trainings different artifacts.
+    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     tok.chat_template = chat_template
     if tok.pad_token is None:  # padding only; masked out of every loss
         tok.pad_token = tok.eos_token

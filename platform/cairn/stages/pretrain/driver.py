@@ -57,7 +57,10 @@ def train(
             )
         model = export_model(Path(ckpt_dir), model_config, out, ctx.checkpoint_dir)
         data_order.export(Path(ckpt_dir), data.root, data.seq_len, out)
-    AutoTokenizer.from_pretrained(data.tokenizer_dir).save_pretrained(out)
+    # local_files_only explicitly: transformers writes the flag it loaded with into
+    # tokenizer_config.json, and left to the environment (HF_HUB_OFFLINE, set by an earlier task
+    # in a reused Ray worker or not) it made identical trainings different artifacts.
+    AutoTokenizer.from_pretrained(data.tokenizer_dir, local_files_only=True).save_pretrained(out)
     # The artifact keeps what the run computed; throughput and MFU (wall-clock rates) are a
     # fact about the machine, not the model, and would make identical trainings different
     # artifacts: they go to MLflow and the step's log only.
