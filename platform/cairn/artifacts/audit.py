@@ -11,7 +11,8 @@ Checks, each reported with the files it names:
   and type, the graph ends in raw sources, and lineage.json's edges are the manifests';
 - copies: each file copied out of an artifact (model, checkpoints, data, logs, evals) matches
   that artifact's manifest, and the model and checkpoints are complete;
-- evals: each evaluation report names this model's digest;
+- evals: each evaluation report names this model's digest (lineage, copies and evals are
+  `lineage_checks.py`);
 - provenance: the SLSA statement, when the bundle has one, names every file with its sha256 and
   the sources lineage.json records (`provenance.py`);
 - signature: when the bundle is signed (`release.sig`, the one file SHA256SUMS may not list) the
@@ -37,50 +38,17 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from cairn.artifacts import provenance, signing
-from cairn.artifacts.confined import Folder, Opt, Refused, Values, parse_json, path_problem, shown
+from cairn.artifacts import lineage_checks, provenance, signing
+from cairn.artifacts.confined import Folder, Refused, parse_json, path_problem, shown
+from cairn.artifacts.lineage_checks import file_sha256
 from cairn.results import AuditReport, Check
-from cairn.stage.files import MANIFEST, artifact_digest, manifest_digest, manifest_problem
+from cairn.stage.files import MANIFEST, artifact_digest
 
 SUMS = "SHA256SUMS"
-LINEAGE = "lineage.json"
-INDEX = "checkpoints/index.json"
 # A line of sha256sum's output, in text or binary mode; the release writes "<hex>  <path>".
 _SUMS_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.*)", re.DOTALL)
-
-# What the audit reads of each JSON file (see `confined.misfit`); other fields are free.
-_FILE = {"path": str, "sha256": str}
-_PARENT = {"digest": str, "type": str, "slot": Opt(str)}
-_MANIFEST = {
-    "type": str,
-    "files": [_FILE],
-    "parents": Opt([_PARENT]),
-    "metadata": Opt({"model_digest": Opt(str)}),
-}
+# What the audit reads of a sealed manifest (see `confined.misfit`); other fields are free.
 _SEALED = {"files": [{"path": str, "sha256": str, "size": int}]}
-_LINEAGE = {
-    "release": {"model": str, "evals": Opt([str])},
-    "nodes": [
-        {
-            "digest": str,
-            "type": str,
-            "manifest": str,
-            "manifest_sha256": Opt(str),
-            "copies": Opt(Values(str)),
-        }
-    ],
-    "edges": Opt([{"parent": str, "child": str, "slot": Opt(str)}]),
-}
-_INDEX = [
-    {
-        "step": Opt(int),
-        "copied": Opt(bool),
-        "bundle_path": Opt(str),
-        "path_in_artifact": str,
-        "files": [{"path": str}],
-    }
-]
-_REPORT = {"model": Opt({"digest": Opt(str)})}
 
 
 def audit(path: str | Path, load_model: bool = True, public_key: Path | None = None) -> AuditReport:
@@ -118,7 +86,7 @@ def audit(path: str | Path, load_model: bool = True, public_key: Path | None = N
 def _audit_bundle(
     bundle: Folder, report: AuditReport, load_model: bool, public_key: Path | None
 ) -> None:
-    lineage, manifests, lineage_check = _lineage(bundle)
+    lineage, manifests, lineage_check = lineage_checks.lineage(bundle)
     check = Check("checksums")
     try:
         sums: bytes | None = bundle.read(SUMS)
@@ -133,8 +101,8 @@ def _audit_bundle(
     report.checks += [check, lineage_check]
     if lineage is not None:
         report.model_digest = lineage["release"]["model"]
-        report.checks.append(_copies(bundle, lineage, manifests))
-        report.checks.append(_evals(bundle, lineage, manifests))
+        report.checks.append(lineage_checks.copies(bundle, lineage, manifests))
+        report.checks.append(lineage_checks.evals(bundle, lineage, manifests))
     unsubjected = {SUMS, signing.SIGNATURE}
     for found in (
         provenance.check(bundle, lineage, manifests, unsubjected),
@@ -191,7 +159,7 @@ def _against_manifest(folder: Folder, name: str) -> tuple[Check, str | None]:
         elif folder.files[f["path"]] != f["size"]:
             size = folder.files[f["path"]]
             check.problems.append(f"{shown(f['path'])}: size {size} != {f['size']}")
-        elif _sha256(folder, f["path"], check) not in (None, f["sha256"]):
+        elif file_sha256(folder, f["path"], check) not in (None, f["sha256"]):
             check.problems.append(f"{shown(f['path'])}: sha256 mismatch")
     listed = {f["path"] for f in files}
     extra = sorted(folder.files.keys() - listed - {MANIFEST})
@@ -202,16 +170,6 @@ def _against_manifest(folder: Folder, name: str) -> tuple[Check, str | None]:
         else f"files match {MANIFEST}"
     )
     return check, digest
-
-
-def _sha256(folder: Folder, rel: str, check: Check) -> str | None:
-    """The file's sha256, or None with the reason added to `check` (it was replaced while the
-    audit ran, or could not be read)."""
-    try:
-        return folder.sha256(rel)
-    except Refused as e:
-        check.problems.append(str(e))
-        return None
 
 
 def _recorded_elsewhere(
@@ -272,14 +230,14 @@ def _checksums(bundle: Folder, sums: bytes, known: dict[str, str], check: Check)
             # A listed name with an unlisted file beside it whose sha256 is the listed one:
             # the name in SHA256SUMS changed, not the bundle.
             missing = problem.endswith(": missing")
-            renamed = [u for u in unlisted if missing and _sha256(bundle, u, check) == digest]
+            renamed = [u for u in unlisted if missing and file_sha256(bundle, u, check) == digest]
             check.problems.append(
                 f"{SUMS}: lists {shown(rel)}, which is not in the bundle "
                 f"({shown(renamed[0])} has its sha256)"
                 if renamed
                 else problem
             )
-        elif (actual := _sha256(bundle, rel, check)) not in (None, digest):
+        elif (actual := file_sha256(bundle, rel, check)) not in (None, digest):
             check.problems.append(
                 f"{SUMS}: wrong sha256 for {rel} (the file matches its artifact's record)"
                 if known.get(rel) == actual
@@ -287,169 +245,6 @@ def _checksums(bundle: Folder, sums: bytes, known: dict[str, str], check: Check)
             )
     check.problems += [f"{shown(rel)}: not listed in {SUMS}" for rel in unlisted]
     check.detail = f"{len(listed)} files"
-
-
-def _lineage(bundle: Folder) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]], Check]:
-    check = Check("lineage")
-    try:
-        lineage: dict[str, Any] = parse_json(LINEAGE, bundle.read(LINEAGE), _LINEAGE)
-    except Refused as e:
-        check.problems.append(str(e))
-        return None, {}, check
-    entries: dict[str, dict[str, Any]] = {}
-    manifests: dict[str, dict[str, Any]] = {}
-    for i, entry in enumerate(lineage["nodes"]):
-        digest, rel = entry["digest"], entry["manifest"]
-        if digest in entries:
-            check.problems.append(f"{LINEAGE}: nodes[{i}] repeats artifact {digest[:12]}")
-            continue
-        entries[digest] = entry
-        what = f"manifest of {entry['type']} {digest[:12]}"
-        if problem := bundle.not_a_file(
-            rel, f"{LINEAGE}: nodes[{i}].manifest", f"missing ({what})"
-        ):
-            check.problems.append(problem)
-            continue
-        try:
-            data = bundle.read(rel)
-        except Refused as e:
-            check.problems.append(str(e))
-            continue
-        try:
-            manifest = parse_json(rel, data, _MANIFEST)
-        except Refused as e:
-            check.problems.append(str(e))
-            continue
-        if problem := manifest_problem(data, digest):
-            check.problems.append(f"{rel}: {problem}")
-            continue
-        if entry.get("manifest_sha256") not in (None, manifest_digest(data)):
-            check.problems.append(f"{rel}: its provenance changed (not the manifest recorded)")
-            continue
-        manifests[digest] = manifest
-        if manifests[digest]["type"] != entry["type"]:
-            check.problems.append(f"{rel}: type differs from {LINEAGE}")
-    edges = []
-    for digest, m in manifests.items():
-        rel = entries[digest]["manifest"]
-        for parent in m.get("parents") or []:
-            edges.append(
-                {"parent": parent["digest"], "child": digest, "slot": parent.get("slot") or ""}
-            )
-            if parent["digest"] not in manifests:
-                check.problems.append(
-                    f"{rel}: parent {parent['type']} {parent['digest'][:12]} is not in the release"
-                )
-            elif manifests[parent["digest"]]["type"] != parent["type"]:
-                check.problems.append(f"{rel}: parent {parent['digest'][:12]} has the wrong type")
-        if not m.get("parents") and m["type"] != "raw":
-            check.problems.append(
-                f"{rel}: a {m['type']} with no parents — the graph does not reach raw sources"
-            )
-    listed = sorted(
-        (e["child"], e.get("slot") or "", e["parent"]) for e in lineage.get("edges") or []
-    )
-    actual = sorted((e["child"], e["slot"], e["parent"]) for e in edges)
-    if listed != actual:
-        check.problems.append(f"{LINEAGE}: edges differ from the manifests' parent links")
-    release = lineage["release"]
-    for digest in [release["model"], *(release.get("evals") or [])]:
-        if digest not in manifests:
-            check.problems.append(f"{LINEAGE}: released artifact {digest[:12]} has no manifest")
-    raw = sum(1 for m in manifests.values() if m["type"] == "raw")
-    check.detail = f"{len(manifests)} artifacts, {len(edges)} edges, {raw} raw sources"
-    return lineage, manifests, check
-
-
-def _copies(bundle: Folder, lineage: dict[str, Any], manifests: dict[str, dict[str, Any]]) -> Check:
-    check = Check("copies")
-    n = 0
-    for i, entry in enumerate(lineage["nodes"]):
-        m = manifests.get(entry["digest"])
-        if m is None:
-            continue
-        files = {f["path"]: f["sha256"] for f in m["files"]}
-        for path, rel in sorted((entry.get("copies") or {}).items()):
-            n += 1
-            if path not in files:
-                check.problems.append(
-                    f"{shown(rel)}: claims to be {shown(path)} of {entry['digest'][:12]}, which has no "
-                    "such file"
-                )
-            elif problem := bundle.not_a_file(
-                rel,
-                f"{LINEAGE}: nodes[{i}].copies",
-                f"missing ({path} of {entry['type']} {entry['digest'][:12]})",
-            ):
-                check.problems.append(problem)
-            elif _sha256(bundle, rel, check) not in (None, files[path]):
-                check.problems.append(
-                    f"{rel}: differs from {path} in the manifest of {entry['digest'][:12]}"
-                )
-    model = lineage["release"]["model"]
-    if model in manifests:
-        copies = next(e for e in lineage["nodes"] if e["digest"] == model).get("copies") or {}
-        for f in manifests[model]["files"]:
-            if not f["path"].startswith("checkpoints/") and f["path"] not in copies:
-                check.problems.append(f"model/{f['path']}: missing from the release")
-    for c in _checkpoint_index(bundle, check):
-        for f in c["files"] if c.get("copied") else []:
-            prefix = c["path_in_artifact"] + "/"
-            if c.get("bundle_path") is None or not f["path"].startswith(prefix):
-                check.problems.append(
-                    f"{INDEX}: the checkpoint at step {c.get('step')} is copied, but its file "
-                    f"{shown(f['path'])} has no place in the bundle (bundle_path, path_in_artifact)"
-                )
-                continue
-            rel = f"{c['bundle_path']}/{f['path'][len(prefix) :]}"
-            named_by = f"{INDEX}: the checkpoint at step {c.get('step')}"
-            missing = f"missing (checkpoint at step {c.get('step')})"
-            if problem := bundle.not_a_file(rel, named_by, missing):
-                check.problems.append(problem)
-    check.detail = f"{n} copied files match their artifacts' manifests"
-    return check
-
-
-def _checkpoint_index(bundle: Folder, check: Check) -> list[dict[str, Any]]:
-    if not os.path.lexists(bundle.root / INDEX):
-        return []  # no training step in the lineage kept checkpoints
-    try:
-        index: list[dict[str, Any]] = parse_json(INDEX, bundle.read(INDEX), _INDEX)
-    except Refused as e:
-        check.problems.append(str(e))
-        return []
-    return index
-
-
-def _evals(bundle: Folder, lineage: dict[str, Any], manifests: dict[str, dict[str, Any]]) -> Check:
-    check = Check("evals")
-    model = lineage["release"]["model"]
-    evals = lineage["release"].get("evals") or []
-    for digest in evals:
-        m = manifests.get(digest)
-        if m is None:
-            continue
-        evaluated = [p["digest"] for p in m.get("parents") or [] if p["type"] == "model"]
-        if evaluated != [model]:
-            check.problems.append(
-                f"eval report {digest[:12]} evaluated {', '.join(d[:12] for d in evaluated)}, "
-                f"not this model {model[:12]}"
-            )
-        said = (m.get("metadata") or {}).get("model_digest")
-        if said not in (None, model):
-            check.problems.append(f"eval report {digest[:12]} says it scored model {said[:12]}")
-    reports = sorted(r for r in bundle.files if re.fullmatch(r"evals/[^/]+/report\.json", r))
-    for rel in reports:
-        try:
-            report = parse_json(rel, bundle.read(rel), _REPORT)
-        except Refused as e:
-            check.problems.append(str(e))
-            continue
-        said = (report.get("model") or {}).get("digest")
-        if said != model:
-            check.problems.append(f"{rel}: scores model {str(said)[:12]}, not {model[:12]}")
-    check.detail = f"{len(evals)} report(s) refer to model {model[:12]}"
-    return check
 
 
 def _model(bundle: Folder) -> Check:
