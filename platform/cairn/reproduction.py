@@ -31,6 +31,7 @@ from cairn.results import Reproduced, ReproduceReport
 from cairn.settings import Settings
 
 if TYPE_CHECKING:
+    from cairn.artifacts.store import ArtifactStore
     from cairn.engine.progress import Display
     from cairn.workflow import Workflow
 
@@ -93,14 +94,15 @@ def reproduce(
     wf = _workflow(root, environment, work, {n["step"] for n in nodes if not _raw(n)})
     from cairn.client import Client
 
-    result = Client(Settings.embedded(home)).run(wf, display=display)
+    client = Client(Settings.embedded(home))
+    result = client.run(wf, display=display)
     if not result.ok:
         errors = {n: s.error for n, s in result.steps.items() if s.state == "failed"}
         raise CairnError(
             f"the reproduction's run {result.run_id} failed: {errors}; its logs: "
             f"CAIRN_HOME={home} cairn logs {result.run_id}"
         )
-    made = [_compare(root, n, result.steps) for n in nodes if not _raw(n)]
+    made = [_compare(root, n, result.steps, client.engine.store) for n in nodes if not _raw(n)]
     done = ReproduceReport(
         str(root), str(home), result.run_id, found + made, versions, stopped, audited
     )
@@ -197,7 +199,9 @@ def _workflow(root: Path, environment: dict[str, Any], work: Path, steps: set[st
     return dataclasses.replace(wf, steps={n: s for n, s in wf.steps.items() if n in keep})
 
 
-def _compare(root: Path, node: dict[str, Any], steps: dict[str, Any]) -> Reproduced:
+def _compare(
+    root: Path, node: dict[str, Any], steps: dict[str, Any], store: ArtifactStore
+) -> Reproduced:
     name = f"{node['step']}.{node.get('output') or node['type']}"
     step = steps.get(node["step"])
     art = step.artifacts.get(node.get("output") or "") if step else None
@@ -205,7 +209,7 @@ def _compare(root: Path, node: dict[str, Any], steps: dict[str, Any]) -> Reprodu
         return Reproduced(name, node["type"], node["digest"], None, ["(not made)"])
     if art.digest == node["digest"]:
         return Reproduced(name, node["type"], node["digest"], art.digest)
-    manifest = json.loads((Path(art.uri) / "manifest.json").read_bytes())
+    manifest = json.loads(store.read_manifest(art.uri))
     return Reproduced(
         name, node["type"], node["digest"], art.digest, _differs(root, node, manifest["files"])
     )
