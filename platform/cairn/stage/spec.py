@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from cairn.errors import SpecIssue
 from cairn.stage.artifacts import ArtifactType, InputArtifact
 from cairn.stage.context import RunFn
 from cairn.stage.numbers import refuse_loose_numbers
@@ -106,6 +107,9 @@ class Reuse:
 # `reusable(config, cached) -> Reuse`: the step's config (runtime fields included) and its
 # verified cached outputs by name, as a stage reads its inputs.
 ReusableFn = Callable[[Any, dict[str, InputArtifact]], Reuse]
+# `check_inputs(config, files) -> issues`: the step's config and, per input slot, the local files
+# or folders the workflow names for it (step outputs and URLs are not there yet).
+InputCheck = Callable[[Any, dict[str, list[Path]]], list[SpecIssue]]
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,10 @@ class StageSpec:
     `elastic=True`: the stage accepts `resources.num_workers: min..max` (Ray Train elastic).
     `reads_compute=True` gives the stage `ctx.compute`: what every ancestor artifact's step cost
     (the release publishes it).
+    `check_inputs(config, files) -> issues`, where given, is `cairn validate`'s look inside the
+    files a workflow names as the step's inputs (rlvr: every row has a verifier), so that bad
+    data is refused with its file and line before Ray starts; the stage checks them again when
+    it runs (data made by an earlier step is only there then).
     `uses_gpus=False`: the stage never computes on a GPU, so validation refuses a step that asks
     for one (the request would be dropped, or hold a GPU idle), as it refuses any request the
     step cannot use.
@@ -145,6 +153,7 @@ class StageSpec:
     shared_code: tuple[str, ...] = ()
     cacheable: bool = True
     reusable: ReusableFn | None = None
+    check_inputs: InputCheck | None = None
     reads_compute: bool = False
     elastic: bool = False
     uses_gpus: bool = True

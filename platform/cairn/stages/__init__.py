@@ -5,6 +5,7 @@
 | curate | `curate/` | raw text → cleaned, deduplicated, tokenized shards with a data card |
 | pretrain | `pretrain/` | a Llama-style model from scratch with Ray Train |
 | sft, dpo | `sft/`, `dpo/` | post-training with TRL on Ray Train (their shared base: `posttrain/`) |
+| rlvr | `rlvr/` | reinforcement learning with verifiable rewards (TRL's GRPO, same base) |
 | evaluate | `evaluate/` | lm-evaluation-harness on local task folders |
 | serve | `serve/` | an OpenAI-compatible endpoint, smoke-tested |
 | release | `release/` | the model with its whole ancestry, checkable by `cairn audit` |
@@ -25,6 +26,7 @@ BUILTIN = {
     "pretrain": "cairn.stages.pretrain",
     "sft": "cairn.stages.sft",
     "dpo": "cairn.stages.dpo",
+    "rlvr": "cairn.stages.rlvr",
     "evaluate": "cairn.stages.evaluate",
     "serve": "cairn.stages.serve",
     "release": "cairn.stages.release",

@@ -27,6 +27,7 @@ from cairn.workflow.model import (
     Workflow,
     WorkflowModel,
     is_external,
+    is_uri,
 )
 
 
@@ -217,6 +218,15 @@ class Validator:
         inputs = self._inputs(name, sm, spec, all_steps)
         if inputs is None or not ok or config is None or resources is None:
             return None
+        if spec.check_inputs is not None:
+            files = {
+                slot: [Path(r.uri) for r in refs if r.uri and not is_uri(r.uri)]
+                for slot, refs in inputs.items()
+            }
+            found = spec.check_inputs(config, files)
+            if found:
+                self.issues.extend(found)
+                return None
         return Step(
             name, sm.kind, spec, config, inputs, resources, sm.retries, sm.cache, self.line_of(loc)
         )

@@ -57,6 +57,7 @@ def train(
     examples = read_examples(data_in, recipe, reserved=info.special_tokens)
     stats = measure(examples, tok, recipe, config.max_length)
     _check_lengths(kind, config, stats, ctx)
+    recipe.check(examples, config, tok)
     _check_batch(kind, config, ctx.resources)
     if not info.own_template:
         ctx.log(f"{kind}: the input tokenizer has no chat template; training with Cairn's")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cairn.stages.posttrain.config import PosttrainConfig
-    from cairn.stages.posttrain.data import Row
+    from cairn.stages.posttrain.data import Example, Row
 
 
 class Recipe(ABC):
@@ -47,6 +47,19 @@ class Recipe(ABC):
         config: PosttrainConfig,
     ) -> Any:
         """The TRL trainer, from the TrainingArguments every kind shares (`args`)."""
+
+    def check(self, examples: list[Example], config: PosttrainConfig, tok: Any) -> None:
+        """What the rows must satisfy given the step's config (rlvr: a verifier for each row's
+        `dataset`, room for the completion), raised as a StageError naming file and line.
+        sft and dpo need nothing beyond their rows' own checks."""
+        return None
+
+    def recorders(self, config: PosttrainConfig, rank: int) -> list[Any]:
+        """Trainer callbacks that record what this kind produces besides the model (rlvr: its
+        rollouts). Each has `attach(trainer)`, `resume(checkpoint_dir)` and `export(folder)`:
+        the worker hands them the trainer, restores them from a resumable checkpoint, and
+        exports them beside the model (they save into each checkpoint themselves)."""
+        return []
 
     def metadata(self, last: dict[str, Any]) -> dict[str, Any]:
         """What the output's metadata adds from the last logged row of metrics."""

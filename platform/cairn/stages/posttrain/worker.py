@@ -32,9 +32,11 @@ from cairn.stages.posttrain.trainers import build_trainer
 
 # How often (in steps) rank 0 asks the engine whether the step was cancelled, at the latest.
 CANCEL_CHECK_EVERY = 10
-# Metrics shown in the progress line, when the trainer logs them (dpo's reward margin/accuracy).
+# Metrics shown in the progress line, when the trainer logs them (rlvr's reward, dpo's reward
+# margin/accuracy).
 PROGRESS_KEYS = (
     ("loss", "loss", 3),
+    ("reward", "reward", 3),
     ("rewards/margins", "margin", 2),
     ("rewards/accuracies", "acc", 2),
 )
@@ -87,7 +89,10 @@ def train_loop(args: dict[str, Any]) -> None:
     distributed = world > 1 and dist.is_available() and dist.is_initialized()
 
     relay = Relay(ctx, rank, distributed)
-    callbacks: list[TrainerCallback] = [relay]
+    recipe = args["recipe"]
+    # Before Ray's report callback: a recorder saves into each checkpoint before it is reported.
+    recorders = recipe.recorders(config, rank)
+    callbacks: list[TrainerCallback] = [relay, *recorders]
     if config.checkpoint_every:
         callbacks.append(RayTrainReportCallback())
     # Each worker writes transformers' checkpoint parts (rank 0: weights, optimizer; every rank:
@@ -96,7 +101,6 @@ def train_loop(args: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory(
         prefix="hf-", dir=scratch if scratch.is_dir() else None
     ) as output_dir:
-        recipe = args["recipe"]
         trainer = build_trainer(
             recipe,
             config,
@@ -109,6 +113,8 @@ def train_loop(args: dict[str, Any]) -> None:
             callbacks=callbacks,
         )
         trainer = prepare_trainer(trainer)
+        for recorder in recorders:
+            recorder.attach(trainer)
         if rank == 0:
             steps = f"{config.max_steps} steps" if config.max_steps else f"{config.epochs:g} epochs"
             ctx.log(
@@ -127,15 +133,17 @@ def train_loop(args: dict[str, Any]) -> None:
                 if rank == 0:
                     step = json.loads((resume / "trainer_state.json").read_text())["global_step"]
                     ctx.log(f"{recipe.kind}: resuming from step {step} ({checkpoint.path})")
+                for recorder in recorders:
+                    recorder.resume(resume)
                 trainer.train(resume_from_checkpoint=str(resume))
         # A cancelled run reports nothing more: its latest checkpoint stays the one to resume.
         if not relay.cancelled:
-            _report_final(trainer, rank)
+            _report_final(trainer, rank, recorders)
     ctx.usage(meter.stop())
     ctx.flush(wait=True)  # before Ray Train tears this worker down
 
 
-def _report_final(trainer: Any, rank: int) -> None:
+def _report_final(trainer: Any, rank: int, recorders: list[Any]) -> None:
     """All ranks report (a barrier); rank 0 attaches the exported model and the history."""
     state = trainer.state
     metrics = {"step": state.global_step, "final": 1}
@@ -144,6 +152,8 @@ def _report_final(trainer: Any, rank: int) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="cairn-posttrain-") as tmp:
         export(trainer, Path(tmp) / MODEL_DIR)
+        for recorder in recorders:  # beside the model: the driver copies the folder whole
+            recorder.export(Path(tmp) / MODEL_DIR)
         # "step" first in each row, as pretrain writes its history.
         history = [{"step": r["step"], **r} for r in state.log_history]
         final_state = {
