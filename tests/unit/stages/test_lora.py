@@ -132,7 +132,7 @@ steps:
   chat:
     kind: sft
     inputs: {{model: ./base, data: ./sft.jsonl}}
-    config: {{max_steps: 2{lora}}}
+    config: {{max_steps: 2, warmup_steps: 1{lora}}}
   look:
     kind: toy_adapter_reader
     inputs:
@@ -151,7 +151,7 @@ def test_a_reference_to_the_adapter_of_a_step_without_lora_is_refused(
     with pytest.raises(SpecError) as info:
         load_workflow(path)
     [issue] = info.value.issues
-    assert (issue.file, issue.line, issue.field) == (str(path), 9, "steps.look.inputs.adapter")
+    assert (issue.file, issue.line, issue.field) == (str(path), 10, "steps.look.inputs.adapter")
     assert "makes 'adapter' only with `lora` set" in issue.message
     assert "add lora: to step chat" in issue.fix
 
@@ -219,7 +219,9 @@ def test_the_same_seed_draws_the_same_adapter(tiny_model: Path, tmp_path: Path) 
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         rows = [chat(q, a) for q, a in FACTS]
-        trainer = trainer_for("sft", tiny_model, rows, tmp_path / name, max_steps=1, lora={"r": 2})
+        trainer = trainer_for(
+            "sft", tiny_model, rows, tmp_path / name, max_steps=1, warmup_steps=0, lora={"r": 2}
+        )
         weights.append({n: p for n, p in trainer.model.named_parameters() if "lora_A" in n})
     assert weights[0] and weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
@@ -233,6 +235,7 @@ def test_dpo_with_lora_starts_at_ln2_against_the_base(tiny_model: Path, tmp_path
         rows,
         tmp_path,
         max_steps=4,
+        warmup_steps=1,
         global_batch_size=8,
         lr=1e-2,
         log_every=1,

@@ -53,7 +53,7 @@ class LoraSettings(StageConfig):
         "datasets); 0: none",
     )
     target_modules: list[str] | Literal["all-linear"] = Field(
-        default_factory=lambda: list(LLAMA_PROJECTIONS),
+        default_factory=lambda: sorted(LLAMA_PROJECTIONS),
         description="the linear layers that get an update, by the last part(s) of their module "
         "name: default the attention (q/k/v/o_proj) and MLP (gate/up/down_proj) projections of "
         "Llama-style models; 'all-linear': every linear layer but the output head. A name the "
