@@ -55,7 +55,7 @@ def test_lora_is_off_by_default_and_its_settings_are_identity() -> None:
     ident = config.identity()["lora"]
     assert ident == {
         "r": 16,
-        "alpha": 32.0,
+        "alpha": 32,
         "dropout": 0.0,
         "target_modules": sorted(LLAMA_PROJECTIONS),
     }
@@ -72,7 +72,7 @@ def test_lora_is_off_by_default_and_its_settings_are_identity() -> None:
     [
         ({"r": 0}, "r", "greater than or equal to 1"),
         ({"r": True}, "r", "must be a whole number, not true"),
-        ({"alpha": 0}, "alpha", "greater than 0"),
+        ({"alpha": 0}, "alpha", "greater than or equal to 1"),
         ({"dropout": 1.0}, "dropout", "less than 1"),
         ({"rank": 8}, "rank", "Extra inputs are not permitted"),
         ({"target_modules": []}, "target_modules", "is empty, so nothing would be trained"),

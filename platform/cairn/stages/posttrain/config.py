@@ -38,9 +38,9 @@ class LoraSettings(StageConfig):
         description="rank of each update: trainable parameters grow linearly with it; 8-64 is "
         "common, and a rank near the layer width is full fine-tuning at a higher cost",
     )
-    alpha: float = Field(
+    alpha: int = Field(
         32,
-        gt=0,
+        ge=1,
         le=100_000,
         description="scale of the update, applied as alpha / r (so raising r at a fixed alpha "
         "shrinks each direction's step); alpha = 2·r is a common start",

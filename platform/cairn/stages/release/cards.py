@@ -145,7 +145,7 @@ def _lora_section(adapters: list[dict[str, Any]]) -> str:
         shown = ", ".join(targets) if isinstance(targets, list) else str(targets)
         trained, total = a.get("trainable_parameters"), a.get("total_parameters")
         counts = (
-            f"; {trained:,} of {total:,} parameters trained"
+            f": {trained:,} of its {total:,} parameters were trained"
             if isinstance(trained, int) and isinstance(total, int)
             else ""
         )
