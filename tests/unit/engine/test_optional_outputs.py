@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 from pydantic import Field
+from sqlalchemy import select
 
 from cairn.artifacts.ancestry import walk
+from cairn.db.models import LineageEdge
 from cairn.engine import Engine
 from cairn.settings import Settings
 from cairn.stage import ArtifactType, InputSlot, StageConfig, StageSpec, register
@@ -113,6 +115,13 @@ def test_a_made_from_output_names_its_sibling_as_a_parent(home: Path) -> None:
     assert graph[arts["extra"].digest].type == "adapter"
     extra = json.loads((Path(arts["extra"].uri) / "manifest.json").read_text())
     assert all(p["slot"] != "extra" for p in extra["parents"])  # the sibling is made first
+    # The database's lineage has the same edge.
+    engine = Engine(Settings.from_env(home / "cairn"), executor=InlineExecutor())
+    with engine.sessions() as s:
+        edges = s.scalars(
+            select(LineageEdge).where(LineageEdge.child_digest == arts["main"].digest)
+        ).all()
+    assert (arts["extra"].digest, "extra") in {(e.parent_digest, e.slot) for e in edges}
     # A cache hit must have both outputs, and hands on both.
     again = run(home, "{extra: {r: 4}}")
     assert again.steps["step"].state == "cached"
