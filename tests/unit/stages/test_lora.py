@@ -256,3 +256,28 @@ def test_targets_the_model_lacks_are_refused_before_training(tiny_model: Path) -
     text = str(info.value)
     assert "target_modules names c_attn" in text and "LlamaForCausalLM" in text
     assert "down_proj" in text and "fix:" in text  # the layers it does have
+
+
+def test_a_lora_run_resumes_from_its_checkpoint_to_the_same_adapter(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """A restarted worker group resumes from transformers' checkpoint (which holds the adapter,
+    not the frozen weights) and ends where an uninterrupted run ends."""
+    import torch
+
+    rows = [chat(q, a) for q, a in FACTS]
+    config = dict(
+        max_steps=4, warmup_steps=1, global_batch_size=4, lr=1e-2, checkpoint_every=2, lora={"r": 2}
+    )
+    finals = []
+    for name in ("whole", "resumed"):
+        (tmp_path / name).mkdir()
+        trainer = trainer_for("sft", tiny_model, rows, tmp_path / name, **config)
+        checkpoint = tmp_path / "whole" / "hf" / "checkpoint-2"
+        trainer.train(resume_from_checkpoint=str(checkpoint) if name == "resumed" else None)
+        finals.append({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+    saved = {p.name for p in checkpoint.iterdir()}
+    assert "adapter_model.safetensors" in saved and "model.safetensors" not in saved
+    assert finals[0].keys() == finals[1].keys()
+    for n in finals[0]:
+        assert torch.allclose(finals[0][n], finals[1][n], atol=1e-6), n
