@@ -170,7 +170,8 @@ class StageSpec:
             if config_field not in self.config_model.model_fields:
                 raise ValueError(
                     f"stage kind '{self.kind}': optional output '{name}' depends on config "
-                    f"field '{config_field}', which {self.config_model.__name__} lacks"
+                    f"field '{config_field}', which {self.config_model.__name__} lacks; fix: "
+                    "name a field of the kind's config (one that is None when unset)"
                 )
         for name, siblings in self.output_parents.items():
             for sibling in (name, *siblings):
