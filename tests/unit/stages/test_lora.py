@@ -199,6 +199,8 @@ def test_sft_with_lora_trains_few_parameters_and_merges_into_base_plus_adapter(
     adapter_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] is None  # no machine's path in the digest
     assert adapter_config["r"] == 4 and adapter_config["lora_alpha"] == 8
+    # In name order, not in the order of peft's set (which changes with the hash seed).
+    assert adapter_config["target_modules"] == ["down_proj", "q_proj", "v_proj"]
     merged_files = {p.name for p in (tmp_path / "merged").iterdir()}
     assert "model.safetensors" in merged_files and not any("adapter" in n for n in merged_files)
 

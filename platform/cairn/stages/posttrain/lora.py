@@ -101,11 +101,17 @@ def save(model: Any, adapter_out: Path) -> Any:
             shutil.copy2(Path(tmp) / name, adapter_out / name)
     # peft records where the base was loaded from: a path in this worker's copy of the store,
     # which would make the same training a different artifact on another machine. The adapter's
-    # metadata names the base by digest instead; PeftModel.from_pretrained(base, dir) is handed
-    # the base and never reads this field.
+    # metadata names the base by digest instead, and PeftModel.from_pretrained(base, dir) is
+    # handed the base: it never reads this field.
     config = adapter_out / ADAPTER_FILES[0]
     data = json.loads(config.read_text())
     data["base_model_name_or_path"] = None
+    # peft holds the layer names as a set and writes them in the set's order, which changes
+    # with each process's hash seed: sorted, the same training is the same artifact (found by
+    # `cairn reproduce`).
+    for key in ("target_modules", "exclude_modules"):
+        if isinstance(data.get(key), list):
+            data[key] = sorted(data[key])
     config.write_text(json.dumps(data, indent=2, sort_keys=True))
     return model.merge_and_unload()
 
