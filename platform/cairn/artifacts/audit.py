@@ -9,8 +9,8 @@ Checks, each reported with the files it names:
 - lineage: every manifest in lineage/ lists files with its (content) digest and hashes to the
   provenance digest lineage.json records for it, every parent it names is present with that digest
   and type, the graph ends in raw sources, and lineage.json's edges are the manifests';
-- copies: each file copied out of an artifact (model, checkpoints, data, logs, evals) matches
-  that artifact's manifest, and the model and checkpoints are complete;
+- copies: each file copied out of an artifact (model, checkpoints, LoRA adapters, data, logs,
+  evals) matches that artifact's manifest, and the model, adapters and checkpoints are complete;
 - evals: each evaluation report names this model's digest (lineage, copies and evals are
   `lineage_checks.py`);
 - provenance: the SLSA statement, when the bundle has one, names every file with its sha256 and

@@ -167,6 +167,18 @@ def copies(bundle: Folder, lineage: dict[str, Any], manifests: dict[str, dict[st
         for f in manifests[model]["files"]:
             if not f["path"].startswith("checkpoints/") and f["path"] not in copies:
                 check.problems.append(f"model/{f['path']}: missing from the release")
+    # A LoRA adapter in the lineage is the release's record of a merge (base + adapter → model):
+    # it is carried whole, like the model.
+    for entry in lineage["nodes"]:
+        m = manifests.get(entry["digest"])
+        if m is None or m["type"] != "adapter":
+            continue
+        for f in m["files"]:
+            if f["path"] not in (entry.get("copies") or {}):
+                check.problems.append(
+                    f"{shown(f['path'])} of adapter {entry['digest'][:12]}: missing from the "
+                    "release"
+                )
     for c in _checkpoint_index(bundle, check):
         for f in c["files"] if c.get("copied") else []:
             prefix = c["path_in_artifact"] + "/"

@@ -85,7 +85,7 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
     try:
         metadata = spec.run(config, inputs, ctx) or {}
         ctx.flush()
-        sealed = {}
+        sealed: dict[str, dict[str, Any]] = {}
         # Each parent's URI is kept beside its digest so the ancestry can be walked from
         # manifests alone (the release stage and `cairn audit` need no database).
         # A sealed parent's manifest digest is recorded too: its provenance, which its content
@@ -103,7 +103,11 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
             for i in items
         ]
         provenance = _provenance(spec, config, payload)
-        for name, type_ in spec.outputs.items():
+        made = spec.outputs_for(config)
+        provenance_digests: dict[str, str] = {}  # each sealed output's manifest digest
+        # An output made from sibling outputs (a merged model, from its adapter) is sealed
+        # after them, with them among its parents.
+        for name, type_ in sorted(made.items(), key=lambda x: x[0] in spec.output_parents):
             out = ctx.outputs_root / name
             if not out.is_dir() or not any(out.iterdir()):
                 raise StageError(
@@ -120,7 +124,7 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
                     "output": name,
                     "fingerprint": payload.fingerprint,
                     "producer": {"run_id": payload.run_id, "step_run_id": payload.step_run_id},
-                    "parents": parents,
+                    "parents": parents + _siblings(spec, payload, name, sealed, provenance_digests),
                     "metadata": metadata.get(name, {}),
                     **provenance,
                 },
@@ -131,6 +135,7 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
                 "type": art.type,
                 "manifest": art.manifest,
             }
+            provenance_digests[name] = art.manifest_digest
         return {
             "artifacts": sealed,
             "node": node_id(),
@@ -140,6 +145,29 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
         ctx.usage(meter.stop())
         ctx.flush()
         store.discard(staging)
+
+
+def _siblings(
+    spec: StageSpec,
+    payload: StepPayload,
+    name: str,
+    sealed: dict[str, dict[str, Any]],
+    manifests: dict[str, str],
+) -> list[dict[str, Any]]:
+    """The outputs of this step that output `name` is made from (`StageSpec.output_parents`),
+    as parents: slot is the sibling's output name, name its `step.output` reference."""
+    return [
+        {
+            "slot": sibling,
+            "digest": sealed[sibling]["digest"],
+            "type": sealed[sibling]["type"],
+            "uri": sealed[sibling]["uri"],
+            "name": f"{payload.step}.{sibling}",
+            "manifest": manifests[sibling],
+        }
+        for sibling in spec.output_parents.get(name, ())
+        if sibling in sealed  # an optional sibling this step did not make
+    ]
 
 
 def _manifest_of(store: ArtifactStore, uri: str) -> dict[str, str]:

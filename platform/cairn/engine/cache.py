@@ -55,11 +55,8 @@ def lookup(
     if not step.spec.cacheable:
         return None
     judged = step.spec.reusable is not None
-    sets = [
-        c
-        for c in candidates(recorder.sessions, fp, newest_first=judged)
-        if set(c) == set(step.spec.outputs)
-    ]
+    made = set(step.spec.outputs_for(step.config))  # an optional output only where configured
+    sets = [c for c in candidates(recorder.sessions, fp, newest_first=judged) if set(c) == made]
     if not step.cache:
         sets = [c for c in sets if all(r.digest in resumed for r in c.values())]
     refused: list[tuple[str, str]] = []

@@ -354,20 +354,27 @@ class Recorder:
             for name, a in arts.items():
                 self._artifact(s, a, fp, name, step_run_id)
             s.flush()
+            made = {a["digest"] for a in arts.values()}
             for a in arts.values():
-                for slot, items in inputs.items():
-                    for i in items:
-                        edge = (i["digest"], a["digest"], slot)
-                        if self._has_edge(s, *edge):  # the same content made again
-                            continue
-                        s.add(
-                            LineageEdge(
-                                parent_digest=i["digest"],
-                                child_digest=a["digest"],
-                                step_run_id=step_run_id,
-                                slot=slot,
-                            )
+                edges = [(i["digest"], slot) for slot, items in inputs.items() for i in items]
+                # An output made from a sibling output (a merged model, from its adapter) has
+                # the edge its manifest records (`StageSpec.output_parents`).
+                edges += [
+                    (p["digest"], str(p.get("slot", "")))
+                    for p in (a.get("manifest") or {}).get("parents") or []
+                    if p["digest"] in made
+                ]
+                for parent, slot in edges:
+                    if self._has_edge(s, parent, a["digest"], slot):  # the same content again
+                        continue
+                    s.add(
+                        LineageEdge(
+                            parent_digest=parent,
+                            child_digest=a["digest"],
+                            step_run_id=step_run_id,
+                            slot=slot,
                         )
+                    )
             self._link(s, step_run_id, {}, arts)
             sr = s.get_one(StepRun, step_run_id)
             sr.state, sr.finished_at = "succeeded", utcnow()

@@ -15,6 +15,9 @@ class ArtifactType(StrEnum):
     DATASET = "dataset"
     TOKENIZER = "tokenizer"
     MODEL = "model"
+    # A LoRA adapter (peft's adapter_config.json + adapter_model.safetensors): a delta that
+    # needs its base model; post-training's `model` output is that base with it merged in.
+    ADAPTER = "adapter"
     CHECKPOINT = "checkpoint"
     EVAL_REPORT = "eval_report"
     ENDPOINT = "endpoint"

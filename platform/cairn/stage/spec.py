@@ -140,6 +140,14 @@ class StageSpec:
     `uses_gpus=False`: the stage never computes on a GPU, so validation refuses a step that asks
     for one (the request would be dropped, or hold a GPU idle), as it refuses any request the
     step cannot use.
+    `optional_outputs` ({output: config field}): an output the step makes only when that field
+    of its config is set (not None), e.g. post-training's `adapter` only with `lora`.
+    `outputs_for(config)` is what one step makes: the engine requires exactly those to be
+    written and a cache hit to have them, and validation refuses a reference to one the
+    referenced step does not make, naming the field to set.
+    `output_parents` ({output: (other outputs of the same step)}): an output made from
+    siblings, which are sealed first and recorded among its parents, so the lineage reads how
+    it was made (the merged `model` names the `adapter` merged into its base).
     """
 
     kind: str
@@ -157,7 +165,47 @@ class StageSpec:
     reads_compute: bool = False
     elastic: bool = False
     uses_gpus: bool = True
+    optional_outputs: dict[str, str] = field(default_factory=dict)
+    output_parents: dict[str, tuple[str, ...]] = field(default_factory=dict)
     doc: str = ""
+
+    def __post_init__(self) -> None:
+        for name, config_field in self.optional_outputs.items():
+            if name not in self.outputs:
+                raise ValueError(
+                    f"stage kind '{self.kind}': optional output '{name}' is not "
+                    "one of its outputs; fix: declare it in `outputs`"
+                )
+            if config_field not in self.config_model.model_fields:
+                raise ValueError(
+                    f"stage kind '{self.kind}': optional output '{name}' depends on config "
+                    f"field '{config_field}', which {self.config_model.__name__} lacks; fix: "
+                    "name a field of the kind's config (one that is None when unset)"
+                )
+        for name, siblings in self.output_parents.items():
+            for sibling in (name, *siblings):
+                if sibling not in self.outputs:
+                    raise ValueError(
+                        f"stage kind '{self.kind}': output_parents names '{sibling}', which "
+                        "is not one of its outputs; fix: declare it in `outputs`"
+                    )
+            if name in siblings or any(s in self.output_parents for s in siblings):
+                # One level: a parent output is made from the inputs alone, so it is sealed
+                # first without an order to work out.
+                raise ValueError(
+                    f"stage kind '{self.kind}': output '{name}' is made from outputs that are "
+                    "themselves made from outputs (or from itself); keep it to one level"
+                )
+
+    def outputs_for(self, config: Any) -> dict[str, ArtifactType]:
+        """The outputs a step with this (validated) config makes: every declared output but
+        the optional ones whose config field is unset."""
+        return {
+            name: type_
+            for name, type_ in self.outputs.items()
+            if name not in self.optional_outputs
+            or getattr(config, self.optional_outputs[name], None) is not None
+        }
 
     def code_version(self) -> str:
         """sha256 of the stage's source: editing a stage invalidates its cache.

@@ -321,7 +321,8 @@ class Validator:
         kind = all_steps[src].kind
         if kind not in stages.kinds():
             return None  # reported on that step already
-        outputs = stages.get(kind).outputs
+        spec = stages.get(kind)
+        outputs = spec.outputs
         if output not in outputs:
             self.add(
                 loc,
@@ -329,6 +330,21 @@ class Validator:
                 suggest(output, list(outputs), f"its outputs are: {', '.join(outputs)}"),
             )
             return None
+        setting = spec.optional_outputs.get(output)
+        if setting is not None:
+            try:
+                made = spec.outputs_for(spec.config_model.model_validate(all_steps[src].config))
+            except ValidationError:
+                made = outputs  # its config is reported on that step
+            if output not in made:
+                self.add(
+                    loc,
+                    f"step '{short(src)}' ({kind}) makes '{output}' only with `{setting}` set in "
+                    f"its config, and it has no `{setting}`",
+                    f"add {setting}: to step {short(src)} (under its config:, e.g. "
+                    f"`{setting}: {{}}` for the defaults), or reference another output",
+                )
+                return None
         have = outputs[output]
         if have != want:
             self.add(

@@ -77,6 +77,7 @@ SFT_CHANGED: dict[str, Any] = {
     "seed": 1,
     "checkpoint_every": 10,
     "packing": True,
+    "lora": {"r": 8},
 }
 # Runtime fields with a non-default value each.
 RUNTIME_CHANGED: dict[str, Any] = {
@@ -208,6 +209,7 @@ def test_result_package_versions_change_the_fingerprint(monkeypatch: pytest.Monk
         "torch",
         "transformers",
         "trl",
+        "peft",
     }
     real = fp_module.package_version
     monkeypatch.setattr(fp_module, "package_version", lambda p: "9.9.9" if p == "trl" else real(p))

@@ -58,6 +58,7 @@ class DpoRecipe(Recipe):
         tokenizer: Any,
         callbacks: list[Any] | None,
         config: PosttrainConfig,
+        peft_config: Any | None,
     ) -> Any:
         from trl import DPOConfig, DPOTrainer
 
@@ -68,11 +69,14 @@ class DpoRecipe(Recipe):
         )
         return DPOTrainer(
             model=model,
-            ref_model=None,  # a frozen copy of the input model: the first loss is exactly ln 2
+            # A frozen copy of the input model (with LoRA: the model with its adapter switched
+            # off, the input model too): the first loss is exactly ln 2.
+            ref_model=None,
             args=dpo_args,
             train_dataset=dataset,
             processing_class=tokenizer,
             callbacks=callbacks,
+            peft_config=peft_config,
         )
 
     def metadata(self, last: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,8 @@ template, every data row, lengths, batch size) is checked here first, so a mista
 Ray Train's storage is `ctx.checkpoint_dir` (kept by the engine per step fingerprint): resumable
 checkpoints, if `checkpoint_every` asks for them, and the final report with the exported model.
 A re-run after a failure during export reuses that final report instead of training again.
+With `lora`, the report holds the adapter too: it becomes the `adapter` output, and the merged
+model the `model` output (`lora.py`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from typing import Any
 
 from cairn.errors import StageError, StepCancelled
 from cairn.stage import Context, InputArtifact, Inputs, Outputs, Resources, raytrain
+from cairn.stage.files import content_digest, hash_tree
 from cairn.stage.plots import plot_losses
+from cairn.stages.posttrain import lora
 from cairn.stages.posttrain.chat import DataStats, inspect_model, measure
 from cairn.stages.posttrain.config import PosttrainConfig
 from cairn.stages.posttrain.data import read_examples
-from cairn.stages.posttrain.final import MODEL_DIR, STATE_FILE
+from cairn.stages.posttrain.final import ADAPTER_DIR, MODEL_DIR, STATE_FILE
 from cairn.stages.posttrain.recipe import Recipe
 
 # How many offending rows a log line lists before saying "and N more".
@@ -59,6 +63,8 @@ def train(
     _check_lengths(kind, config, stats, ctx)
     recipe.check(examples, config, tok)
     _check_batch(kind, config, ctx.resources)
+    if config.lora is not None:
+        lora.check_targets(info.path, config.lora, kind)
     if not info.own_template:
         ctx.log(f"{kind}: the input tokenizer has no chat template; training with Cairn's")
 
@@ -97,6 +103,10 @@ def train(
     with result.checkpoint.as_directory() as d:
         for f in sorted((Path(d) / MODEL_DIR).iterdir()):
             shutil.copy2(f, out / f.name)
+        if config.lora is not None:
+            adapter = ctx.output_path("adapter")
+            for f in sorted((Path(d) / ADAPTER_DIR).iterdir()):
+                shutil.copy2(f, adapter / f.name)
     history = [_finite(row) for row in state["history"]]
     (out / "training_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     parameters = _parameters(out)
@@ -105,7 +115,16 @@ def train(
         f"{kind}: wrote the model after {state['step']} steps in {time.monotonic() - started:.0f} s"
     )
     architecture = (json.loads((out / "config.json").read_text()).get("architectures") or [None])[0]
-    return {"model": _metadata(recipe, state, history, stats, parameters, architecture)}
+    outputs = {"model": _metadata(recipe, state, history, stats, parameters, architecture)}
+    if config.lora is not None:
+        # The adapter's content digest, as the store will address it: the merged model names
+        # the adapter merged into it.
+        digest = content_digest(hash_tree(ctx.output_path("adapter")))
+        base = {"digest": model_in.digest, "name": model_in.name}
+        merged, outputs["adapter"] = lora.metadata(config.lora, state["lora"], base, digest)
+        outputs["model"].update(merged)
+        ctx.log(f"{kind}: merged adapter {digest[:12]} into the base {model_in.digest[:12]}")
+    return outputs
 
 
 def _input(inputs: Inputs, slot: str, kind: str) -> InputArtifact:

@@ -45,8 +45,11 @@ class Recipe(ABC):
         tokenizer: Any,
         callbacks: list[Any] | None,
         config: PosttrainConfig,
+        peft_config: Any | None,
     ) -> Any:
-        """The TRL trainer, from the TrainingArguments every kind shares (`args`)."""
+        """The TRL trainer, from the TrainingArguments every kind shares (`args`). With
+        `peft_config` (a `peft.LoraConfig`, when the step sets `lora`) the trainer wraps
+        `model` in a peft model and trains the adapter only: pass it to TRL's trainer."""
 
     def check(self, examples: list[Example], config: PosttrainConfig, tok: Any) -> None:
         """What the rows must satisfy given the step's config (rlvr: a verifier for each row's

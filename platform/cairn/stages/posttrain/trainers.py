@@ -11,6 +11,7 @@ What this pins, and why:
   `{% generation %}` markers); dpo's reference model is TRL's frozen copy of the input model
   (`ref_model=None`), so its first loss is exactly ln 2.
 - Every metric line TRL would print goes through our callbacks instead (PrinterCallback removed).
+- With `lora`, the trainer gets its `peft.LoraConfig` and trains the adapter only (`lora.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from cairn.stages.posttrain import lora
 
 if TYPE_CHECKING:
     from cairn.stages.posttrain.config import PosttrainConfig
@@ -75,6 +78,12 @@ def build_trainer(
     model = AutoModelForCausalLM.from_pretrained(
         model_dir, dtype=torch.float32, local_files_only=True, use_safetensors=True
     )
+    peft_config = None
+    if config.lora is not None:
+        peft_config = lora.peft_config(config.lora)
+        # LoRA's A matrices are drawn when TRL wraps the model, before Trainer seeds itself:
+        # seeded here, the same seed draws the same adapter (on every worker, in every run).
+        transformers.set_seed(config.seed)
     trainer = recipe.trainer(
         model=model,
         args=_training_arguments(config, output_dir, world_size, use_cpu),
@@ -82,6 +91,7 @@ def build_trainer(
         tokenizer=tok,
         callbacks=callbacks,
         config=config,
+        peft_config=peft_config,
     )
     # With tqdm disabled transformers prints every log dict to stdout; our callback reports them.
     trainer.remove_callback(PrinterCallback)

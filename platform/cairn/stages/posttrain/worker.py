@@ -9,8 +9,9 @@ Reporting: `Relay`, a TrainerCallback, sends every logged row from rank 0 throug
 progress) and checks every few steps whether the step was cancelled (one all-reduce, so every rank
 stops at the same step). Checkpoints: with `checkpoint_every`, Ray's `RayTrainReportCallback`
 reports transformers' checkpoint to Ray Train, and a restarted worker group resumes from it.
-The last report carries the exported model (weights, config, tokenizer with its chat template)
-and the metric history; the driver copies it into the output artifact.
+The last report carries the exported model (weights, config, tokenizer with its chat template;
+with LoRA the merged model and the adapter beside it) and the metric history; the driver copies
+it into the output artifacts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_t
 from transformers import TrainerCallback
 
 from cairn.stage.usage import Meter
-from cairn.stages.posttrain.final import FINAL_CHECKPOINT, MODEL_DIR, STATE_FILE
+from cairn.stages.posttrain import lora
+from cairn.stages.posttrain.final import ADAPTER_DIR, FINAL_CHECKPOINT, MODEL_DIR, STATE_FILE
 from cairn.stages.posttrain.trainers import build_trainer
 
 # How often (in steps) rank 0 asks the engine whether the step was cancelled, at the latest.
@@ -121,6 +123,8 @@ def train_loop(args: dict[str, Any]) -> None:
                 f"{recipe.kind}: {world} worker(s) ready; {len(args['examples'])} rows, "
                 f"training for {steps} of {config.global_batch_size} rows a step"
             )
+            if config.lora is not None:
+                _log_lora(ctx, recipe.kind, config.lora, trainer.model)
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
             relay.fail_at_step = args.get("fail_at_step")
@@ -138,20 +142,38 @@ def train_loop(args: dict[str, Any]) -> None:
                 trainer.train(resume_from_checkpoint=str(resume))
         # A cancelled run reports nothing more: its latest checkpoint stays the one to resume.
         if not relay.cancelled:
-            _report_final(trainer, rank, recorders)
+            _report_final(trainer, rank, config.lora is not None, recorders)
     ctx.usage(meter.stop())
     ctx.flush(wait=True)  # before Ray Train tears this worker down
 
 
-def _report_final(trainer: Any, rank: int, recorders: list[Any]) -> None:
-    """All ranks report (a barrier); rank 0 attaches the exported model and the history."""
+def _log_lora(ctx: Any, kind: str, settings: Any, model: Any) -> None:
+    """How much of the model LoRA trains, in the step's log and as metrics (MLflow)."""
+    trained, total = lora.trainable(model)
+    ctx.log(
+        f"{kind}: LoRA {lora.describe(settings)}: {trained:,} of {total:,} parameters train "
+        f"({100 * trained / total:.2f}%)"
+    )
+    ctx.log_metrics(
+        {"lora/trainable_parameters": float(trained), "lora/total_parameters": float(total)},
+        step=0,
+    )
+
+
+def _report_final(trainer: Any, rank: int, with_lora: bool, recorders: list[Any]) -> None:
+    """All ranks report (a barrier); rank 0 attaches the exported model (and adapter), what the
+    recipe's recorders hold (rlvr's rollouts) and the history."""
     state = trainer.state
     metrics = {"step": state.global_step, "final": 1}
     if rank != 0:
         ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=FINAL_CHECKPOINT)
         return
     with tempfile.TemporaryDirectory(prefix="cairn-posttrain-") as tmp:
-        export(trainer, Path(tmp) / MODEL_DIR)
+        counts = None
+        if with_lora:
+            trained, total = lora.trainable(trainer.accelerator.unwrap_model(trainer.model))
+            counts = {"trainable_parameters": trained, "total_parameters": total}
+        export(trainer, Path(tmp) / MODEL_DIR, Path(tmp) / ADAPTER_DIR if with_lora else None)
         for recorder in recorders:  # beside the model: the driver copies the folder whole
             recorder.export(Path(tmp) / MODEL_DIR)
         # "step" first in each row, as pretrain writes its history.
@@ -161,6 +183,7 @@ def _report_final(trainer: Any, rank: int, recorders: list[Any]) -> None:
             "max_steps": state.max_steps,
             "history": [r for r in history if "train_runtime" not in r],
             "summary": next((r for r in history if "train_runtime" in r), {}),
+            "lora": counts,
         }
         (Path(tmp) / STATE_FILE).write_text(json.dumps(final_state))
         ray.train.report(
@@ -170,11 +193,15 @@ def _report_final(trainer: Any, rank: int, recorders: list[Any]) -> None:
         )
 
 
-def export(trainer: Any, out: Path) -> None:
+def export(trainer: Any, out: Path, adapter_out: Path | None = None) -> None:
     """The trained model as a plain Hugging Face directory: config.json, generation_config.json,
     model.safetensors and the tokenizer with its chat template. Not `trainer.save_model`, which
-    adds training_args.bin (a pickle of the trainer's arguments) to the directory."""
+    adds training_args.bin (a pickle of the trainer's arguments) to the directory.
+    With `adapter_out` (a LoRA run) the adapter is saved there, and `out` gets the input model
+    with the adapter merged in (`lora.save`)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
+    if adapter_out is not None:
+        model = lora.save(model, adapter_out)
     # Trainer turns the KV cache off for training; generation (serve, evaluate) wants it on.
     model.config.use_cache = True
     model.save_pretrained(out)

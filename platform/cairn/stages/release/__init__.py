@@ -9,6 +9,7 @@ with `cairn audit` without Cairn's database or store. The bundle is the director
     README.md, DATA_CARD.md     generated model and data cards
     model/                      the model in Hugging Face format with its tokenizer
     checkpoints/                every intermediate checkpoint (or an index of digests and URIs)
+    adapters/<step>-adapter/    each LoRA adapter merged into the model or an ancestor (peft)
     data/                       raw sources with digests, curation counts, tokenizer, splits
     training/<step>/            metrics (JSONL + CSV), loss curves (PNG), resolved config
     evals/<step>/               evaluation reports with per-sample predictions

@@ -56,6 +56,7 @@ def build(config: ReleaseConfig, inputs: Inputs, ctx: Context) -> Outputs:
         if not f["path"].startswith("checkpoints/"):
             bundle.copy(released, f["path"], f"model/{f['path']}")
     checkpoints = contents.checkpoints(bundle, order, steps, config)
+    adapters = contents.adapters(bundle, order, steps)
     if config.include_sources:
         contents.carry_sources(bundle, order, config.include_sources_max_mb)
 
@@ -66,7 +67,9 @@ def build(config: ReleaseConfig, inputs: Inputs, ctx: Context) -> Outputs:
 
     ctx.progress(3, 7, "writing configs and lineage")
     environment = _config(bundle, order, steps, ctx, name, config)
-    lineage = _lineage(bundle, order, steps, name, model.digest, [e.digest for e in evals])
+    lineage = _lineage(
+        bundle, order, steps, name, model.digest, [e.digest for e in evals], adapters
+    )
     compute = _compute(bundle, order, ctx.compute)
 
     ctx.progress(4, 7, "writing the model and data cards")
@@ -76,6 +79,7 @@ def build(config: ReleaseConfig, inputs: Inputs, ctx: Context) -> Outputs:
         "model": released.manifest,
         "model_digest": model.digest,
         "checkpoints": checkpoints,
+        "adapters": adapters,
         "data": data,
         "training": training,
         "evals": scores,
@@ -164,7 +168,9 @@ def _step_dirs(order: list[Ancestor]) -> dict[str, str]:
     prefix where two artifacts would share one)."""
     names: dict[str, str] = {}
     taken: set[str] = set()
-    for n in order:
+    # A LoRA step's adapter comes before its merged model in the graph: the model, which the
+    # training logs and checkpoints are filed under, keeps the step's name.
+    for n in sorted(order, key=lambda n: n.type == "adapter"):
         if n.type == "raw":
             continue
         base = str(n.manifest.get("step") or n.type)
@@ -229,8 +235,10 @@ def _lineage(
     name: str,
     model: str,
     evals: list[str],
+    adapters: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """lineage.json and the verbatim manifests it points to (each hashes to its digest)."""
+    """lineage.json and the verbatim manifests it points to (each hashes to its digest), and
+    each LoRA merge in the ancestry as base + adapter → model."""
     nodes = []
     for n in order:
         rel = f"lineage/manifests/{n.digest}.json"
@@ -256,6 +264,10 @@ def _lineage(
         "release": {"name": name, "model": model, "evals": evals},
         "nodes": nodes,
         "edges": Ancestry({n.digest: n for n in order}).edges(),
+        "lora_merges": [
+            {k: a[k] for k in ("step", "base", "adapter", "model", "merge", "bundle_path")}
+            for a in adapters
+        ],
     }
     bundle.write_json("lineage.json", lineage)
     return lineage

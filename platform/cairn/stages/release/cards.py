@@ -76,6 +76,7 @@ def model_card(f: dict[str, Any]) -> str:
         "`cairn serve model`.\n",
         "## How it was made\n",
         _training_section(f["training"]),
+        _lora_section(f.get("adapters") or []),
         "## Data\n",
         _data_summary(f["data"]),
         "See [DATA_CARD.md](DATA_CARD.md) for sources, filters and splits.\n",
@@ -131,6 +132,34 @@ def _training_section(training: list[dict[str, Any]]) -> str:
             ]
         )
     return _table(["step", "kind", "optimizer steps", "tokens", "final loss", "logs"], rows) + "\n"
+
+
+def _lora_section(adapters: list[dict[str, Any]]) -> str:
+    """Each LoRA merge in the ancestry: base + adapter → model, and where the adapter is."""
+    if not adapters:
+        return ""
+    lines = ["### LoRA\n"]
+    for a in adapters:
+        lora = a.get("lora") or {}
+        targets = lora.get("target_modules")
+        shown = ", ".join(targets) if isinstance(targets, list) else str(targets)
+        trained, total = a.get("trainable_parameters"), a.get("total_parameters")
+        counts = (
+            f": {trained:,} of its {total:,} parameters were trained"
+            if isinstance(trained, int) and isinstance(total, int)
+            else ""
+        )
+        base = f"`{a['base_name']}` " if a.get("base_name") else ""
+        lines.append(
+            f"- `{a['step']}` ({a['kind']}) trained a LoRA adapter (r={_fmt(lora.get('r'))}, "
+            f"alpha={_fmt(lora.get('alpha'))}, dropout={_fmt(lora.get('dropout'))}, on "
+            f"{shown}){counts}. Its model `{str(a['model'])[:16]}…` is the base "
+            f"{base}(`{str(a['base'])[:16]}…`) with adapter `{a['adapter'][:16]}…` merged into "
+            f"its weights ({a.get('merge') or 'merged'}). The adapter is in "
+            f"`{a['bundle_path']}/`: `PeftModel.from_pretrained(base, "
+            f'"{a["bundle_path"]}")` loads it onto that base.'
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _data_summary(data: dict[str, Any]) -> str:

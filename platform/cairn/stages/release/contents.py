@@ -1,6 +1,6 @@
-"""What a release bundle copies out of the model's ancestry: the model's checkpoints, the data
-cards and tokenizers, training logs, evaluation reports and (with `include_sources`) the raw
-sources; `bundle.py` assembles them with the configs, lineage and provenance.
+"""What a release bundle copies out of the model's ancestry: the model's checkpoints, the LoRA
+adapters merged into it, the data cards and tokenizers, training logs, evaluation reports and
+(with `include_sources`) the raw sources; `bundle.py` assembles them with the configs, lineage and provenance.
 
 Every file copied out of an artifact is re-hashed while it is copied and must match that
 artifact's manifest, and the bundle records where each copy came from (`lineage.json`, `copies`),
@@ -144,6 +144,40 @@ def checkpoints(
     if index:
         bundle.write_json("checkpoints/index.json", index)
     return index
+
+
+def adapters(bundle: Bundle, order: list[Ancestor], steps: dict[str, str]) -> list[dict[str, Any]]:
+    """Every LoRA adapter in the ancestry, copied whole to `adapters/<dir>/` (peft loads it onto
+    its base: `PeftModel.from_pretrained(base, dir)`), with the merge it went into: the model a
+    LoRA step made is its base (the step's input model) with this adapter merged in, and names
+    it among its parents. Returns base + adapter + merge per adapter, for the cards and
+    lineage.json."""
+    out = []
+    for n in order:
+        if n.type != "adapter":
+            continue
+        rel = f"adapters/{steps[n.digest]}"
+        bundle.copy_tree(n, "", rel)
+        base = next((p for p in n.parents if p.get("slot") == "model"), {})
+        merged = next((m for m in order if any(p["digest"] == n.digest for p in m.parents)), None)
+        meta = n.manifest.get("metadata") or {}
+        merge = ((merged.manifest.get("metadata") or {}).get("lora") or {}) if merged else {}
+        out.append(
+            {
+                "step": n.step,
+                "kind": n.manifest.get("kind"),
+                "base": base.get("digest"),
+                "base_name": base.get("name"),
+                "adapter": n.digest,
+                "model": merged.digest if merged else None,
+                "merge": merge.get("merge"),
+                "lora": meta.get("lora"),
+                "trainable_parameters": meta.get("trainable_parameters"),
+                "total_parameters": meta.get("total_parameters"),
+                "bundle_path": rel,
+            }
+        )
+    return out
 
 
 def data(bundle: Bundle, order: list[Ancestor], steps: dict[str, str]) -> dict[str, Any]:

@@ -63,6 +63,7 @@ class SftRecipe(Recipe):
         tokenizer: Any,
         callbacks: list[Any] | None,
         config: PosttrainConfig,
+        peft_config: Any | None,
     ) -> Any:
         from trl import SFTConfig, SFTTrainer
 
@@ -80,6 +81,7 @@ class SftRecipe(Recipe):
             train_dataset=dataset,
             processing_class=tokenizer,
             callbacks=callbacks,
+            peft_config=peft_config,
         )
 
 
