@@ -17,7 +17,7 @@ from typing import Any
 from cairn import stages
 from cairn.artifacts.store import ArtifactStore
 from cairn.engine.context import StepContext
-from cairn.engine.fingerprint import fingerprint_payload
+from cairn.engine.fingerprint import fingerprint_payload, input_licenses
 from cairn.errors import StageError
 from cairn.stage import ArtifactType, InputArtifact, Resources, StageSpec
 from cairn.stage.files import manifest_digest
@@ -97,6 +97,9 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
                 "type": i["type"],
                 "uri": i["uri"],
                 "name": i.get("name", ""),
+                # The licence the workflow states for an external input, sealed with the use of
+                # it: the release's cards and lineage.json read it from here.
+                **({"license": i["license"]} if i.get("license") else {}),
                 **({} if i["type"] == "raw" else _manifest_of(store, i["uri"])),
             }
             for slot, items in payload.inputs.items()
@@ -182,6 +185,8 @@ def _provenance(spec: StageSpec, config: Any, payload: StepPayload) -> dict[str,
     inputs = {slot: [i["digest"] for i in items] for slot, items in payload.inputs.items()}
     return {
         "config": payload.config,
-        "fingerprint_inputs": fingerprint_payload(spec, config, inputs),
+        "fingerprint_inputs": fingerprint_payload(
+            spec, config, inputs, input_licenses(payload.inputs)
+        ),
         "workflow": {k: v for k, v in payload.workflow.items() if k != "text"},
     }

@@ -20,7 +20,7 @@ from cairn.engine import cache, handoff
 from cairn.engine.attempt import StepPayload
 from cairn.engine.backends import Executor
 from cairn.engine.cluster import request_text
-from cairn.engine.fingerprint import fingerprint
+from cairn.engine.fingerprint import fingerprint, input_licenses
 from cairn.engine.mirror import Mirror
 from cairn.engine.openlineage import Lineage
 from cairn.engine.progress import Display
@@ -239,7 +239,10 @@ class Scheduler:
             self._done(step, "failed", {}, attempts=1)
             return
         fp = fingerprint(
-            step.spec, step.config, {k: [i["digest"] for i in v] for k, v in inputs.items()}
+            step.spec,
+            step.config,
+            {k: [i["digest"] for i in v] for k, v in inputs.items()},
+            input_licenses(inputs),
         )
         self.results[step.name].fingerprint = fp
         hit = cache.lookup(step, fp, self.recorder, self.store, self.display, self.resumed)
@@ -263,7 +266,8 @@ class Scheduler:
             for ref in refs:
                 if ref.uri is not None:
                     try:
-                        items.append(self._source(ref.uri, ref.text, step.spec.inputs[slot].type))
+                        type_ = step.spec.inputs[slot].type
+                        items.append(self._source(ref.uri, ref.text, type_, ref.license))
                     except CairnError as e:  # where in the workflow file the source is named
                         where = f"{self.wf.path}:{step.line}" if step.line else str(self.wf.path)
                         raise CairnError(
@@ -276,10 +280,12 @@ class Scheduler:
             out[slot] = items
         return out
 
-    def _source(self, uri: str, text: str, type_: ArtifactType) -> dict[str, Any]:
+    def _source(
+        self, uri: str, text: str, type_: ArtifactType, license: str | None = None
+    ) -> dict[str, Any]:
         if uri not in self.sources:
             digest, manifest = describe_source(uri, type_.value, text)
-            self.recorder.source(uri, text, digest, manifest)
+            self.recorder.source(uri, text, digest, manifest, license)
             # The URI travels to the stage too (InputArtifact.metadata["source_uri"]): curate's
             # Ray tasks read remote files where they lie, from any node, not from a driver copy.
             self.sources[uri] = {
@@ -288,7 +294,9 @@ class Scheduler:
                 "type": type_.value,
                 "metadata": {"source_uri": uri},
             }
-        return {**self.sources[uri], "name": text}
+        # The licence is the workflow's statement about this use of the source (recorded with
+        # it in the child's manifest), not part of the source, which another step may name too.
+        return {**self.sources[uri], "name": text, **({"license": license} if license else {})}
 
     def _submit(self, step: Step, fp: str, inputs: Inputs, attempt: int) -> None:
         tags = {"cairn.fingerprint": fp, "cairn.attempt": str(attempt)}

@@ -6,6 +6,7 @@ dotted field, a message and a fix, so the person reading it can edit the file st
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from pathlib import Path
@@ -21,12 +22,14 @@ from cairn.workflow import sources, yamlload
 from cairn.workflow.messages import fix, message, short, suggest
 from cairn.workflow.model import (
     NAME_RE,
+    SOURCE_KEYS,
     Ref,
     Step,
     StepModel,
     Workflow,
     WorkflowModel,
     is_external,
+    ref_texts,
 )
 
 
@@ -255,9 +258,9 @@ class Validator:
                 ok = False
                 continue
             resolved = []
-            for i, text in enumerate(refs):
+            for i, item in enumerate(refs):
                 rloc = loc + ((slot_name, i) if isinstance(raw, list) else (slot_name,))
-                ref = self._ref(text, name, slot.type, rloc, all_steps)
+                ref = self._item(item, name, slot.type, rloc, all_steps)
                 ok = ok and ref is not None
                 if ref is not None:
                     resolved.append(ref)
@@ -331,6 +334,77 @@ class Validator:
             return None
         return Ref(text=text, step=src, output=output)
 
+    def _item(
+        self,
+        item: Any,
+        step: str,
+        want: ArtifactType,
+        loc: tuple[Any, ...],
+        all_steps: dict[str, StepModel],
+    ) -> Ref | None:
+        """One input as written (a reference, or a source with its licence), resolved."""
+        entry = self._source_entry(item, loc)
+        if entry is None:
+            return None
+        ref = self._ref(entry[0], step, want, loc, all_steps)
+        if ref is None or not isinstance(item, dict):
+            return ref
+        if not ref.external:
+            self.add(
+                loc,
+                f"'{short(ref.text)}' is an earlier step's output: `source:`/`license:` are for "
+                "external data (a step's output has its own lineage back to its sources)",
+                f"write `{short(ref.text)}` on its own, and state the licence on the external "
+                "source it was made from",
+            )
+            return None
+        return dataclasses.replace(ref, license=entry[1])
+
+    def _source_entry(self, item: Any, loc: tuple[Any, ...]) -> tuple[str, str | None] | None:
+        """(reference text, stated licence) of one input as written: a plain reference, or an
+        external source written as `{source: PATH, license: TEXT}`; None if it is malformed."""
+        if not isinstance(item, dict):
+            return str(item), None
+        good = True
+        unknown = [str(k) for k in item if k not in SOURCE_KEYS]
+        if unknown:  # one issue, at the first: a hostile file may hold thousands
+            more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+            self.add(
+                loc + (unknown[0],),
+                f"unknown field '{short(unknown[0])}' in a source{more}",
+                suggest(
+                    unknown[0],
+                    list(SOURCE_KEYS),
+                    "a source written as a mapping takes `source:` (its path or URI) and "
+                    "`license:` (e.g. apache-2.0)",
+                ),
+            )
+            good = False
+        text, license = item.get("source"), item.get("license", "")
+        if "source" not in item:
+            self.add(
+                loc,
+                "a source written as a mapping needs `source:`",
+                "add `source: ./path` (the path or URI of the data or model directory)",
+            )
+            good = False
+        elif not isinstance(text, str) or not text.strip():
+            self.add(
+                loc + ("source",),
+                f"must be a path or URI, not {short(repr(text))}",
+                "write the path, e.g. `source: ./base-model`",
+            )
+            good = False
+        if "license" in item and (not isinstance(license, str) or not license.strip()):
+            self.add(
+                loc + ("license",),
+                f"must be the licence's name as text, not {short(repr(license))}",
+                "write an SPDX id such as `license: apache-2.0`, or leave `license:` out (the "
+                "release then says the licence is not declared)",
+            )
+            good = False
+        return (str(text), str(license).strip() or None) if good else None
+
     def _external(self, text: str, want: ArtifactType, loc: tuple[Any, ...]) -> Ref | None:
         found = sources.resolve(text, want, self.path.parent)
         if isinstance(found, sources.Problem):
@@ -343,7 +417,7 @@ class Validator:
         for name, sm in steps.items():
             refs: list[str] = []
             for raw in sm.inputs.values():
-                refs.extend(raw if isinstance(raw, list) else [raw])
+                refs.extend(ref_texts(raw))
             deps[name] = {
                 r.split(".", 1)[0]
                 for r in refs

@@ -25,7 +25,7 @@ import pytest
 import cairn
 from cairn import stages
 from cairn.engine import fingerprint as fp_module
-from cairn.engine.fingerprint import fingerprint, fingerprint_payload
+from cairn.engine.fingerprint import fingerprint, fingerprint_payload, input_licenses
 from cairn.stage import Resources, StageConfig, StageSpec
 from cairn.stages.pretrain import PretrainConfig
 from cairn.stages.sft import SftConfig
@@ -219,7 +219,12 @@ def test_result_package_versions_change_the_fingerprint(monkeypatch: pytest.Monk
 
 def test_resources_launcher_step_name_and_paths_stay_out() -> None:
     # fingerprint() does not even take a step name, resources or paths...
-    assert list(inspect.signature(fingerprint).parameters) == ["spec", "config", "inputs"]
+    assert list(inspect.signature(fingerprint).parameters) == [
+        "spec",
+        "config",
+        "inputs",
+        "licenses",
+    ]
     config = PretrainConfig()
     payload = fingerprint_payload(PRETRAIN, config, inputs_of(PRETRAIN))
     assert set(payload) == {"kind", "code", "config", "inputs", "packages"}
@@ -232,6 +237,24 @@ def test_resources_launcher_step_name_and_paths_stay_out() -> None:
         doc="another description",
     )
     assert fp(moved, config) == fp(PRETRAIN, config)
+
+
+def test_a_stated_licence_changes_the_fingerprint_and_none_leaves_it_as_it_was() -> None:
+    # The licence of an external input is sealed into the output's manifest (the release's cards
+    # read it there): a cached output that does not state it must not be reused.
+    config = SftConfig()
+    base = fp(SFT, config)
+    inputs = {slot: [{"digest": DIGEST_A}] for slot in SFT.inputs}
+    assert input_licenses(inputs) == {}
+    assert fingerprint(SFT, config, inputs_of(SFT), input_licenses(inputs)) == base
+    inputs["model"][0]["license"] = "apache-2.0"
+    licensed = fingerprint(SFT, config, inputs_of(SFT), input_licenses(inputs))
+    assert licensed != base
+    assert fingerprint_payload(SFT, config, inputs_of(SFT), input_licenses(inputs))[
+        "input_licenses"
+    ] == {"model": ["apache-2.0"]}
+    inputs["model"][0]["license"] = "mit"
+    assert fingerprint(SFT, config, inputs_of(SFT), input_licenses(inputs)) != licensed
 
 
 # --- the code version -----------------------------------------------------------------------------
