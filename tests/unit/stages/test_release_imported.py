@@ -108,7 +108,7 @@ def test_the_cards_name_the_base_model_with_its_digest_and_licence(
     assert f"base model `./base` (sha256 `{digest[:16]}…`, licence apache-2.0)" in card
     data_card = (bundle / "DATA_CARD.md").read_text()
     base_models = data_card.split("## Base models", 1)[1]
-    assert f"| `./base` | apache-2.0 |" in base_models and digest[:16] in base_models
+    assert "| `./base` | apache-2.0 |" in base_models and digest[:16] in base_models
     # The chat data's licence was not stated: the card says so rather than leaving it blank.
     assert f"| `./chat/sft.jsonl` | {NOT_DECLARED} |" in data_card
 
@@ -156,7 +156,9 @@ def test_a_tampered_copy_of_the_base_model_fails_the_audit(bundle: Path, tmp_pat
     target.write_bytes(bytes(data))
     # Rewrite SHA256SUMS so that only the manifest of the base model can tell.
     sums = (copy / "SHA256SUMS").read_text()
-    old = next(line for line in sums.splitlines() if line.endswith("sources/base/model.safetensors"))
+    old = next(
+        line for line in sums.splitlines() if line.endswith("sources/base/model.safetensors")
+    )
     from cairn.stage.files import sha256_file
 
     new = f"{sha256_file(target)}  sources/base/model.safetensors"
