@@ -182,15 +182,11 @@ class Recorder:
                 )
             elif license and row.manifest.get("license") != license:
                 row.manifest = {**row.manifest, "license": license}  # a new dict: JSON is saved
+            data: dict[str, Any] = {"uri": uri, "digest": digest}
+            if license:
+                data["license"] = license
             said = f", licence {license}" if license else ""
-            self.event(
-                s,
-                "source",
-                f"source {text} → sha256 {digest[:12]}{said}",
-                uri=uri,
-                digest=digest,
-                **({"license": license} if license else {}),
-            )
+            self.event(s, "source", f"source {text} → sha256 {digest[:12]}{said}", **data)
 
     def cache_corrupt(self, step: str, output: str, digest: str, problems: list[str]) -> None:
         """A cached artifact no longer matches its manifest: never reused again."""
