@@ -27,14 +27,16 @@ from tests.tiny import make_tiny_model
 WORKFLOW = {"name": "imported", "path": "/x/imported.yaml", "digest": "d" * 64, "git": "abc123"}
 
 
-def _chain(root: Path, license: str | None) -> dict:
-    """base model (outside the store) + raw chat data → sft model, sealed as the engine does."""
+def _chain(root: Path, license: str | None, url: bool = False) -> dict:
+    """base model (outside the store) + raw chat data → sft model, sealed as the engine does.
+    With `url` the workflow names the base by a chained fsspec URL instead of a path."""
     work = root / "work"  # the workflow's folder: it names ./base and ./chat/sft.jsonl
     base = make_tiny_model(work / "base")
+    name = f"simplecache::file://{base}" if url else "./base"
     data = work / "chat" / "sft.jsonl"
     data.parent.mkdir(parents=True)
     data.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
-    base_digest, _ = describe_source(str(base), "model", "./base")
+    base_digest, _ = describe_source(name if url else str(base), "model", name)
     data_digest, _ = describe_source(str(data), "raw", "./chat/sft.jsonl")
     store = ArtifactStore(root / "store")
     staged = root / "stage-ft"
@@ -45,8 +47,8 @@ def _chain(root: Path, license: str | None) -> dict:
             "slot": "model",
             "digest": base_digest,
             "type": "model",
-            "uri": str(base),
-            "name": "./base",
+            "uri": name if url else str(base),
+            "name": name,
             **({"license": license} if license else {}),
         },
         {
@@ -74,7 +76,7 @@ def _chain(root: Path, license: str | None) -> dict:
             "workflow": WORKFLOW,
         },
     )
-    return {"base": base, "base_digest": base_digest, "model": tuned}
+    return {"base": base, "base_digest": base_digest, "model": tuned, "name": name}
 
 
 def _release(chain: dict, dest: Path, **config) -> Path:
@@ -198,4 +200,19 @@ def test_a_base_model_without_a_licence_says_so(tmp_path: Path) -> None:
     lineage = json.loads((out / "lineage.json").read_text())
     node = next(n for n in lineage["nodes"] if n["digest"] == chain["base_digest"])
     assert node["license"] is None and node["copies"] == {}  # not carried without include_sources
+    assert audit(out, load_model=False).ok
+
+
+def test_a_base_model_named_by_an_fsspec_url_is_recorded_where_it_lies(tmp_path: Path) -> None:
+    chain = _chain(tmp_path / "c", "mit", url=True)
+    out = _release(chain, tmp_path / "r", include_sources=True)
+    url = chain["name"]
+    assert url.startswith("simplecache::file://")
+    card = (out / "README.md").read_text()
+    assert f"- Fine-tuned from `{url}` (`{chain['base_digest']}`), licence mit" in card
+    lineage = json.loads((out / "lineage.json").read_text())
+    node = next(n for n in lineage["nodes"] if n["digest"] == chain["base_digest"])
+    # As raw data given by URI: recorded with its digest and read where it lies, not carried.
+    assert (node["uri"], node["license"], node["copies"]) == (url, "mit", {})
+    assert not (out / "sources").exists() or not any((out / "sources").rglob("*.safetensors"))
     assert audit(out, load_model=False).ok
