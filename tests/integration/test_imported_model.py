@@ -80,6 +80,7 @@ def test_the_base_model_is_a_root_of_the_lineage_with_its_licence(imported: dict
     base = roots["model"]
     assert base.digest == _base_digest(imported)  # digested file by file, where it lies
     assert (base.type, base.step, base.parents) == ("model", None, [])  # no step made it
+    assert base.license == "apache-2.0"
     with client.engine.sessions() as s:
         row = s.get_one(ArtifactRow, base.digest)
         assert row.step_run_id is None and row.manifest["license"] == "apache-2.0"
@@ -93,9 +94,13 @@ def test_the_base_model_is_a_root_of_the_lineage_with_its_licence(imported: dict
     assert (parent["name"], parent["license"]) == ("./models/base", "apache-2.0")
     assert sealed["fingerprint_inputs"]["input_licenses"] == {"model": ["apache-2.0"]}
 
-    out = CliRunner().invoke(app, ["lineage", tuned.digest[:16]], env=cli_env(imported["home"]))
+    env = cli_env(imported["home"])
+    out = CliRunner().invoke(app, ["lineage", tuned.digest[:16]], env=env)
     assert out.exit_code == 0, out.output
     assert f"model {base.digest[:16]} ← source" in out.output
+    out = CliRunner().invoke(app, ["lineage", tuned.digest[:16], "--json"], env=env)
+    shown = next(p for p in json.loads(out.output)["parents"] if p["slot"] == "model")
+    assert (shown["digest"], shown["step"], shown["license"]) == (base.digest, None, "apache-2.0")
 
 
 def test_the_licence_reaches_mlflow(imported: dict) -> None:

@@ -50,8 +50,8 @@ def validate(file: WorkflowArg, as_json: JsonOpt = False) -> None:
     width = max((len(f"{x['step']}.{x['input']}") for x in sources), default=0)
     for src in sources:
         where = f"{src['step']}.{src['input']}"
-        said = f"  licence {escape(src['license'])}" if src["license"] else ""
-        out.print(f"  {where:<{width}}  {escape(src['source'])}{said}")
+        said = f"  licence {escape(str(src['license']))}" if src["license"] else ""
+        out.print(f"  {where:<{width}}  {escape(str(src['source']))}{said}")
 
 
 @app.command()
