@@ -137,9 +137,13 @@ def test_the_base_model_is_a_root_of_lineage_json_with_its_licence(
     assert (edge["child"], edge["slot"]) == (chain["model"].digest, "model")
     statement = json.loads((bundle / "provenance.intoto.json").read_text())
     deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
-    assert {"uri": "./base", "sha256": chain["base_digest"]} in [
-        {"uri": d["uri"], "sha256": d["digest"]["sha256"]} for d in deps
-    ]
+    dep = next(d for d in deps if d["uri"] == "./base")
+    assert dep["digest"]["sha256"] == chain["base_digest"]
+    assert dep["annotations"] == {
+        "type": "model",
+        "manifest": node["manifest"],
+        "license": "apache-2.0",
+    }
 
 
 def test_the_audit_passes_and_counts_the_imported_model(bundle: Path) -> None:
