@@ -57,7 +57,10 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
                 path=store.local_path(i["uri"], i["digest"]),
                 type=ArtifactType(i["type"]),
                 digest=i["digest"],
-                metadata=i.get("metadata") or {},
+                # A licence the workflow states on an external input reaches the stage too
+                # (curate's data card states it).
+                metadata=(i.get("metadata") or {})
+                | ({"license": i["license"]} if i.get("license") else {}),
                 name=i.get("name", ""),
                 uri=i["uri"],
             )

@@ -166,3 +166,22 @@ def test_a_chained_fsspec_url_names_a_model_as_a_path_does(workdir: Path) -> Non
     # A file:// URI is a local path, relative paths aside.
     wf = load_workflow(write(workdir, f"{{source: 'file://{local}', license: mit}}"))
     assert wf.steps["chat"].inputs["model"][0].uri == str(local)
+
+
+def test_curate_states_the_licence_given_on_its_input_unless_its_config_says_otherwise(
+    tmp_path: Path,
+) -> None:
+    from cairn.stage import ArtifactType, InputArtifact
+    from cairn.stages.curate import CurateConfig
+    from cairn.stages.curate.sources import from_inputs
+
+    def source(name: str, license: str | None) -> InputArtifact:
+        meta = {"license": license} if license else {}
+        return InputArtifact(tmp_path / name, ArtifactType.RAW, "a" * 64, meta, name=name)
+
+    given = {"sources": [source("./a.jsonl", "cc-by-4.0"), source("./b.jsonl", None)]}
+    records = {s.name: s.record() for s in from_inputs(CurateConfig(), given, ())}
+    assert (records["./a.jsonl"]["license"], records["./b.jsonl"]["license"]) == ("cc-by-4.0", None)
+    config = CurateConfig(sources={"a": {"license": "cc0-1.0"}})
+    records = {s.name: s.record() for s in from_inputs(config, given, ())}
+    assert records["./a.jsonl"]["license"] == "cc0-1.0"
