@@ -92,7 +92,13 @@ def test_the_base_model_is_a_root_of_the_lineage_with_its_licence(imported: dict
         sealed = s.get_one(ArtifactRow, tuned.digest).manifest
     parent = next(p for p in sealed["parents"] if p["slot"] == "model")
     assert (parent["name"], parent["license"]) == ("./models/base", "apache-2.0")
-    assert sealed["fingerprint_inputs"]["input_licenses"] == {"model": ["apache-2.0"]}
+    # A statement about the base, not the base: sft's fingerprint does not hold it, the
+    # release's (which states it) does.
+    assert "source_licenses" not in sealed["fingerprint_inputs"]
+    release = imported["result"].steps["publish"].artifacts["release"]
+    with client.engine.sessions() as s:
+        published = s.get_one(ArtifactRow, release.digest).manifest["fingerprint_inputs"]
+    assert published["source_licenses"] == {base.digest: "apache-2.0"}
 
     env = cli_env(imported["home"])
     out = CliRunner().invoke(app, ["lineage", tuned.digest[:16]], env=env)

@@ -45,14 +45,19 @@ def read_manifest(uri: str, digest: str, sealed_as: str | None = None) -> bytes:
     return data
 
 
-def walk(roots: Iterable[tuple[str, str]], verify_sources: bool = True) -> Ancestry:
+def walk(
+    roots: Iterable[tuple[str, str]],
+    verify_sources: bool = True,
+    licenses: dict[str, str] | None = None,
+) -> Ancestry:
     """Every artifact reachable from `roots` ([(uri, digest)]) through parent links.
 
     External data ends the walk: a raw source, or a model directory given as an input (it has
     no manifest of its own). With `verify_sources` each is digested again where it lies, and one
     that changed since it was used is an error (a release would otherwise describe data it was
-    not made from); without it, it is taken as recorded. The licence a workflow stated for a
-    source (its child's parent entry records it) is added to the source's manifest.
+    not made from); without it, it is taken as recorded. Each source's manifest gets its licence:
+    the one `licenses` ({digest: licence}, what the running workflow states) gives, else the one
+    a child's parent entry recorded when it was made.
     """
     graph = Ancestry()
     todo: list[tuple[str, str, str, bool, str, str | None, str]] = [
@@ -60,6 +65,7 @@ def walk(roots: Iterable[tuple[str, str]], verify_sources: bool = True) -> Ances
     ]
     while todo:
         uri, digest, type_, external, name, sealed_as, license = todo.pop()
+        license = (licenses or {}).get(digest) or license
         if digest in graph:
             known = graph.nodes[digest]
             if license and known.source and not known.manifest.get("license"):

@@ -17,7 +17,7 @@ from typing import Any
 from cairn import stages
 from cairn.artifacts.store import ArtifactStore
 from cairn.engine.context import StepContext
-from cairn.engine.fingerprint import fingerprint_payload, input_licenses
+from cairn.engine.fingerprint import fingerprint_payload
 from cairn.errors import StageError
 from cairn.stage import ArtifactType, InputArtifact, Resources, StageSpec
 from cairn.stage.files import manifest_digest
@@ -44,6 +44,8 @@ class StepPayload:
     workflow: dict[str, Any] = field(default_factory=dict)
     # What each ancestor artifact's step cost, for kinds that publish it (StageSpec.reads_compute).
     compute: dict[str, Any] = field(default_factory=dict)
+    # {source digest: licence} the workflow states upstream, for kinds that publish them.
+    licenses: dict[str, str] = field(default_factory=dict)
 
 
 def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
@@ -81,6 +83,7 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
         reporter=reporter,
         workflow=payload.workflow,
         compute=payload.compute,
+        licenses=payload.licenses,
     )
     ctx.scratch_dir.mkdir(parents=True)
     ctx.outputs_root.mkdir(parents=True)
@@ -100,8 +103,8 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
                 "type": i["type"],
                 "uri": i["uri"],
                 "name": i.get("name", ""),
-                # The licence the workflow states for an external input, sealed with the use of
-                # it: the release's cards and lineage.json read it from here.
+                # The licence the workflow stated for an external input when this was made (a
+                # release states the one its own run's workflow states, `StageSpec.reads_licenses`).
                 **({"license": i["license"]} if i.get("license") else {}),
                 **({} if i["type"] == "raw" else _manifest_of(store, i["uri"])),
             }
@@ -188,8 +191,6 @@ def _provenance(spec: StageSpec, config: Any, payload: StepPayload) -> dict[str,
     inputs = {slot: [i["digest"] for i in items] for slot, items in payload.inputs.items()}
     return {
         "config": payload.config,
-        "fingerprint_inputs": fingerprint_payload(
-            spec, config, inputs, input_licenses(payload.inputs)
-        ),
+        "fingerprint_inputs": fingerprint_payload(spec, config, inputs, payload.licenses),
         "workflow": {k: v for k, v in payload.workflow.items() if k != "text"},
     }

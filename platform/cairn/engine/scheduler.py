@@ -20,7 +20,7 @@ from cairn.engine import cache, handoff
 from cairn.engine.attempt import StepPayload
 from cairn.engine.backends import Executor
 from cairn.engine.cluster import request_text
-from cairn.engine.fingerprint import fingerprint, input_licenses
+from cairn.engine.fingerprint import fingerprint
 from cairn.engine.mirror import Mirror
 from cairn.engine.openlineage import Lineage
 from cairn.engine.progress import Display
@@ -242,7 +242,7 @@ class Scheduler:
             step.spec,
             step.config,
             {k: [i["digest"] for i in v] for k, v in inputs.items()},
-            input_licenses(inputs),
+            self._licenses(step),
         )
         self.results[step.name].fingerprint = fp
         hit = cache.lookup(step, fp, self.recorder, self.store, self.display, self.resumed)
@@ -298,6 +298,28 @@ class Scheduler:
         # it in the child's manifest), not part of the source, which another step may name too.
         return {**self.sources[uri], "name": text, **({"license": license} if license else {})}
 
+    def _licenses(self, step: Step) -> dict[str, str]:
+        """{source digest: licence} the workflow states for the sources upstream of `step` (its
+        own inputs included), for a kind that publishes them (`StageSpec.reads_licenses`); {} for
+        any other. Every upstream step has digested its sources before this one starts."""
+        if not step.spec.reads_licenses:
+            return {}
+        found: dict[str, str] = {}
+        todo, seen = [step.name], set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            here = self.wf.steps[name]
+            todo += here.upstream()
+            for refs in here.inputs.values():
+                for ref in refs:
+                    source = self.sources.get(ref.uri or "")
+                    if ref.license and source:
+                        found.setdefault(source["digest"], ref.license)
+        return found
+
     def _submit(self, step: Step, fp: str, inputs: Inputs, attempt: int) -> None:
         tags = {"cairn.fingerprint": fp, "cairn.attempt": str(attempt)}
         mid = self.mirror.open_step(step, inputs, tags)
@@ -318,6 +340,7 @@ class Scheduler:
             module=step.spec.run.__module__,
             workflow=self.workflow_info,
             compute=self.recorder.ancestors_compute(inputs) if step.spec.reads_compute else {},
+            licenses=self._licenses(step),
         )
         try:
             handle = self.executor.submit(payload, step.spec.launcher, reporter)

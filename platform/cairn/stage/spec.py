@@ -129,6 +129,10 @@ class StageSpec:
     `elastic=True`: the stage accepts `resources.num_workers: min..max` (Ray Train elastic).
     `reads_compute=True` gives the stage `ctx.compute`: what every ancestor artifact's step cost
     (the release publishes it).
+    `reads_licenses=True`: the stage states the licences of the sources it descends from (the
+    release's cards): `ctx.ancestry` gives each source the licence the workflow states for it now,
+    and those licences are part of the step's fingerprint (stating or changing one makes a new
+    release, and retrains nothing).
     `uses_gpus=False`: the stage never computes on a GPU, so validation refuses a step that asks
     for one (the request would be dropped, or hold a GPU idle), as it refuses any request the
     step cannot use.
@@ -146,6 +150,7 @@ class StageSpec:
     cacheable: bool = True
     reusable: ReusableFn | None = None
     reads_compute: bool = False
+    reads_licenses: bool = False
     elastic: bool = False
     uses_gpus: bool = True
     doc: str = ""

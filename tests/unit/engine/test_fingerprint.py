@@ -25,7 +25,7 @@ import pytest
 import cairn
 from cairn import stages
 from cairn.engine import fingerprint as fp_module
-from cairn.engine.fingerprint import fingerprint, fingerprint_payload, input_licenses
+from cairn.engine.fingerprint import fingerprint, fingerprint_payload
 from cairn.stage import Resources, StageConfig, StageSpec
 from cairn.stages.pretrain import PretrainConfig
 from cairn.stages.sft import SftConfig
@@ -239,22 +239,16 @@ def test_resources_launcher_step_name_and_paths_stay_out() -> None:
     assert fp(moved, config) == fp(PRETRAIN, config)
 
 
-def test_a_stated_licence_changes_the_fingerprint_and_none_leaves_it_as_it_was() -> None:
-    # The licence of an external input is sealed into the output's manifest (the release's cards
-    # read it there): a cached output that does not state it must not be reused.
+def test_stated_licences_change_the_fingerprint_and_none_leaves_it_as_it_was() -> None:
+    # A release states its sources' licences in its cards: a new statement is a new release.
     config = SftConfig()
     base = fp(SFT, config)
-    inputs = {slot: [{"digest": DIGEST_A}] for slot in SFT.inputs}
-    assert input_licenses(inputs) == {}
-    assert fingerprint(SFT, config, inputs_of(SFT), input_licenses(inputs)) == base
-    inputs["model"][0]["license"] = "apache-2.0"
-    licensed = fingerprint(SFT, config, inputs_of(SFT), input_licenses(inputs))
+    assert fingerprint(SFT, config, inputs_of(SFT), {}) == base
+    licensed = fingerprint(SFT, config, inputs_of(SFT), {DIGEST_A: "apache-2.0"})
     assert licensed != base
-    assert fingerprint_payload(SFT, config, inputs_of(SFT), input_licenses(inputs))[
-        "input_licenses"
-    ] == {"model": ["apache-2.0"]}
-    inputs["model"][0]["license"] = "mit"
-    assert fingerprint(SFT, config, inputs_of(SFT), input_licenses(inputs)) != licensed
+    payload = fingerprint_payload(SFT, config, inputs_of(SFT), {DIGEST_A: "apache-2.0"})
+    assert payload["source_licenses"] == {DIGEST_A: "apache-2.0"}
+    assert fingerprint(SFT, config, inputs_of(SFT), {DIGEST_A: "mit"}) != licensed
 
 
 # --- the code version -----------------------------------------------------------------------------
