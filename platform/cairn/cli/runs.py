@@ -51,7 +51,7 @@ def validate(file: WorkflowArg, as_json: JsonOpt = False) -> None:
     for src in sources:
         where = f"{src['step']}.{src['input']}"
         said = f"  licence {escape(str(src['license']))}" if src["license"] else ""
-        out.print(f"  {where:<{width}}  {escape(str(src['source']))}{said}")
+        out.print(f"  {where:<{width}}  {escape(str(src['source'])[:200])}{said}")
 
 
 @app.command()

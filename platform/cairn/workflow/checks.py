@@ -32,6 +32,9 @@ from cairn.workflow.model import (
     ref_texts,
 )
 
+# The most characters a source's `license:` may have: an SPDX expression or a licence's name.
+MAX_LICENSE = 200
+
 
 class Validator:
     def __init__(self, text: str, path: Path) -> None:
@@ -401,6 +404,15 @@ class Validator:
                 f"must be the licence's name as text, not {short(repr(license))}",
                 "write an SPDX id such as `license: apache-2.0`, or leave `license:` out (the "
                 "release then says the licence is not declared)",
+            )
+            good = False
+        elif len(str(license)) > MAX_LICENSE:  # it goes on one line of cards, tags and tables
+            self.add(
+                loc + ("license",),
+                f"is {len(str(license)):,} characters long; a licence is named here, not quoted "
+                f"(at most {MAX_LICENSE})",
+                "give its SPDX id or name (e.g. `license: llama3.2`), and keep the full text in "
+                "a LICENSE file beside the data, which is digested with it",
             )
             good = False
         return (str(text), str(license).strip() or None) if good else None

@@ -106,8 +106,36 @@ def test_raw_data_in_a_list_may_state_its_licence_too(workdir: Path) -> None:
             "does not exist",
             "fix the path",
         ),
+        (
+            "{source: ./hf-model, license: " + "x" * 500_000 + "}",
+            "steps.chat.inputs.model.license",
+            "is 500,000 characters long",
+            "LICENSE file",
+        ),
+        (
+            "{source: ./hf-model, " + ", ".join(f"k{i}: {i}" for i in range(500)) + "}",
+            "steps.chat.inputs.model.k0",
+            "unknown field 'k0' in a source (and 499 more)",
+            "takes `source:`",
+        ),
+        (
+            "{source: {a: 1}}",
+            "steps.chat.inputs.model.source",
+            "must be a path or URI, not {'a': 1}",
+            "source: ./base-model",
+        ),
     ],
-    ids=["misspelt-key", "no-source", "number", "empty", "not-a-model", "missing"],
+    ids=[
+        "misspelt-key",
+        "no-source",
+        "number",
+        "empty",
+        "not-a-model",
+        "missing",
+        "huge-licence",
+        "many-keys",
+        "nested",
+    ],
 )
 def test_a_malformed_source_mapping_is_refused_precisely(
     workdir: Path, model: str, field: str, message: str, fix: str
