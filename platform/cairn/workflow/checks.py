@@ -22,7 +22,6 @@ from cairn.workflow import sources, yamlload
 from cairn.workflow.messages import fix, message, short, suggest
 from cairn.workflow.model import (
     NAME_RE,
-    SOURCE_KEYS,
     Ref,
     Step,
     StepModel,
@@ -31,9 +30,6 @@ from cairn.workflow.model import (
     is_external,
     ref_texts,
 )
-
-# The most characters a source's `license:` may have: an SPDX expression or a licence's name.
-MAX_LICENSE = 200
 
 
 class Validator:
@@ -346,8 +342,10 @@ class Validator:
         all_steps: dict[str, StepModel],
     ) -> Ref | None:
         """One input as written (a reference, or a source with its licence), resolved."""
-        entry = self._source_entry(item, loc)
-        if entry is None:
+        entry = sources.written(item)
+        if isinstance(entry, list):
+            for key, problem in entry:
+                self.add(loc + key, problem.message, problem.fix)
             return None
         ref = self._ref(entry[0], step, want, loc, all_steps)
         if ref is None or not isinstance(item, dict):
@@ -362,60 +360,6 @@ class Validator:
             )
             return None
         return dataclasses.replace(ref, license=entry[1])
-
-    def _source_entry(self, item: Any, loc: tuple[Any, ...]) -> tuple[str, str | None] | None:
-        """(reference text, stated licence) of one input as written: a plain reference, or an
-        external source written as `{source: PATH, license: TEXT}`; None if it is malformed."""
-        if not isinstance(item, dict):
-            return str(item), None
-        good = True
-        unknown = [str(k) for k in item if k not in SOURCE_KEYS]
-        if unknown:  # one issue, at the first: a hostile file may hold thousands
-            more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
-            self.add(
-                loc + (unknown[0],),
-                f"unknown field '{short(unknown[0])}' in a source{more}",
-                suggest(
-                    unknown[0],
-                    list(SOURCE_KEYS),
-                    "a source written as a mapping takes `source:` (its path or URI) and "
-                    "`license:` (e.g. apache-2.0)",
-                ),
-            )
-            good = False
-        text, license = item.get("source"), item.get("license", "")
-        if "source" not in item:
-            self.add(
-                loc,
-                "a source written as a mapping needs `source:`",
-                "add `source: ./path` (the path or URI of the data or model directory)",
-            )
-            good = False
-        elif not isinstance(text, str) or not text.strip():
-            self.add(
-                loc + ("source",),
-                f"must be a path or URI, not {short(repr(text))}",
-                "write the path, e.g. `source: ./base-model`",
-            )
-            good = False
-        if "license" in item and (not isinstance(license, str) or not license.strip()):
-            self.add(
-                loc + ("license",),
-                f"must be the licence's name as text, not {short(repr(license))}",
-                "write an SPDX id such as `license: apache-2.0`, or leave `license:` out (the "
-                "release then says the licence is not declared)",
-            )
-            good = False
-        elif len(str(license)) > MAX_LICENSE:  # it goes on one line of cards, tags and tables
-            self.add(
-                loc + ("license",),
-                f"is {len(str(license)):,} characters long; a licence is named here, not quoted "
-                f"(at most {MAX_LICENSE})",
-                "give its SPDX id or name (e.g. `license: llama3.2`), and keep the full text in "
-                "a LICENSE file beside the data, which is digested with it",
-            )
-            good = False
-        return (str(text), str(license).strip() or None) if good else None
 
     def _external(self, text: str, want: ArtifactType, loc: tuple[Any, ...]) -> Ref | None:
         found = sources.resolve(text, want, self.path.parent)
