@@ -308,10 +308,10 @@ class Scheduler:
         todo, seen = [step.name], set()
         while todo:
             name = todo.pop()
-            if name in seen:
+            here = self.wf.steps.get(name)
+            if name in seen or here is None:
                 continue
             seen.add(name)
-            here = self.wf.steps[name]
             todo += here.upstream()
             for refs in here.inputs.values():
                 for ref in refs:
