@@ -317,7 +317,8 @@ class RunLogs:
 class LineageNode:
     """An artifact and, through `parents`, everything it was made from, back to raw sources.
 
-    `slot` is the input through which this node fed its child (None at the root)."""
+    `slot` is the input through which this node fed its child (None at the root); `license` is
+    the licence the workflow stated for an external source (None where it stated none)."""
 
     digest: str
     type: str
@@ -328,6 +329,7 @@ class LineageNode:
     status: str | None = None
     slot: str | None = None
     parents: list[LineageNode] = field(default_factory=list)
+    license: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"slot": self.slot} if self.slot is not None else {}
@@ -341,6 +343,8 @@ class LineageNode:
             "status": self.status,
             "parents": [p.to_dict() for p in self.parents],
         }
+        if self.license:
+            out["license"] = self.license
         return out
 
     @classmethod
@@ -355,6 +359,7 @@ class LineageNode:
             status=d.get("status"),
             slot=d.get("slot"),
             parents=[cls.from_dict(p) for p in d.get("parents", [])],
+            license=d.get("license"),
         )
 
 

@@ -45,26 +45,37 @@ def read_manifest(uri: str, digest: str, sealed_as: str | None = None) -> bytes:
     return data
 
 
-def walk(roots: Iterable[tuple[str, str]], verify_sources: bool = True) -> Ancestry:
+def walk(
+    roots: Iterable[tuple[str, str]],
+    verify_sources: bool = True,
+    licenses: dict[str, str] | None = None,
+) -> Ancestry:
     """Every artifact reachable from `roots` ([(uri, digest)]) through parent links.
 
     External data ends the walk: a raw source, or a model directory given as an input (it has
     no manifest of its own). With `verify_sources` each is digested again where it lies, and one
     that changed since it was used is an error (a release would otherwise describe data it was
-    not made from); without it, it is taken as recorded.
+    not made from); without it, it is taken as recorded. Each source's manifest gets its licence:
+    the one `licenses` ({digest: licence}, what the running workflow states) gives, else the one
+    a child's parent entry recorded when it was made.
     """
     graph = Ancestry()
-    todo: list[tuple[str, str, str, bool, str, str | None]] = [
-        (uri, digest, "", False, "", None) for uri, digest in roots
+    todo: list[tuple[str, str, str, bool, str, str | None, str]] = [
+        (uri, digest, "", False, "", None, "") for uri, digest in roots
     ]
     while todo:
-        uri, digest, type_, external, name, sealed_as = todo.pop()
+        uri, digest, type_, external, name, sealed_as, license = todo.pop()
+        license = (licenses or {}).get(digest) or license
         if digest in graph:
+            known = graph.nodes[digest]
+            if license and known.source and not known.manifest.get("license"):
+                graph.nodes[digest] = _licensed(known, license)  # another use states it
             continue
         if not type_ and _unsealed(uri):  # a root that no step made: an external input
             type_, external = "model", True
         if type_ == "raw" or external:
-            graph.nodes[digest] = _source(uri, digest, type_, verify_sources, name)
+            node = _source(uri, digest, type_, verify_sources, name)
+            graph.nodes[digest] = _licensed(node, license) if license else node
             continue
         node = Ancestor(digest, uri, read_manifest(uri, digest, sealed_as))
         graph.nodes[digest] = node
@@ -79,9 +90,17 @@ def walk(roots: Iterable[tuple[str, str]], verify_sources: bool = True) -> Ances
                     _external(p),
                     p.get("name") or "",
                     p.get("manifest"),
+                    str(p.get("license") or ""),
                 )
             )
     return graph
+
+
+def _licensed(node: Ancestor, license: str) -> Ancestor:
+    """A source with the licence the workflow stated for it (recorded in its child's manifest)
+    in its manifest: outside its file list, so its digest is the same."""
+    manifest = {**node.manifest, "license": license}
+    return Ancestor(node.digest, node.uri, canonical_json(manifest), node.source)
 
 
 # How a workflow names an earlier step's output (`step.output`); anything else it gives an input

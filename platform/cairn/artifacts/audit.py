@@ -8,7 +8,8 @@ Checks, each reported with the files it names:
   the store's manifest.json matches the files too;
 - lineage: every manifest in lineage/ lists files with its (content) digest and hashes to the
   provenance digest lineage.json records for it, every parent it names is present with that digest
-  and type, the graph ends in raw sources, and lineage.json's edges are the manifests';
+  and type, the graph ends in raw sources (or models imported from outside), and lineage.json's
+  edges are the manifests';
 - copies: each file copied out of an artifact (model, checkpoints, LoRA adapters, data, logs,
   evals) matches that artifact's manifest, and the model, adapters and checkpoints are complete;
 - evals: each evaluation report names this model's digest (lineage, copies and evals are

@@ -73,6 +73,7 @@ def from_path(path: str) -> tuple[list[dict[str, Any]], list[dict[str, str]], st
             "step": n.manifest.get("step"),
             "uri": n.manifest.get("source", n.uri),
             "run_id": (n.manifest.get("producer") or {}).get("run_id"),
+            **({"license": n.manifest["license"]} if n.manifest.get("license") else {}),
         }
         for n in walked.topological()
     ]

@@ -117,7 +117,7 @@ def lineage(bundle: Folder) -> tuple[dict[str, Any] | None, dict[str, dict[str, 
                 )
             elif manifests[parent["digest"]]["type"] != parent["type"]:
                 check.problems.append(f"{rel}: parent {parent['digest'][:12]} has the wrong type")
-        if not m.get("parents") and m["type"] != "raw":
+        if not m.get("parents") and m["type"] != "raw" and not _imported(m):
             check.problems.append(
                 f"{rel}: a {m['type']} with no parents — the graph does not reach raw sources"
             )
@@ -132,8 +132,18 @@ def lineage(bundle: Folder) -> tuple[dict[str, Any] | None, dict[str, dict[str, 
         if digest not in manifests:
             check.problems.append(f"{LINEAGE}: released artifact {digest[:12]} has no manifest")
     raw = sum(1 for m in manifests.values() if m["type"] == "raw")
-    check.detail = f"{len(manifests)} artifacts, {len(edges)} edges, {raw} raw sources"
+    imported = sum(1 for m in manifests.values() if m["type"] == "model" and _imported(m))
+    check.detail = f"{len(manifests)} artifacts, {len(edges)} edges, {raw} raw sources" + (
+        f", {imported} imported model(s)" if imported else ""
+    )
     return lineage, manifests, check
+
+
+def _imported(manifest: dict[str, Any]) -> bool:
+    """A model imported from outside (a directory given as a step's input) is a root of the
+    graph like raw data: its manifest is the one Cairn made digesting it, which names it
+    (`source`) and no producing step, and its files are checked like any source's copy."""
+    return manifest["type"] == "model" and bool(manifest.get("source")) and not manifest.get("step")
 
 
 def copies(bundle: Folder, lineage: dict[str, Any], manifests: dict[str, dict[str, Any]]) -> Check:

@@ -83,6 +83,8 @@ def graph(
                 "kind": sr.kind if sr else None,
                 "run_id": sr.run_id if sr else None,
                 "status": row.status,
+                # A source's licence, as the workflow stated it (`Recorder.source`).
+                **({"license": row.manifest["license"]} if row.manifest.get("license") else {}),
             }
     return root, [found_nodes[d] for d in order], edges
 

@@ -36,6 +36,7 @@ def lineage(
     lineage.json or walks an artifact's manifests, so it works on a downloaded release too.
     `--format dot | mermaid` prints a graph to paste into Graphviz or a Markdown file.
     """
+    from rich.markup import escape
     from rich.tree import Tree
 
     if fmt not in ("tree", "dot", "mermaid"):
@@ -61,6 +62,7 @@ def lineage(
 
     def label(n: LineageNode) -> str:
         made = f" ← {n.step} ({n.kind}, run {n.run_id})" if n.step else f" ← source {n.uri}"
+        made += f", licence {escape(n.license)}" if n.license else ""
         return f"[bold]{n.type}[/] {n.digest[:16]}{made}"
 
     def add(branch: Tree, n: LineageNode) -> None:

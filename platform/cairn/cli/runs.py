@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 import cairn
@@ -20,19 +21,37 @@ WorkflowArg = Annotated[Path, typer.Argument(help="workflow YAML file")]
 
 @app.command()
 def validate(file: WorkflowArg, as_json: JsonOpt = False) -> None:
-    """Check a workflow file without running anything (writes nothing anywhere)."""
+    """Check a workflow file without running anything (writes nothing anywhere).
+
+    Lists the steps and the external sources (data, imported models) with the licence the
+    workflow states for each: write an input as `{source: ./base-model, license: apache-2.0}`
+    to state it; a release says "not declared" for a source without one."""
     try:
         wf = cairn.load_workflow(file)
     except CairnError as e:
         fail(e, as_json)
     steps = [{"step": n, "kind": s.kind, "after": s.upstream()} for n, s in wf.steps.items()]
+    sources = [
+        {"step": n, "input": slot, "source": r.text, "license": r.license}
+        for n, s in wf.steps.items()
+        for slot, refs in s.inputs.items()
+        for r in refs
+        if r.external
+    ]
     if as_json:
-        emit({"valid": True, "workflow": wf.name, "steps": steps})
+        emit({"valid": True, "workflow": wf.name, "steps": steps, "sources": sources})
         return
     out.print(f"[green]✓[/] {file}: workflow [bold]{wf.name}[/] is valid, {len(steps)} steps")
     for st in steps:
         after = f"  (after {', '.join(st['after'])})" if st["after"] else ""
         out.print(f"  {st['step']:<16} {st['kind']}{after}")
+    if sources:
+        out.print("external sources, with the licence stated on the input:")
+    width = max((len(f"{x['step']}.{x['input']}") for x in sources), default=0)
+    for src in sources:
+        where = f"{src['step']}.{src['input']}"
+        said = f"  licence {escape(str(src['license']))}" if src["license"] else ""
+        out.print(f"  {where:<{width}}  {escape(str(src['source'])[:200])}{said}")
 
 
 @app.command()

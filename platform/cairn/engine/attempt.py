@@ -44,6 +44,8 @@ class StepPayload:
     workflow: dict[str, Any] = field(default_factory=dict)
     # What each ancestor artifact's step cost, for kinds that publish it (StageSpec.reads_compute).
     compute: dict[str, Any] = field(default_factory=dict)
+    # {source digest: licence} the workflow states upstream, for kinds that publish them.
+    licenses: dict[str, str] = field(default_factory=dict)
 
 
 def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
@@ -57,7 +59,10 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
                 path=store.local_path(i["uri"], i["digest"]),
                 type=ArtifactType(i["type"]),
                 digest=i["digest"],
-                metadata=i.get("metadata") or {},
+                # A licence the workflow states on an external input reaches the stage too
+                # (curate's data card states it).
+                metadata=(i.get("metadata") or {})
+                | ({"license": i["license"]} if i.get("license") else {}),
                 name=i.get("name", ""),
                 uri=i["uri"],
             )
@@ -78,6 +83,7 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
         reporter=reporter,
         workflow=payload.workflow,
         compute=payload.compute,
+        licenses=payload.licenses,
     )
     ctx.scratch_dir.mkdir(parents=True)
     ctx.outputs_root.mkdir(parents=True)
@@ -97,6 +103,9 @@ def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
                 "type": i["type"],
                 "uri": i["uri"],
                 "name": i.get("name", ""),
+                # The licence the workflow stated for an external input when this was made (a
+                # release states the one its own run's workflow states, `StageSpec.reads_licenses`).
+                **({"license": i["license"]} if i.get("license") else {}),
                 **({} if i["type"] == "raw" else _manifest_of(store, i["uri"])),
             }
             for slot, items in payload.inputs.items()
@@ -210,6 +219,6 @@ def _provenance(spec: StageSpec, config: Any, payload: StepPayload) -> dict[str,
     inputs = {slot: [i["digest"] for i in items] for slot, items in payload.inputs.items()}
     return {
         "config": payload.config,
-        "fingerprint_inputs": fingerprint_payload(spec, config, inputs),
+        "fingerprint_inputs": fingerprint_payload(spec, config, inputs, payload.licenses),
         "workflow": {k: v for k, v in payload.workflow.items() if k != "text"},
     }

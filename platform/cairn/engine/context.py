@@ -147,6 +147,7 @@ class StepContext:
     reporter: Any
     workflow: dict[str, Any] = field(default_factory=dict)
     compute: dict[str, Any] = field(default_factory=dict)
+    licenses: dict[str, str] = field(default_factory=dict)  # source digest → stated licence
     flush_interval_s: float = 1.0
     _buffer: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _last_flush: float = field(default=0.0, repr=False)
@@ -242,7 +243,9 @@ class StepContext:
         from cairn.artifacts.ancestry import walk
 
         return walk(
-            [(a.uri or str(a.path), a.digest) for a in artifacts], verify_sources=verify_sources
+            [(a.uri or str(a.path), a.digest) for a in artifacts],
+            verify_sources=verify_sources,
+            licenses=self.licenses,
         )
 
     def _emit(self, record: dict[str, Any], urgent: bool = False) -> None:

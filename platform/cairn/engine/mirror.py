@@ -73,15 +73,24 @@ class Mirror:
 
     def _nested(self, step: Step, inputs: Inputs, tags: dict[str, str]) -> str:
         refs = _datasets(inputs)
+        licenses = _licenses(inputs)
         note = f"Step `{step.name}` ({step.kind}) of Cairn run `{self.run_id}`.\n\n" + "\n".join(
-            f"- reads `{d.name}` ({d.type}, digest `{d.digest}`)" for d in refs
+            f"- reads `{d.name}` ({d.type}, digest `{d.digest}`"
+            + (f", licence {lic}" if (lic := licenses.get((d.slot, d.name))) else "")
+            + ")"
+            for d in refs
         )
         mid = self.tracker.start_step(
             self.parent,
             self.run_id,
             step.name,
             step.config.model_dump(mode="json"),
-            {"cairn.kind": step.kind, "mlflow.note.content": note, **tags},
+            {
+                "cairn.kind": step.kind,
+                "mlflow.note.content": note,
+                **_license_tags(inputs),
+                **tags,
+            },
         )
         self.steps[mid] = step
         self.tracker.log_datasets(mid, [d for d in refs if d.type not in MODELS])
@@ -219,12 +228,41 @@ def _datasets(inputs: Inputs) -> list[DatasetRef]:
     ]
 
 
+def _licenses(inputs: Inputs) -> dict[tuple[str, str], str]:
+    """{(slot, name): licence} of the external inputs whose licence the workflow states."""
+    return {
+        (slot, i.get("name") or slot): str(i["license"])
+        for slot, items in inputs.items()
+        for i in items
+        if i.get("license")
+    }
+
+
+def _license_tags(inputs: Inputs) -> dict[str, str]:
+    """`cairn.input.<slot>.license`: the licence stated for the slot's input (for a slot of
+    several inputs, `name: licence` for each, "not declared" where none is stated)."""
+    tags = {}
+    for slot, items in inputs.items():
+        if not any(i.get("license") for i in items):
+            continue
+        if len(items) == 1:
+            value = str(items[0]["license"])
+        else:
+            value = "; ".join(
+                f"{i.get('name') or i['digest'][:12]}: {i.get('license') or 'not declared'}"
+                for i in items
+            )
+        tags[f"cairn.input.{slot}.license"] = value[:5000]
+    return tags
+
+
 def _lineage_tags(release_dir: Path) -> dict[str, str]:
     """`cairn.lineage.<step>` = digest for every artifact the release descends from, and the
     raw sources' digests: enough to find the whole chain from the registered model."""
     data = json.loads((release_dir / "lineage.json").read_text())
     tags = {f"cairn.lineage.{n['step']}": n["digest"] for n in data["nodes"] if n.get("step")}
+    # The roots: raw sources and models imported from outside (no step made them).
     tags["cairn.lineage.sources"] = ",".join(
-        n["digest"] for n in data["nodes"] if n["type"] == "raw"
+        n["digest"] for n in data["nodes"] if n["type"] == "raw" or not n.get("step")
     )[:5000]
     return tags

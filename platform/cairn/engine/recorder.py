@@ -156,21 +156,37 @@ class Recorder:
                         row.mlflow_run_id = None
 
     # -- sources and the cache -----------------------------------------------------------------
-    def source(self, uri: str, text: str, digest: str, manifest: dict[str, Any]) -> None:
-        """An external input digested where it lies: an artifact row with no producer."""
+    def source(
+        self,
+        uri: str,
+        text: str,
+        digest: str,
+        manifest: dict[str, Any],
+        license: str | None = None,
+    ) -> None:
+        """An external input digested where it lies: an artifact row with no producer. The
+        licence the workflow states is kept in the row's manifest (outside its file list, so not
+        in its digest; the latest statement wins) and in the event."""
         with self.sessions.begin() as s:
-            if s.get(ArtifactRow, digest) is None:
+            row = s.get(ArtifactRow, digest)
+            if row is None:
                 s.add(
                     ArtifactRow(
                         digest=digest,
                         type=manifest["type"],
                         uri=uri,
-                        manifest=manifest,
+                        manifest=manifest | ({"license": license} if license else {}),
                         size_bytes=sum(f["size"] for f in manifest["files"]),
                         file_count=len(manifest["files"]),
                     )
                 )
-            self.event(s, "source", f"source {text} → sha256 {digest[:12]}", uri=uri, digest=digest)
+            elif license and row.manifest.get("license") != license:
+                row.manifest = {**row.manifest, "license": license}  # a new dict: JSON is saved
+            data: dict[str, Any] = {"uri": uri, "digest": digest}
+            if license:
+                data["license"] = license
+            said = f", licence {license}" if license else ""
+            self.event(s, "source", f"source {text} → sha256 {digest[:12]}{said}", **data)
 
     def cache_corrupt(self, step: str, output: str, digest: str, problems: list[str]) -> None:
         """A cached artifact no longer matches its manifest: never reused again."""

@@ -239,7 +239,10 @@ class Scheduler:
             self._done(step, "failed", {}, attempts=1)
             return
         fp = fingerprint(
-            step.spec, step.config, {k: [i["digest"] for i in v] for k, v in inputs.items()}
+            step.spec,
+            step.config,
+            {k: [i["digest"] for i in v] for k, v in inputs.items()},
+            self._licenses(step),
         )
         self.results[step.name].fingerprint = fp
         hit = cache.lookup(step, fp, self.recorder, self.store, self.display, self.resumed)
@@ -263,7 +266,8 @@ class Scheduler:
             for ref in refs:
                 if ref.uri is not None:
                     try:
-                        items.append(self._source(ref.uri, ref.text, step.spec.inputs[slot].type))
+                        type_ = step.spec.inputs[slot].type
+                        items.append(self._source(ref.uri, ref.text, type_, ref.license))
                     except CairnError as e:  # where in the workflow file the source is named
                         where = f"{self.wf.path}:{step.line}" if step.line else str(self.wf.path)
                         raise CairnError(
@@ -276,10 +280,12 @@ class Scheduler:
             out[slot] = items
         return out
 
-    def _source(self, uri: str, text: str, type_: ArtifactType) -> dict[str, Any]:
+    def _source(
+        self, uri: str, text: str, type_: ArtifactType, license: str | None = None
+    ) -> dict[str, Any]:
         if uri not in self.sources:
             digest, manifest = describe_source(uri, type_.value, text)
-            self.recorder.source(uri, text, digest, manifest)
+            self.recorder.source(uri, text, digest, manifest, license)
             # The URI travels to the stage too (InputArtifact.metadata["source_uri"]): curate's
             # Ray tasks read remote files where they lie, from any node, not from a driver copy.
             self.sources[uri] = {
@@ -288,7 +294,31 @@ class Scheduler:
                 "type": type_.value,
                 "metadata": {"source_uri": uri},
             }
-        return {**self.sources[uri], "name": text}
+        # The licence is the workflow's statement about this use of the source (recorded with
+        # it in the child's manifest), not part of the source, which another step may name too.
+        return {**self.sources[uri], "name": text, **({"license": license} if license else {})}
+
+    def _licenses(self, step: Step) -> dict[str, str]:
+        """{source digest: licence} the workflow states for the sources upstream of `step` (its
+        own inputs included), for a kind that publishes them (`StageSpec.reads_licenses`); {} for
+        any other. Every upstream step has digested its sources before this one starts."""
+        if not step.spec.reads_licenses:
+            return {}
+        found: dict[str, str] = {}
+        todo, seen = [step.name], set()
+        while todo:
+            name = todo.pop()
+            here = self.wf.steps.get(name)
+            if name in seen or here is None:
+                continue
+            seen.add(name)
+            todo += here.upstream()
+            for refs in here.inputs.values():
+                for ref in refs:
+                    source = self.sources.get(ref.uri or "")
+                    if ref.license and source:
+                        found.setdefault(source["digest"], ref.license)
+        return found
 
     def _submit(self, step: Step, fp: str, inputs: Inputs, attempt: int) -> None:
         tags = {"cairn.fingerprint": fp, "cairn.attempt": str(attempt)}
@@ -310,6 +340,7 @@ class Scheduler:
             module=step.spec.run.__module__,
             workflow=self.workflow_info,
             compute=self.recorder.ancestors_compute(inputs) if step.spec.reads_compute else {},
+            licenses=self._licenses(step),
         )
         try:
             handle = self.executor.submit(payload, step.spec.launcher, reporter)

@@ -13,7 +13,7 @@ attestation store) can consume a Cairn release without knowing Cairn:
   directory given as an input (the roots of the lineage graph), named as the workflow named them,
   with their Cairn content digest as `sha256` (the sha256 over their files' sorted names and
   sha256s, `cairn.stage.files.content_digest`; their manifest in `lineage/manifests/` lists the
-  files);
+  files) and the licence the workflow stated for them, where it stated one;
 - runDetails: Cairn as the builder, the run id as the invocation, and every artifact the run made on
   the way (datasets, models, eval reports) as a byproduct, by store address and content digest.
 
@@ -60,7 +60,13 @@ def dependencies(
         {
             "uri": node.get("uri") or node["digest"],
             "digest": {"sha256": node["digest"]},
-            "annotations": {"type": node.get("type"), "manifest": node.get("manifest")},
+            "annotations": {
+                "type": node.get("type"),
+                "manifest": node.get("manifest"),
+                # The licence the workflow stated for it (lineage.json has it since sources
+                # carried one): a policy engine reading SLSA can check it without Cairn.
+                **({"license": node["license"]} if node.get("license") else {}),
+            },
         }
         for node in sorted(roots, key=lambda n: (str(n.get("uri")), n["digest"]))
     ]

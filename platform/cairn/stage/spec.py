@@ -137,6 +137,10 @@ class StageSpec:
     files a workflow names as the step's inputs (rlvr: every row has a verifier), so that bad
     data is refused with its file and line before Ray starts; the stage checks them again when
     it runs (data made by an earlier step is only there then).
+    `reads_licenses=True`: the stage states the licences of the sources it descends from (the
+    release's cards): `ctx.ancestry` gives each source the licence the workflow states for it now,
+    and those licences are part of the step's fingerprint (stating or changing one makes a new
+    release, and retrains nothing).
     `uses_gpus=False`: the stage never computes on a GPU, so validation refuses a step that asks
     for one (the request would be dropped, or hold a GPU idle), as it refuses any request the
     step cannot use.
@@ -163,6 +167,7 @@ class StageSpec:
     reusable: ReusableFn | None = None
     check_inputs: InputCheck | None = None
     reads_compute: bool = False
+    reads_licenses: bool = False
     elastic: bool = False
     uses_gpus: bool = True
     optional_outputs: dict[str, str] = field(default_factory=dict)

@@ -6,6 +6,7 @@ dotted field, a message and a fix, so the person reading it can edit the file st
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from pathlib import Path
@@ -28,6 +29,7 @@ from cairn.workflow.model import (
     WorkflowModel,
     is_external,
     is_uri,
+    ref_texts,
 )
 
 
@@ -265,9 +267,9 @@ class Validator:
                 ok = False
                 continue
             resolved = []
-            for i, text in enumerate(refs):
+            for i, item in enumerate(refs):
                 rloc = loc + ((slot_name, i) if isinstance(raw, list) else (slot_name,))
-                ref = self._ref(text, name, slot.type, rloc, all_steps)
+                ref = self._item(item, name, slot.type, rloc, all_steps)
                 ok = ok and ref is not None
                 if ref is not None:
                     resolved.append(ref)
@@ -357,6 +359,34 @@ class Validator:
             return None
         return Ref(text=text, step=src, output=output)
 
+    def _item(
+        self,
+        item: Any,
+        step: str,
+        want: ArtifactType,
+        loc: tuple[Any, ...],
+        all_steps: dict[str, StepModel],
+    ) -> Ref | None:
+        """One input as written (a reference, or a source with its licence), resolved."""
+        entry = sources.written(item)
+        if isinstance(entry, list):
+            for key, problem in entry:
+                self.add(loc + key, problem.message, problem.fix)
+            return None
+        ref = self._ref(entry[0], step, want, loc, all_steps)
+        if ref is None or not isinstance(item, dict):
+            return ref
+        if not ref.external:
+            self.add(
+                loc,
+                f"'{short(ref.text)}' is an earlier step's output: `source:`/`license:` are for "
+                "external data (a step's output has its own lineage back to its sources)",
+                f"write `{short(ref.text)}` on its own, and state the licence on the external "
+                "source it was made from",
+            )
+            return None
+        return dataclasses.replace(ref, license=entry[1])
+
     def _external(self, text: str, want: ArtifactType, loc: tuple[Any, ...]) -> Ref | None:
         found = sources.resolve(text, want, self.path.parent)
         if isinstance(found, sources.Problem):
@@ -369,7 +399,7 @@ class Validator:
         for name, sm in steps.items():
             refs: list[str] = []
             for raw in sm.inputs.values():
-                refs.extend(raw if isinstance(raw, list) else [raw])
+                refs.extend(ref_texts(raw))
             deps[name] = {
                 r.split(".", 1)[0]
                 for r in refs

@@ -2,8 +2,11 @@
 
 Input references are either `step.output` (an earlier step's output) or an external source: a
 path starting with `/`, `./`, `../` or `~`, or a URI with a scheme (`s3://…`, `file://…`).
-Relative paths are relative to the workflow file. The checks that turn the one into the other
-live in `checks.py`.
+Relative paths are relative to the workflow file. An external source may also be written as a
+mapping that states its licence, `{source: ./base-model, license: apache-2.0}`: the licence is a
+statement about the data, not part of its content digest, and travels with the source through
+the lineage to the release's cards. The checks that turn the one into the other live in
+`checks.py`.
 """
 
 from __future__ import annotations
@@ -20,19 +23,36 @@ from cairn.stage import Resources, StageConfig, StageSpec
 NAME_RE = r"^[a-z][a-z0-9_-]{0,62}$"
 
 
+# The keys of an external source written as a mapping (`{source: PATH, license: SPDX}`).
+SOURCE_KEYS = ("source", "license")
+
+
 def _ref_text(value: Any) -> Any:
-    # Checked up front so a wrong value gets one error, not one per branch of `str | list[str]`.
-    if isinstance(value, str) or (
-        isinstance(value, list) and all(isinstance(x, str) for x in value)
-    ):
+    # Checked up front so a wrong value gets one error, not one per branch of the union. A
+    # mapping's keys are checked by `checks.py`, which can point at the line of a wrong key.
+    # A mapping that names neither key is not meant as a source at all: one error for the
+    # whole value, not one per key.
+    def one(x: Any) -> bool:
+        return isinstance(x, str) or (isinstance(x, dict) and any(k in x for k in SOURCE_KEYS))
+
+    if one(value) or (isinstance(value, list) and all(one(x) for x in value)):
         return value
     raise ValueError(
         f"an input must be a `step.output`, a path, or a list of them, not {reprlib.repr(value)}; "
-        "fix: write `<step>.<output>`, or a path such as ./data.jsonl"
+        "fix: write `<step>.<output>`, a path such as ./data.jsonl, or "
+        "`{source: ./data.jsonl, license: cc-by-4.0}` to state a source's licence"
     )
 
 
-RefText = Annotated[str | list[str], BeforeValidator(_ref_text)]
+RefItem = str | dict[str, Any]
+RefText = Annotated[RefItem | list[RefItem], BeforeValidator(_ref_text)]
+
+
+def ref_texts(raw: RefItem | list[RefItem]) -> list[str]:
+    """The references an input names, as text (a mapping's `source`), for the checks that only
+    need to know which steps an input reads."""
+    items = raw if isinstance(raw, list) else [raw]
+    return [str(x.get("source", "")) if isinstance(x, dict) else x for x in items]
 
 
 class StepModel(BaseModel):
@@ -65,6 +85,7 @@ class Ref:
     step: str | None = None
     output: str | None = None
     uri: str | None = None  # external: absolute local path or fsspec URI
+    license: str | None = None  # external: the licence the workflow states for it
 
     @property
     def external(self) -> bool:

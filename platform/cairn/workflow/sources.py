@@ -6,6 +6,10 @@ reason in words: missing, a symbolic-link loop, `~user` of no such user, a NUL b
 long for the filesystem, permission denied, an unknown URL scheme (which would otherwise fail
 the run after Ray has started) or one whose fsspec package is not installed. What a folder
 holds (empty, unreadable files) is the stage's business at run time.
+
+An external input may be written as a mapping that states its licence, `{source: PATH, license:
+TEXT}` (`written`): the licence is named, not quoted, since cards, tags and tables show it on one
+line.
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ import errno
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cairn.stage import ArtifactType
 from cairn.workflow.messages import short, suggest
-from cairn.workflow.model import Ref, is_uri
+from cairn.workflow.model import SOURCE_KEYS, Ref, is_uri
+
+# The most characters a source's `license:` may have: an SPDX expression or a licence's name.
+MAX_LICENSE = 200
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,72 @@ class Problem:
 
     message: str
     fix: str
+
+
+def written(item: Any) -> tuple[str, str | None] | list[tuple[tuple[str, ...], Problem]]:
+    """(reference text, stated licence) of one input as written, a plain reference or a source
+    written as `{source: PATH, license: TEXT}`; or what is wrong with the mapping, each problem
+    with the key it is about (() for the mapping itself)."""
+    if not isinstance(item, dict):
+        return str(item), None
+    problems: list[tuple[tuple[str, ...], Problem]] = []
+    unknown = [str(k) for k in item if k not in SOURCE_KEYS]
+    if unknown:  # one problem, at the first: a hostile file may hold thousands
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        fix = suggest(
+            unknown[0],
+            list(SOURCE_KEYS),
+            "a source written as a mapping takes `source:` (its path or URI) and `license:` "
+            "(e.g. apache-2.0)",
+        )
+        problems.append(
+            ((unknown[0],), Problem(f"unknown field '{short(unknown[0])}' in a source{more}", fix))
+        )
+    text, license = item.get("source"), item.get("license", "")
+    if "source" not in item:
+        problems.append(
+            (
+                (),
+                Problem(
+                    "a source written as a mapping needs `source:`",
+                    "add `source: ./path` (the path or URI of the data or model directory)",
+                ),
+            )
+        )
+    elif not isinstance(text, str) or not text.strip():
+        problems.append(
+            (
+                ("source",),
+                Problem(
+                    f"must be a path or URI, not {short(repr(text))}",
+                    "write the path, e.g. `source: ./base-model`",
+                ),
+            )
+        )
+    if "license" in item and (not isinstance(license, str) or not license.strip()):
+        problems.append(
+            (
+                ("license",),
+                Problem(
+                    f"must be the licence's name as text, not {short(repr(license))}",
+                    "write an SPDX id such as `license: apache-2.0`, or leave `license:` out "
+                    "(the release then says the licence is not declared)",
+                ),
+            )
+        )
+    elif len(str(license)) > MAX_LICENSE:
+        problems.append(
+            (
+                ("license",),
+                Problem(
+                    f"is {len(str(license)):,} characters long; a licence is named here, not "
+                    f"quoted (at most {MAX_LICENSE})",
+                    "give its SPDX id or name (e.g. `license: llama3.2`), and keep the full text "
+                    "in a LICENSE file beside the data, which is digested with it",
+                ),
+            )
+        )
+    return problems or (str(text), str(license).strip() or None)
 
 
 def resolve(text: str, want: ArtifactType, folder: Path) -> Ref | Problem:

@@ -221,7 +221,12 @@ def test_result_package_versions_change_the_fingerprint(monkeypatch: pytest.Monk
 
 def test_resources_launcher_step_name_and_paths_stay_out() -> None:
     # fingerprint() does not even take a step name, resources or paths...
-    assert list(inspect.signature(fingerprint).parameters) == ["spec", "config", "inputs"]
+    assert list(inspect.signature(fingerprint).parameters) == [
+        "spec",
+        "config",
+        "inputs",
+        "licenses",
+    ]
     config = PretrainConfig()
     payload = fingerprint_payload(PRETRAIN, config, inputs_of(PRETRAIN))
     assert set(payload) == {"kind", "code", "config", "inputs", "packages"}
@@ -234,6 +239,18 @@ def test_resources_launcher_step_name_and_paths_stay_out() -> None:
         doc="another description",
     )
     assert fp(moved, config) == fp(PRETRAIN, config)
+
+
+def test_stated_licences_change_the_fingerprint_and_none_leaves_it_as_it_was() -> None:
+    # A release states its sources' licences in its cards: a new statement is a new release.
+    config = SftConfig()
+    base = fp(SFT, config)
+    assert fingerprint(SFT, config, inputs_of(SFT), {}) == base
+    licensed = fingerprint(SFT, config, inputs_of(SFT), {DIGEST_A: "apache-2.0"})
+    assert licensed != base
+    payload = fingerprint_payload(SFT, config, inputs_of(SFT), {DIGEST_A: "apache-2.0"})
+    assert payload["source_licenses"] == {DIGEST_A: "apache-2.0"}
+    assert fingerprint(SFT, config, inputs_of(SFT), {DIGEST_A: "mit"}) != licensed
 
 
 # --- the code version -----------------------------------------------------------------------------

@@ -35,7 +35,9 @@ class SourceConfig(BaseModel):
         "more is sub-sampled; none: the source keeps its natural size",
     )
     license: str | None = Field(
-        None, description="the licence of the source's text, as the data card should state it"
+        None,
+        description="the licence of the source's text, as the data card should state it "
+        "(default: the one the workflow states on the input, `{source: PATH, license: ...}`)",
     )
 
 

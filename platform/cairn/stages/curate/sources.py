@@ -197,7 +197,8 @@ class Source:
         record = self.stats.as_dict()
         record.update(
             digest=self.artifact.digest,
-            license=self.settings.license,
+            # The config's word on it, else what the workflow stated on the input itself.
+            license=self.settings.license or self.artifact.metadata.get("license"),
             weight=self.settings.weight,
             files=self.files,
         )

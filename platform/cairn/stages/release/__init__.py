@@ -74,6 +74,7 @@ SPEC = register(
         outputs={"release": ArtifactType.RELEASE},
         run=run,
         reads_compute=True,
+        reads_licenses=True,
         default_resources=Resources(num_workers=1, cpus_per_worker=1),
         doc=(
             "Publish a model with its full ancestry: weights, checkpoints, data manifest, configs, "

@@ -257,6 +257,7 @@ def _lineage(
                 "run_id": (n.manifest.get("producer") or {}).get("run_id"),
                 "manifest": rel,
                 "copies": bundle.copies.get(n.digest, {}),
+                **({"license": n.manifest.get("license")} if n.source else {}),
             }
         )
     lineage = {

@@ -14,6 +14,7 @@ from cairn.stage.lineage import to_mermaid
 from cairn.stages.curate.card import CARD_MD, REMOVED_JSONL
 from cairn.stages.curate.card_markdown import render_markdown
 from cairn.stages.release.contamination import describe
+from cairn.stages.release.sources import license_text
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -64,6 +65,7 @@ def model_card(f: dict[str, Any]) -> str:
         "manifest, code version, every step's config, intermediate checkpoints, training logs, "
         "evaluations and the lineage graph from the raw sources to these weights.\n",
         f"- Model digest: `{f['model_digest']}`",
+        *_base_models(f),
         f"- Made by: {chain or 'one step'}",
         f"- Code: git `{env.get('git_commit') or 'unknown'}`"
         + (" (with uncommitted changes)" if env.get("git_dirty") else ""),
@@ -111,6 +113,21 @@ def model_card(f: dict[str, Any]) -> str:
         + "and compares every artifact of the lineage file by file with the recorded digests.\n",
     ]
     return "\n".join(p for p in parts if p)
+
+
+def _imported(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The models in the lineage that no step made: imported from outside as a step's input."""
+    return [s for s in data["sources"] if s.get("type", "raw") != "raw"]
+
+
+def _base_models(f: dict[str, Any]) -> list[str]:
+    """The model card's line for each imported base model, with the licence the workflow stated
+    (the weights released here derive from it, so its licence binds them too)."""
+    return [
+        f"- Fine-tuned from `{s['uri']}` (`{s['digest']}`), licence {license_text(s)}"
+        for s in _imported(f["data"])
+        if s["digest"] != f["model_digest"]
+    ]
 
 
 def _training_section(training: list[dict[str, Any]]) -> str:
@@ -163,8 +180,15 @@ def _lora_section(adapters: list[dict[str, Any]]) -> str:
 
 
 def _data_summary(data: dict[str, Any]) -> str:
-    lines = [f"- {len(data['sources'])} raw source(s):"]
-    lines += [f"  - `{s['uri']}` (sha256 `{s['digest'][:16]}…`)" for s in data["sources"]]
+    raw = [s for s in data["sources"] if s.get("type", "raw") == "raw"]
+    lines = [f"- {len(raw)} raw source(s):"]
+    lines += [
+        f"  - `{s['uri']}` (sha256 `{s['digest'][:16]}…`, licence {license_text(s)})" for s in raw
+    ]
+    lines += [
+        f"- base model `{s['uri']}` (sha256 `{s['digest'][:16]}…`, licence {license_text(s)})"
+        for s in _imported(data)
+    ]
     for d in data["datasets"]:
         split = d["split"]
         lines.append(
@@ -219,17 +243,16 @@ def _checkpoint_section(ckpts: list[dict[str, Any]]) -> str:
 def data_card(f: dict[str, Any]) -> str:
     data = f["data"]
     parts = [f"# Data card: {f['name']}\n"]
+    raw = [s for s in data["sources"] if s.get("type", "raw") == "raw"]
     parts.append("## Raw sources\n")
-    parts.append(
-        _table(
-            ["source", "files", "bytes", "sha256"],
-            [
-                [f"`{s['uri']}`", s["files"], f"{s['bytes']:,}", f"`{s['digest'][:16]}…`"]
-                for s in data["sources"]
-            ],
+    parts.append(_sources_table(raw) + "\n")
+    if imported := _imported(data):
+        parts.append("## Base models\n")
+        parts.append(
+            "Models imported from outside Cairn (a Hugging Face directory given as a step's "
+            "input): the roots of the released weights' lineage, digested file by file.\n"
         )
-        + "\n"
-    )
+        parts.append(_sources_table(imported) + "\n")
     for d in data["datasets"]:
         parts.append(f"## Curated dataset `{d['step']}` (`{d['digest'][:16]}…`)\n")
         path = d["bundle_path"]
@@ -266,3 +289,19 @@ def data_card(f: dict[str, Any]) -> str:
             + ".\n"
         )
     return "\n".join(parts)
+
+
+def _sources_table(sources: list[dict[str, Any]]) -> str:
+    return _table(
+        ["source", "licence", "files", "bytes", "sha256"],
+        [
+            [
+                f"`{s['uri']}`",
+                license_text(s).replace("|", "\\|"),
+                s["files"],
+                f"{s['bytes']:,}",
+                f"`{s['digest'][:16]}…`",
+            ]
+            for s in sources
+        ],
+    )

@@ -22,7 +22,7 @@ from cairn.stage.lineage import modified
 from cairn.stages.curate import card
 from cairn.stages.release.config import ReleaseConfig
 from cairn.stages.release.contamination import summarise
-from cairn.stages.release.sources import carried, where
+from cairn.stages.release.sources import carried, curated_licenses, listed, where
 
 SUMS = "SHA256SUMS"
 DECONTAMINATION = "decontamination.jsonl"  # a dataset's contaminated documents, when it checked
@@ -181,19 +181,10 @@ def adapters(bundle: Bundle, order: list[Ancestor], steps: dict[str, str]) -> li
 
 
 def data(bundle: Bundle, order: list[Ancestor], steps: dict[str, str]) -> dict[str, Any]:
-    """data/manifest.json: raw sources with digests; per dataset the counts kept and removed
+    """data/manifest.json: raw sources and imported models with digests and licences; per dataset the counts kept and removed
     by each filter, the tokenizer and the split, with dataset.json, the tokenizer and the
     dataset's data card copied. Returns the manifest with each dataset's dataset.json added."""
-    sources = [
-        {
-            "uri": where(n),
-            "digest": n.digest,
-            "files": len(n.manifest["files"]),
-            "bytes": sum(f["size"] for f in n.manifest["files"]),
-        }
-        for n in order
-        if n.type == "raw"
-    ]
+    sources = listed(order)
     datasets = []
     for n in order:
         if n.type != "dataset":
@@ -243,6 +234,7 @@ def data(bundle: Bundle, order: list[Ancestor], steps: dict[str, str]) -> dict[s
                 "record": info,  # dataset.json itself, for the data card; not in the manifest
             }
         )
+    curated_licenses(sources, datasets)
     bundle.write_json(
         "data/manifest.json",
         {

@@ -2,7 +2,9 @@
 them (relative to the workflow file, or a URI), artifacts by their address in the store, never a
 path on the machine that made the release; and, with `include_sources`, a copy of each source
 named by a relative path, so the bundle alone is enough to re-run the workflow (`cairn
-reproduce`)."""
+reproduce`). A source is raw data or a model imported from outside (a Hugging Face directory
+given as a step's `model`): both are roots of the lineage, listed with the licence the workflow
+stated for them, or a warning where it stated none."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from cairn.stage import Ancestor
+
+# What a release says of a source whose licence the workflow does not state (as curate's card).
+NOT_DECLARED = "not declared: check before redistributing"
 
 
 def carried(name: str) -> str | None:
@@ -40,3 +45,40 @@ def portable(manifest: dict[str, Any]) -> dict[str, Any]:
         return manifest
     parents = [{k: v for k, v in p.items() if k != "uri"} for p in manifest["parents"]]
     return {**manifest, "parents": parents}
+
+
+def listed(order: list[Ancestor]) -> list[dict[str, Any]]:
+    """Every root of the lineage (raw data and imported models) as data/manifest.json lists
+    them: where the workflow named it, its type, digest, size, and the licence the workflow
+    stated for it (`license`, None where it stated none)."""
+    return [
+        {
+            "uri": where(n),
+            "type": n.type,
+            "digest": n.digest,
+            "files": len(n.manifest["files"]),
+            "bytes": sum(f["size"] for f in n.manifest["files"]),
+            "license": n.manifest.get("license"),
+        }
+        for n in order
+        if n.source
+    ]
+
+
+def license_text(source: dict[str, Any]) -> str:
+    """A listed source's licence as a card states it, on one line."""
+    return " ".join(str(source.get("license") or NOT_DECLARED).split())
+
+
+def curated_licenses(sources: list[dict[str, Any]], datasets: list[dict[str, Any]]) -> None:
+    """Fill in the licence of a raw source the workflow stated none for from what curate's
+    config said of it (`sources: {NAME: {license: ...}}`, recorded in each dataset.json)."""
+    for s in sources:
+        if not s.get("license"):
+            said = [str(lic) for d in datasets if (lic := _said(d, s["uri"]))]
+            s["license"] = said[0] if said else None
+
+
+def _said(dataset: dict[str, Any], name: str) -> Any:
+    entry = (dataset.get("sources") or {}).get(name)
+    return entry.get("license") if isinstance(entry, dict) else None
