@@ -115,6 +115,7 @@ def test_exact_match_scores_one(completion: str, truth: str) -> None:
         ("The answer is Paris", "Paris"),  # exact match: no extraction of an answer phrase
         ("35", "3.5"),  # inner punctuation is kept
         ("\\boxed{x+2}", "x+1"),
+        ("frac{1}{2", "\\frac{1}{2}"),  # LaTeX's backslash and braces are part of the answer
         ("", "x"),
     ],
 )
