@@ -73,7 +73,7 @@ def final_number(completion: str, ground_truth: str, row: Mapping[str, Any]) -> 
 _BOXED = re.compile(r"\\boxed\s*\{")
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 # Stripped from both ends; backslashes and braces stay, since they belong to LaTeX answers
-# (`\\frac{1}{2}` must not become `frac{1}{2`).
+# (`\frac{1}{2}` must not become `frac{1}{2`).
 _EDGE_PUNCTUATION = "".join(c for c in string.punctuation if c not in "\\{}") + string.whitespace
 
 
