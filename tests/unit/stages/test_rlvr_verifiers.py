@@ -253,7 +253,7 @@ def test_problem_accepts_good_ground_truths(name: str, truth: Any) -> None:
         ("ifeval", "func_name: verify_keywords", "not JSON"),
         ("ifeval", "[1, 2]", "not an object"),
         ("ifeval", 7, "not a JSON object string"),
-        ("ifeval", '{"N": 3}', "func_name None is not a known"),
+        ("ifeval", '{"N": 3}', "has no func_name"),
         ("ifeval", gt("validate_response_language", language="en"), "not a known IFEval"),
         ("ifeval", gt("validate_word_constraint", N=10), "needs the argument 'quantifier'"),
         ("ifeval", gt("verify_keywords"), "needs the argument 'keyword_list'"),

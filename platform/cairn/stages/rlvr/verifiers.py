@@ -244,6 +244,8 @@ def ifeval_problem(ground_truth: Any) -> str | None:
     if constraint is None:
         return why
     name = constraint.get("func_name")
+    if name is None:
+        return "ground_truth has no func_name (the IFEval check to run)"
     if name not in IFEVAL_FUNCTIONS:
         return (
             f"func_name {name!r} is not a known IFEval constraint (known: "
