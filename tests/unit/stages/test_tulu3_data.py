@@ -90,13 +90,16 @@ def check_arithmetic(question: str, reply: str, truth: str, line: int) -> None:
     """Recompute the answer from the question: its two numbers, in order, with the reply's
     operation (subtractions take the smaller number from the larger)."""
     a, b = (int(n) for n in re.findall(r"\d+", question))
-    match = re.fullmatch(r"(\d+) ([+-]) (\d+) = (\d+)\. The answer is (\d+)\.", reply)
+    match = re.fullmatch(
+        r"(Add|Subtract): (\d+) ([+-]) (\d+) = (\d+)\. The answer is (\d+)\.", reply
+    )
     assert match, (line, reply)
-    assert (int(match[1]), int(match[3])) == (a, b), line
-    expected = a + b if match[2] == "+" else a - b
-    assert expected >= 0 and int(truth) == expected == int(match[4]) == int(match[5]), line
+    assert match[1] == {"+": "Add", "-": "Subtract"}[match[3]], line
+    assert (int(match[2]), int(match[4])) == (a, b), line
+    expected = a + b if match[3] == "+" else a - b
+    assert expected >= 0 and int(truth) == expected == int(match[5]) == int(match[6]), line
     taking = ("gives", "lost", "takes", "sold", "uses", "took")  # the subtraction templates' verbs
-    assert any(verb in question for verb in taking) == (match[2] == "-"), (line, question)
+    assert any(verb in question for verb in taking) == (match[3] == "-"), (line, question)
 
 
 def test_instruction_pairs_chosen_meets_the_constraint_and_rejected_breaks_it(
@@ -125,7 +128,8 @@ def test_sft_rows_are_chats_with_a_fifth_instruction_following(built: dict[str, 
     for row in rows:
         assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
         reply = row["messages"][1]["content"]
-        arithmetic += bool(re.fullmatch(r"\d+ [+-] \d+ = \d+\. The answer is \d+\.", reply))
+        form = r"(Add|Subtract): \d+ [+-] \d+ = \d+\. The answer is \d+\."
+        arithmetic += bool(re.fullmatch(form, reply))
     assert 0.7 <= arithmetic / len(rows) <= 0.9
 
 

@@ -10,8 +10,8 @@ and the verb rather than memorise sentences. A fifth or so of the chats and prom
 instruction following with constraints that open-instruct's IFEval checks can verify (a keyword,
 a forbidden word, a word limit, two paragraphs split by `* * *`, JSON).
 
-The held-out evaluation problems use names and objects that no training file contains, and every
-one of them is checked to share no run of 8 words with any training text (curate's
+The held-out evaluation problems use names and objects that no training problem contains, and
+every one of them is checked to share no run of 8 words with any training text (curate's
 decontamination window), so the eval measures the skill, not a memorised question.
 
     python workflows/data/tulu3/make_tulu3.py     # rewrites the files here and in evals/tulu3/
@@ -48,7 +48,8 @@ OBJECTS = (
     "pens apples books marbles stickers cards shells coins stamps cookies balloons pencils toys "
     "flowers eggs buttons rocks candles cups hats bottles crayons oranges"
 ).split()
-# Only the held-out eval problems use these: no training text contains them.
+# Only the held-out eval problems use these; in training they occur only in "What does Priya
+# like? Priya likes kites." items of the corpus, never in a problem.
 EVAL_NAMES = "Priya Felix Greta Kofi Selma Dmitri Yuki Paolo Ingrid Tariq Wanda Bruno".split()
 EVAL_OBJECTS = "beads kites plums feathers ribbons spoons tickets acorns".split()
 
@@ -135,9 +136,13 @@ class Problem:
         return self.a + self.b if self.op == "+" else self.a - self.b
 
     def solution(self, answer: int | None = None) -> str:
-        """The reply: the sum written out, then the answer (a wrong `answer` for DPO's rejected)."""
+        """The reply: the operation, the sum written out, then the answer (a wrong `answer` for
+        DPO's rejected). Naming the operation first splits the problem into deciding what to do
+        (from the verb) and doing it, and puts a word before the first number, which the
+        tokenizer then reads as in the question (" 9", not a line-initial "9")."""
         c = self.answer if answer is None else answer
-        return f"{self.a} {self.op} {self.b} = {c}. The answer is {c}."
+        verb = "Add" if self.op == "+" else "Subtract"
+        return f"{verb}: {self.a} {self.op} {self.b} = {c}. The answer is {c}."
 
 
 @dataclass(frozen=True)
@@ -165,11 +170,12 @@ def problem(rng: random.Random, names: list[str], objects: list[str]) -> Problem
 
 
 def wrong(rng: random.Random, p: Problem) -> str:
-    """A plausible wrong reply: off by one or two, or the other operation."""
-    if rng.random() < 0.3 and p.op == "+" and p.a != p.b:
-        return (
-            f"{max(p.a, p.b)} - {min(p.a, p.b)} = {abs(p.a - p.b)}. The answer is {abs(p.a - p.b)}."
-        )
+    """A plausible wrong reply: the other operation, or off by one or two."""
+    if rng.random() < 0.3:
+        if p.op == "-":
+            return Problem(p.question, p.a, "+", p.b).solution()
+        if p.a != p.b:
+            return Problem(p.question, max(p.a, p.b), "-", min(p.a, p.b)).solution()
     c = p.answer + rng.choice([-2, -1, 1, 2])
     return p.solution(c if c >= 0 else p.answer + 1)
 
@@ -256,12 +262,20 @@ def user(text: str) -> list[dict[str, str]]:
 
 def corpus_doc(rng: random.Random) -> str:
     """Several solved problems in plain "Question: ... Answer: ..." form, now and then an
-    instruction followed."""
+    instruction followed or a sentence about what someone likes. The latter also name the
+    eval's people and objects (never in a problem), so that the tokenizer and the model know
+    those words and the eval measures reading a problem, not meeting a word for the first time.
+    """
     parts = []
     for _ in range(rng.randint(4, 7)):
-        if rng.random() < 0.15:
+        draw = rng.random()
+        if draw < 0.15:
             ins = instruction(rng)
             parts.append(f"Question: {ins.prompt}\nAnswer: {ins.reply}")
+        elif draw < 0.25:
+            n = rng.choice(NAMES + EVAL_NAMES)
+            o = rng.choice(OBJECTS + EVAL_OBJECTS)
+            parts.append(f"Question: What does {n} like?\nAnswer: {n} likes {o}.")
         else:
             p = problem(rng, NAMES, OBJECTS)
             parts.append(f"Question: {p.question}\nAnswer: {p.solution()}")
