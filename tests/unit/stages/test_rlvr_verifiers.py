@@ -265,7 +265,9 @@ def test_problem_accepts_good_ground_truths(name: str, truth: Any) -> None:
         ("ifeval", gt("verify_paragraph_count", N="2"), "argument 'N' is '2'"),
         ("ifeval", gt("verify_keywords", keyword_list="apple"), "argument 'keyword_list'"),
         ("ifeval", gt("verify_keywords", keyword_list=[]), "argument 'keyword_list'"),
-        ("ifeval", gt("validate_json_format", N=3), "takes no argument 'N'"),
+        ("ifeval", gt("validate_json_format", N=3), "takes no argument 'N' (it takes: none)"),
+        ("ifeval", gt("verify_paragraph_count", N=2, word="x"), "no argument 'word' (it takes: N)"),
+        ("ifeval", '{"func_name": ["verify_keywords"]}', "is not a known IFEval constraint"),
     ],
 )
 def test_problem_rejects_bad_ground_truths(name: str, truth: Any, why: str) -> None:

@@ -246,7 +246,7 @@ def ifeval_problem(ground_truth: Any) -> str | None:
     name = constraint.get("func_name")
     if name is None:
         return "ground_truth has no func_name (the IFEval check to run)"
-    if name not in IFEVAL_FUNCTIONS:
+    if not isinstance(name, str) or name not in IFEVAL_FUNCTIONS:
         return (
             f"func_name {name!r} is not a known IFEval constraint (known: "
             f"{', '.join(sorted(IFEVAL_FUNCTIONS))})"
@@ -262,7 +262,8 @@ def ifeval_problem(ground_truth: Any) -> str | None:
     extra = sorted(set(given) - set(wanted))
     if extra:
         return (
-            f"{name} takes no argument {', '.join(map(repr, extra))} (it takes: {wanted or 'none'})"
+            f"{name} takes no argument {', '.join(map(repr, extra))} (it takes: "
+            f"{', '.join(wanted) or 'none'})"
         )
     return None
 
