@@ -24,7 +24,7 @@ from tests.tiny import make_tiny_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
-# A full fine-tune: the lora branch adds `lora:` to post-training configs.
+# A LoRA fine-tune: the release records base + adapter + merge.
 WORKFLOW = """
 name: imported
 steps:
@@ -33,8 +33,8 @@ steps:
     inputs:
       model: {source: ./models/base, license: apache-2.0}
       data: ./chat/sft.jsonl
-    # LORA: add lora: {r: 4} here when the lora branch lands
-    config: {max_steps: 2, warmup_steps: 0, global_batch_size: 4, max_length: 64, log_every: 1}
+    config: {max_steps: 2, warmup_steps: 0, global_batch_size: 4, max_length: 64, log_every: 1,
+             lora: {r: 4, alpha: 8}}
     resources: {num_workers: 1, cpus_per_worker: 1}
   publish:
     kind: release
@@ -133,6 +133,16 @@ def test_the_release_names_the_base_and_its_licence_and_audits(imported: dict) -
     node = next(n for n in lineage["nodes"] if n["digest"] == digest)
     assert (node["type"], node["step"], node["license"]) == ("model", None, "apache-2.0")
     assert node["copies"]["model.safetensors"] == "sources/models/base/model.safetensors"
+    # LoRA on the imported base: the release says which base the adapter was merged into, and the
+    # adapter it carries loads with peft onto that base.
+    (merge,) = lineage["lora_merges"]
+    assert (merge["base"], merge["merge"]) == (digest, "peft merge_and_unload")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(imported["base"])
+    tuned = PeftModel.from_pretrained(base, bundle / merge["bundle_path"])
+    assert any("lora_A" in name for name, _ in tuned.named_parameters())
 
     report = audit(bundle, load_model=False)
     assert report.ok, [c for c in report.checks if not c.ok]
