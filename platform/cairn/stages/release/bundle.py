@@ -152,15 +152,30 @@ def _compute(bundle: Bundle, order: list[Ancestor], known: dict[str, Any]) -> di
 
 
 def _check_evals(evals: list[InputArtifact], nodes: Ancestry, model: str) -> None:
+    """Each report scores the released model or one of its ancestors (a before/after pair: the
+    model card compares them), never a model outside its lineage."""
+    lineage = _models_above(nodes, model)
     for e in evals:
         evaluated = [p["digest"] for p in nodes[e.digest].parents if p["type"] == "model"]
-        if evaluated != [model]:
+        if len(evaluated) != 1 or evaluated[0] not in lineage:
             got = ", ".join(d[:12] for d in evaluated) or "no model"
             raise StageError(
-                f"release: eval report {e.name or e.digest[:12]} evaluated {got}, not the "
-                f"released model {model[:12]}; fix: point the release's `evals` at evaluate "
-                "steps whose input is the same model as the release's `model`"
+                f"release: eval report {e.name or e.digest[:12]} evaluated {got}, which is neither "
+                f"the released model {model[:12]} nor a model it was trained from; fix: point the "
+                "release's `evals` at evaluate steps whose input is the release's `model` (or an "
+                "earlier model of its lineage, to compare before and after)"
             )
+
+
+def _models_above(nodes: Ancestry, model: str) -> set[str]:
+    """The released model and every model in its ancestry."""
+    seen, todo = {model}, [model]
+    while todo:
+        for p in nodes[todo.pop()].parents:
+            if p["type"] == "model" and p["digest"] not in seen and p["digest"] in nodes:
+                seen.add(p["digest"])
+                todo.append(p["digest"])
+    return seen
 
 
 def _step_dirs(order: list[Ancestor]) -> dict[str, str]:

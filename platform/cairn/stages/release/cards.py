@@ -148,7 +148,29 @@ def _training_section(training: list[dict[str, Any]]) -> str:
                 + (f" · [loss]({t['bundle_path']}/loss.png)" if t["has_plot"] else ""),
             ]
         )
-    return _table(["step", "kind", "optimizer steps", "tokens", "final loss", "logs"], rows) + "\n"
+    table = _table(["step", "kind", "optimizer steps", "tokens", "final loss", "logs"], rows)
+    return table + "\n" + _rlvr_lines(training)
+
+
+def _rlvr_lines(training: list[dict[str, Any]]) -> str:
+    """What each RLVR step did to the verifiable reward, which is its point."""
+    lines = []
+    for t in training:
+        s = t["summary"]
+        if t["kind"] != "rlvr" or s.get("reward_first") is None:
+            continue
+        per = ", ".join(
+            f"{name} {_fmt(v['first'])} → {_fmt(v['last'])}"
+            for name, v in sorted((s.get("reward_by_verifier") or {}).items())
+        )
+        lines.append(
+            f"- `{t['step']}` (RLVR): mean verifiable reward {_fmt(s['reward_first'])} over its "
+            f"first {s['reward_window']} steps → {_fmt(s['reward_last'])} over its last "
+            f"{s['reward_window']}" + (f" (per verifier: {per})" if per else "") + "; "
+            f"[reward curve]({t['bundle_path']}/reward.png), "
+            f"[rollouts]({t['bundle_path']}/rollouts.jsonl)"
+        )
+    return ("\n".join(lines) + "\n") if lines else ""
 
 
 def _lora_section(adapters: list[dict[str, Any]]) -> str:
@@ -208,6 +230,7 @@ def _eval_section(evals: list[dict[str, Any]]) -> str:
         for k, v in sorted(e["metrics"].items())
     ]
     lines = [_table(["eval step", "task/metric", "score", "details"], rows), ""]
+    lines.extend(_before_after(evals))
     lines.append("Contamination (eval data checked against the training data by curate):\n")
     for e in evals:
         entry = e.get("contamination") or {"recorded": False}
@@ -219,6 +242,24 @@ def _eval_section(evals: list[dict[str, Any]]) -> str:
         files = ", ".join(f"`{f['path']}` (sha256 `{f['sha256'][:16]}…`)" for f in e["task_code"])
         lines.append(f"- `{e['step']}`: lm-eval ran {files or 'no Python file of the folder'}")
     return "\n".join(lines) + "\n"
+
+
+def _before_after(evals: list[dict[str, Any]]) -> list[str]:
+    """Where reports score the released model and models it was trained from, each metric side
+    by side, earliest model first (the order the reports were given in)."""
+    models: list[str] = list(dict.fromkeys(e["model_step"] for e in evals if e.get("model_step")))
+    if len(models) < 2:
+        return []
+    scores: dict[str, dict[str, Any]] = {}
+    for e in evals:
+        for k, v in e["metrics"].items():
+            scores.setdefault(k, {})[e.get("model_step") or ""] = v
+    rows = [[k, *(_fmt(by.get(m)) for m in models)] for k, by in sorted(scores.items())]
+    return [
+        "Before and after: the same tasks on the models this one was trained from.\n",
+        _table(["task/metric", *(f"`{m}`" for m in models)], rows),
+        "",
+    ]
 
 
 def _checkpoint_section(ckpts: list[dict[str, Any]]) -> str:

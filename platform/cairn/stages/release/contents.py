@@ -246,7 +246,8 @@ def data(bundle: Bundle, order: list[Ancestor], steps: dict[str, str]) -> dict[s
 
 
 def training(bundle: Bundle, order: list[Ancestor], steps: dict[str, str]) -> list[dict[str, Any]]:
-    """Per training step: metrics as JSONL and CSV, its loss curve and its resolved config."""
+    """Per training step: metrics as JSONL and CSV, its loss (and reward) curve, rlvr's rollouts
+    and its resolved config."""
     out = []
     for n in order:
         files = {f["path"] for f in n.manifest["files"]}
@@ -254,8 +255,10 @@ def training(bundle: Bundle, order: list[Ancestor], steps: dict[str, str]) -> li
             continue
         rel = f"training/{steps[n.digest]}"
         bundle.copy(n, "training_metrics.jsonl", f"{rel}/training_metrics.jsonl")
-        if "loss.png" in files:
-            bundle.copy(n, "loss.png", f"{rel}/loss.png")
+        # The plots, and what an rlvr step generated and how it scored (its rollouts).
+        for extra in ("loss.png", "reward.png", "rollouts.jsonl"):
+            if extra in files:
+                bundle.copy(n, extra, f"{rel}/{extra}")
         rows = [
             json.loads(line)
             for line in (bundle.root / rel / "training_metrics.jsonl").read_text().splitlines()
@@ -274,6 +277,7 @@ def training(bundle: Bundle, order: list[Ancestor], steps: dict[str, str]) -> li
                 "summary": n.manifest.get("metadata") or {},
                 "bundle_path": rel,
                 "has_plot": "loss.png" in files,
+                "has_rewards": "reward.png" in files,
             }
         )
     return out
@@ -298,6 +302,8 @@ def evals(bundle: Bundle, evals: list[Ancestor], steps: dict[str, str]) -> list[
                 "step": n.manifest.get("step"),
                 "digest": n.digest,
                 "model_digest": metadata.get("model_digest"),
+                # the evaluated model's step: the released one, or an ancestor (before/after)
+                "model_step": steps.get(metadata.get("model_digest") or ""),
                 "metrics": metadata.get("metrics") or {},
                 "bundle_path": rel,
                 "contamination": summarise(metadata),

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Any
 
 from cairn.stage import Context, Inputs, Outputs, register
 from cairn.stage.plots import plot_series
 from cairn.stages.posttrain import posttrain_spec
 from cairn.stages.rlvr.config import RlvrConfig
-from cairn.stages.rlvr.recipe import check_data
+from cairn.stages.rlvr.recipe import check_data, reward_trend
 
 
 def run(config: RlvrConfig, inputs: Inputs, ctx: Context) -> Outputs:
@@ -36,12 +37,19 @@ def run(config: RlvrConfig, inputs: Inputs, ctx: Context) -> Outputs:
     ctx.log(f"rlvr: rollouts sampled by {engine}")
     outputs = train(RLVR, config, inputs, ctx)
     outputs["model"]["rollout_engine"] = engine
-    _plot_rewards(ctx)
+    history = _plot_rewards(ctx)
+    outputs["model"].update(reward_trend(history))
+    trend = outputs["model"]
+    if trend.get("reward_first") is not None:
+        ctx.log(
+            f"rlvr: mean reward {trend['reward_first']} over the first {trend['reward_window']} "
+            f"steps, {trend['reward_last']} over the last {trend['reward_window']}"
+        )
     return outputs
 
 
-def _plot_rewards(ctx: Context) -> None:
-    """reward.png: the mean reward, overall and per verifier, step by step."""
+def _plot_rewards(ctx: Context) -> list[dict[str, Any]]:
+    """reward.png: the mean reward, overall and per verifier, step by step; returns the rows."""
     out = ctx.output_path("model")
     rows = [json.loads(line) for line in (out / "training_metrics.jsonl").read_text().splitlines()]
     plot_series(
@@ -51,6 +59,7 @@ def _plot_rewards(ctx: Context) -> None:
         lambda key: key == "reward" or (key.startswith("rewards/") and key.endswith("/mean")),
         "reward (1: verified)",
     )
+    return rows
 
 
 SPEC = register(

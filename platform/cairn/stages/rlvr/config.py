@@ -89,10 +89,11 @@ class RlvrConfig(PosttrainConfig):
     )
 
     def verifier_map(self) -> dict[str, str]:
-        """The verifier of each `dataset` value: the defaults, then this step's own."""
+        """The verifier of each `dataset` value: the defaults, then this step's own. Names are
+        matched without regard to case (Tülu 3's mixed RLVR set writes `MATH`)."""
         from cairn.stages.rlvr.verifiers import DEFAULT_DATASETS
 
-        return {**DEFAULT_DATASETS, **self.verifiers}
+        return {k.lower(): v for k, v in {**DEFAULT_DATASETS, **self.verifiers}.items()}
 
     @model_validator(mode="after")
     def _check_verifiers(self) -> RlvrConfig:

@@ -140,6 +140,29 @@ class RlvrRecipe(Recipe):
         }
 
 
+def reward_trend(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean reward over the first and the last quarter of the logged steps (at most 10 each),
+    overall and per verifier: what the model card reports, a single step being too noisy."""
+    rows = [r for r in history if r.get("reward") is not None]
+    if len(rows) < 2:
+        return {}
+    n = max(1, min(10, len(rows) // 4))
+
+    def avg(key: str, part: list[dict[str, Any]]) -> float | None:
+        values = [r[key] for r in part if r.get(key) is not None]
+        return round(sum(values) / len(values), 4) if values else None
+
+    keys = sorted({k for r in rows for k in r if k.startswith("rewards/") and k.endswith("/mean")})
+    return {
+        "reward_window": n,
+        "reward_first": avg("reward", rows[:n]),
+        "reward_last": avg("reward", rows[-n:]),
+        "reward_by_verifier": {
+            k.split("/")[1]: {"first": avg(k, rows[:n]), "last": avg(k, rows[-n:])} for k in keys
+        },
+    }
+
+
 def rollout_engine(config: RlvrConfig, gpu: bool) -> str:
     """What samples the completions: vLLM (TRL's colocate mode) on GPU workers with the official
     build, else transformers' generate. vLLM's CPU build is not used: TRL's colocate mode
@@ -162,7 +185,7 @@ def row_issues(examples: list[Example], config: RlvrConfig) -> list[SpecIssue]:
         file, _, line = ex.origin.rpartition(":")
         where = (file, int(line) if line.isdigit() else None)
         dataset = ex.fields["dataset"]
-        name = mapping.get(dataset)
+        name = mapping.get(dataset.lower())
         if name is None:
             known = ", ".join(f"{d} ({v})" for d, v in sorted(mapping.items()))
             issues.append(

@@ -62,7 +62,7 @@ class VerifierReward:
         truths, sets = ground_truth or [], dataset or []
         out: list[float | None] = []
         for i, completion in enumerate(completions):
-            if self.mapping.get(sets[i]) != self.name:
+            if self.mapping.get(sets[i].lower()) != self.name:
                 out.append(None)
                 continue
             row = {"ground_truth": truths[i], "dataset": sets[i]}
@@ -92,7 +92,7 @@ class VerifierReward:
 
 def reward_functions(mapping: Mapping[str, str], used: set[str]) -> list[Any]:
     """One reward function per verifier the data's `dataset` values use, the first recording."""
-    names = sorted({mapping[d] for d in used})
+    names = sorted({mapping[d.lower()] for d in used})
     return [VerifierReward(n, mapping, records=i == 0) for i, n in enumerate(names)]
 
 
