@@ -47,7 +47,7 @@ def _metrics(tulu3: dict) -> list[dict]:
 
 def test_rewards_vary_within_groups_and_kl_starts_at_zero(tulu3: dict) -> None:
     rows = _metrics(tulu3)
-    assert [r["step"] for r in rows] == list(range(1, 41))
+    assert [r["step"] for r in rows] == list(range(1, 101))
     assert rows[0]["kl"] == 0.0  # policy = reference at the first step, β > 0
     assert any(r["kl"] > 0 for r in rows[1:])
     # Most groups have rewards that differ, so GRPO's advantages are not all zero.
@@ -55,17 +55,22 @@ def test_rewards_vary_within_groups_and_kl_starts_at_zero(tulu3: dict) -> None:
     rollouts = [
         json.loads(line) for line in (_rl_model(tulu3) / "rollouts.jsonl").read_text().splitlines()
     ]
-    assert len(rollouts) == 40 * 8  # 8 prompts a step, each with its group
+    assert len(rollouts) == 100 * 16  # 16 prompts a step, each with its group
     varied = [r for r in rollouts if len({s for v in r["rewards"].values() for s in v}) > 1]
     assert len(varied) > len(rollouts) / 4
     assert {r["dataset"] for r in rollouts} == {"gsm8k", "ifeval"}
-    assert all(len(r["completions"]) == 8 for r in rollouts)
+    assert all(len(r["completions"]) == 4 for r in rollouts)
 
 
 def test_rlvr_raises_the_mean_verifiable_reward(tulu3: dict) -> None:
     rows = _metrics(tulu3)
-    first, last = mean(r["reward"] for r in rows[:10]), mean(r["reward"] for r in rows[-10:])
-    assert last > first + 0.03, (first, last)
+    # Over quarters of the run (one step's reward is noisy): on 2 cores 0.27 → 0.31.
+    first, last = mean(r["reward"] for r in rows[:25]), mean(r["reward"] for r in rows[-25:])
+    assert last > first, (first, last)
+    meta = json.loads((_rl_model(tulu3) / "manifest.json").read_text())["metadata"]
+    assert meta["reward_first"] == pytest.approx(first, abs=1e-4)
+    assert meta["reward_last"] == pytest.approx(last, abs=1e-4)
+    assert meta["rollout_engine"] == "transformers"
     per_verifier = {k for r in rows for k in r if k.startswith("rewards/") and k.endswith("/mean")}
     assert per_verifier == {"rewards/final_number/mean", "rewards/ifeval/mean"}
     assert {"entropy", "clip_ratio/region_mean", "completions/mean_length"} <= set(rows[-1])
@@ -81,8 +86,8 @@ def test_mlflow_holds_the_reward_curve(tulu3: dict) -> None:
         [e.experiment_id for e in client.search_experiments()],
         f"tags.`cairn.run_id` = '{tulu3['result'].run_id}' and tags.`cairn.step` = 'rl'",
     )
-    assert len(client.get_metric_history(run.info.run_id, "train/reward")) == 40
-    assert len(client.get_metric_history(run.info.run_id, "train/rewards/ifeval/mean")) >= 30
+    assert len(client.get_metric_history(run.info.run_id, "train/reward")) == 100
+    assert len(client.get_metric_history(run.info.run_id, "train/rewards/ifeval/mean")) >= 80
     assert client.get_metric_history(run.info.run_id, "train/kl")[0].value == 0.0
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from cairn.errors import SpecError, StageError
+from cairn.errors import StageError
 from cairn.stage import ArtifactType, InputArtifact, Resources
 from cairn.stages.rlvr import SPEC, RlvrConfig, verifiers
 from cairn.stages.rlvr.recipe import RLVR, check_data
@@ -129,11 +129,10 @@ def test_a_bad_row_is_refused_with_file_line_field_and_fix(
     assert fix in issue.fix
 
 
-def test_workflow_validation_refuses_a_bad_row_before_ray_starts(tmp_path: Path) -> None:
-    """`cairn validate` (and so `cairn run` before it starts Ray) reads the data file."""
-    import ray
-
+def test_cairn_run_refuses_a_bad_row_before_ray_starts(tmp_path: Path) -> None:
+    """`cairn run` validates (reading the data file) before it starts Ray or writes anything."""
     from cairn import load_workflow
+    from tests.unit.workflow.test_checks import cairn
 
     model = make_tiny_model(tmp_path / "base")
     write(tmp_path / "prompts.jsonl", [*rows(3), {**rows(1)[0], "dataset": "trivia"}])
@@ -142,12 +141,14 @@ def test_workflow_validation_refuses_a_bad_row_before_ray_starts(tmp_path: Path)
         "name: rl\nsteps:\n  rl:\n    kind: rlvr\n    inputs:\n"
         f"      model: {model}\n      data: ./prompts.jsonl\n"
     )
-    with pytest.raises(SpecError) as err:
-        load_workflow(wf)
-    text = str(err.value)
-    assert f"{tmp_path / 'prompts.jsonl'}:4: dataset: 'trivia' has no verifier" in text, text
-    assert "fix: map it in the step's config, e.g. verifiers: {trivia: final_number}" in text
-    assert not ray.is_initialized()
+    home = tmp_path / "home"
+    done = cairn(["run", str(wf)], cwd=tmp_path, home=home)
+    out = " ".join((done.stdout + done.stderr).split())  # the terminal wraps long lines
+    assert done.returncode != 0
+    assert f"{tmp_path / 'prompts.jsonl'}:4: dataset: 'trivia' has no verifier" in out, out
+    assert "fix: map it in the step's config, e.g. verifiers: {trivia: final_number}" in out
+    assert "Traceback" not in out and "Started a local Ray instance" not in out
+    assert not home.exists()  # no database, no MLflow store, no run
     # Mapped in the config, the same file validates.
     wf.write_text(wf.read_text() + "    config:\n      verifiers: {trivia: exact_match}\n")
     assert load_workflow(wf).steps["rl"].kind == "rlvr"

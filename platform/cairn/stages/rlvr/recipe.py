@@ -141,12 +141,12 @@ class RlvrRecipe(Recipe):
 
 
 def reward_trend(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """The mean reward over the first and the last quarter of the logged steps (at most 10 each),
-    overall and per verifier: what the model card reports, a single step being too noisy."""
+    """The mean reward over the first and the last quarter of the logged steps, overall and per
+    verifier: what the model card reports (one step's reward is too noisy to compare)."""
     rows = [r for r in history if r.get("reward") is not None]
     if len(rows) < 2:
         return {}
-    n = max(1, min(10, len(rows) // 4))
+    n = max(1, len(rows) // 4)
 
     def avg(key: str, part: list[dict[str, Any]]) -> float | None:
         values = [r[key] for r in part if r.get(key) is not None]
