@@ -23,25 +23,12 @@ from cairn.stages.posttrain.config import LLAMA_PROJECTIONS, LoraSettings
 from cairn.stages.sft import SPEC as SFT
 from cairn.stages.sft import SftConfig
 from cairn.workflow import load_workflow
-from tests.tiny import make_tiny_model
 from tests.unit.stages.test_posttrain import FACTS, chat, losses, trainer_for
 
 LN2 = math.log(2)
 
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("lora") / "model")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# In-process training runs on one thread (conftest.py says why).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- the settings -----------------------------------------------------------------------------

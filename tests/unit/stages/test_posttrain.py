@@ -14,7 +14,6 @@ import math
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,30 +31,15 @@ from cairn.stages.sft import SftConfig
 from cairn.stages.sft.recipe import SFT as SFT_RECIPE
 from cairn.testing import local_context
 from tests import REPO
-from tests.tiny import make_tiny_model
+
+# In-process training runs on one thread (conftest.py says why).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RECIPES = {"sft": SFT_RECIPE, "dpo": DPO_RECIPE}
 
 CHAT_DATA = REPO / "workflows" / "data" / "chat"
 TWO_WORKERS = Resources(num_workers=2, cpus_per_worker=1)
 LN2 = math.log(2)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("posttrain") / "model")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """In-process training on one thread: on a shared 2-core machine a second thread mostly
-    waits for a core (one test went from 2 s to 20 s that way)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:

@@ -11,7 +11,7 @@ registers a verifier that scores something random text does vary in.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +26,8 @@ from cairn.stages.rlvr.rewards import ROLLOUTS_FILE, VerifierReward
 from cairn.testing import local_context
 from tests.tiny import make_tiny_model
 
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("rlvr") / "model")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# In-process training runs on one thread (conftest.py says why).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def has_vowel_e(completion: str, ground_truth: str, row: Mapping[str, Any]) -> float:

@@ -27,6 +27,9 @@ from cairn.stages.posttrain import posttrain_spec
 from cairn.stages.rlvr.config import RlvrConfig
 from cairn.stages.rlvr.recipe import check_data, reward_trend
 
+# Steps in the running mean drawn over the reward curve.
+SMOOTH = 10
+
 
 def run(config: RlvrConfig, inputs: Inputs, ctx: Context) -> Outputs:
     """Optimise against the verifiers with Ray Train and write the `model` output."""
@@ -49,14 +52,24 @@ def run(config: RlvrConfig, inputs: Inputs, ctx: Context) -> Outputs:
 
 
 def _plot_rewards(ctx: Context) -> list[dict[str, Any]]:
-    """reward.png: the mean reward, overall and per verifier, step by step; returns the rows."""
+    """reward.png: the mean reward, overall and per verifier, step by step, with the overall
+    reward's running mean over SMOOTH steps (one step's reward is noisy); returns the rows."""
     out = ctx.output_path("model")
     rows = [json.loads(line) for line in (out / "training_metrics.jsonl").read_text().splitlines()]
+    rewards = [r["reward"] for r in rows if r.get("reward") is not None]
+    smoothed = [
+        {
+            "step": r["step"],
+            f"reward, mean of {SMOOTH} steps": sum(rewards[i - SMOOTH + 1 : i + 1]) / SMOOTH,
+        }
+        for i, r in enumerate(r for r in rows if r.get("reward") is not None)
+        if i >= SMOOTH - 1
+    ]
     plot_series(
-        rows,
+        [*rows, *smoothed],
         out / "reward.png",
         f"{ctx.step} (rlvr): mean verifiable reward",
-        lambda key: key == "reward" or (key.startswith("rewards/") and key.endswith("/mean")),
+        lambda key: key.startswith("reward") and not key.endswith("/std") and key != "reward_std",
         "reward (1: verified)",
     )
     return rows
