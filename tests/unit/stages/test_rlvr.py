@@ -19,7 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from cairn.errors import StageError
-from cairn.stage import ArtifactType, InputArtifact, Resources
+from cairn.stage import ArtifactType, InputArtifact
 from cairn.stages.rlvr import SPEC, RlvrConfig, verifiers
 from cairn.stages.rlvr.recipe import RLVR, check_data
 from cairn.stages.rlvr.rewards import ROLLOUTS_FILE, VerifierReward
@@ -212,39 +212,37 @@ def test_first_step_has_zero_kl_then_the_policy_moves_and_metrics_are_logged(
     assert scored == [has_vowel_e(c, "", {}) for c in first["completions"]]
 
 
-# --- through Ray Train ---------------------------------------------------------------------------
+# --- resuming --------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.ray
-def test_rlvr_stage_on_ray_train_resumes_with_its_rollouts(
-    ray_local, tiny_model: Path, tmp_path: Path
-) -> None:
-    from cairn.stages.posttrain.driver import train
+def test_a_resumed_run_keeps_its_rollouts_whole(tiny_model: Path, tmp_path: Path) -> None:
+    """A checkpoint carries the rollouts so far; a run resumed from it (as a restarted Ray Train
+    worker group is, through worker.py) writes every step's rollouts once, with no gap."""
+    config = {
+        "max_steps": 4, "global_batch_size": 8, "num_generations": 4, "max_completion_length": 6,
+        "log_every": 1, "checkpoint_every": 2,
+    }  # fmt: skip
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+    first, _ = trainer_for(tiny_model, rows(8), tmp_path / "a", **config)
+    first.args.max_steps = 2  # stop after the first checkpoint, as a crash at step 3 would
+    first.train()
+    checkpoint = tmp_path / "a" / "hf" / "checkpoint-2"
+    saved = [json.loads(line) for line in (checkpoint / ROLLOUTS_FILE).read_text().splitlines()]
+    assert [r["step"] for r in saved] == [1, 1, 2, 2]
 
-    data = write(tmp_path / "prompts.jsonl", rows(8))
-    ctx = local_context(tmp_path, step="rl", resources=Resources(num_workers=2, cpus_per_worker=1))
-    config = RlvrConfig(
-        max_steps=4, global_batch_size=8, num_generations=4, max_completion_length=6,
-        log_every=1, checkpoint_every=2,
-    )  # fmt: skip
-    inputs = {
-        "model": InputArtifact(tiny_model, ArtifactType.MODEL, "m", name="model"),
-        "data": InputArtifact(data, ArtifactType.RAW, "d", name="prompts.jsonl"),
-    }
-    # Both workers raise at step 3; the restarted group resumes from the step-2 checkpoint.
-    meta = train(RLVR, config, inputs, ctx, fail_at_step=3)["model"]
-    out = ctx.output_path("model")
-    ctx.flush()
-    logs = [r["message"] for r in ctx.reporter.drain() if r["type"] == "log"]
-    assert any("resuming from step 2 " in m for m in logs), logs
-    rollouts = [json.loads(line) for line in (out / ROLLOUTS_FILE).read_text().splitlines()]
-    # 2 prompts a step (8 completions / 4 per group), steps 1-4 with no gap at the restart.
-    assert [r["step"] for r in rollouts] == [1, 1, 2, 2, 3, 3, 4, 4]
-    assert all(len(r["completions"]) == 4 and r["rewards"] for r in rollouts)
-    metrics = [
-        json.loads(line) for line in (out / "training_metrics.jsonl").read_text().splitlines()
-    ]
-    assert [r["step"] for r in metrics] == [1, 2, 3, 4]
-    assert meta["steps"] == 4 and "final_reward" in meta
+    resumed, rollouts = trainer_for(tiny_model, rows(8), tmp_path / "b", **config)
+    rollouts.resume(checkpoint)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    rollouts.export(tmp_path)
+    written = [json.loads(line) for line in (tmp_path / ROLLOUTS_FILE).read_text().splitlines()]
+    assert [r["step"] for r in written] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert written[:4] == saved
+    assert all(len(r["completions"]) == 4 and r["rewards"] for r in written)
     assert SPEC.check_inputs is check_data
+
+
+def test_vllm_rollouts_without_a_gpu_are_refused_before_training(tmp_path: Path) -> None:
+    ctx = local_context(tmp_path, step="rl")
+    with pytest.raises(StageError, match="no GPUs; fix: set resources.gpus_per_worker: 1"):
+        SPEC.run(RlvrConfig(rollout_engine="vllm"), {}, ctx)

@@ -21,6 +21,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
+from cairn.errors import StageError
 from cairn.stage import Context, Inputs, Outputs, register
 from cairn.stage.plots import plot_series
 from cairn.stages.posttrain import posttrain_spec
@@ -37,6 +38,12 @@ def run(config: RlvrConfig, inputs: Inputs, ctx: Context) -> Outputs:
     from cairn.stages.rlvr.recipe import RLVR, rollout_engine
 
     engine = rollout_engine(config, ctx.resources.gpus_per_worker > 0)
+    if engine == "vllm" and ctx.resources.gpus_per_worker == 0:
+        raise StageError(
+            "rlvr: rollout_engine vllm runs vLLM inside each training process on its GPU (TRL's "
+            "colocate mode), and this step has no GPUs; fix: set resources.gpus_per_worker: 1, "
+            "or rollout_engine: auto (transformers on CPU)"
+        )
     ctx.log(f"rlvr: rollouts sampled by {engine}")
     outputs = train(RLVR, config, inputs, ctx)
     outputs["model"]["rollout_engine"] = engine
