@@ -16,6 +16,7 @@ from typing import Any
 from cairn.artifacts.confined import Folder, Opt, Refused, Values, parse_json, shown
 from cairn.results import Check
 from cairn.stage.files import manifest_digest, manifest_problem
+from cairn.stage.lineage import models_above
 
 LINEAGE = "lineage.json"
 INDEX = "checkpoints/index.json"
@@ -207,17 +208,6 @@ def copies(bundle: Folder, lineage: dict[str, Any], manifests: dict[str, dict[st
     return check
 
 
-def _models_above(manifests: dict[str, dict[str, Any]], model: str) -> set[str]:
-    """This model and every model its lineage manifests name above it."""
-    seen, todo = {model}, [model]
-    while todo:
-        for p in (manifests.get(todo.pop()) or {}).get("parents") or []:
-            if p.get("type") == "model" and p.get("digest") not in seen:
-                seen.add(p["digest"])
-                todo.append(p["digest"])
-    return seen
-
-
 def _checkpoint_index(bundle: Folder, check: Check) -> list[dict[str, Any]]:
     if not os.path.lexists(bundle.root / INDEX):
         return []  # no training step in the lineage kept checkpoints
@@ -234,7 +224,7 @@ def evals(bundle: Folder, lineage: dict[str, Any], manifests: dict[str, dict[str
     model = lineage["release"]["model"]
     evals = lineage["release"].get("evals") or []
     # A report scores this model or one it was trained from (a before/after comparison).
-    lineage_models = _models_above(manifests, model)
+    lineage_models = models_above(model, lambda d: (manifests.get(d) or {}).get("parents") or [])
     for digest in evals:
         m = manifests.get(digest)
         if m is None:

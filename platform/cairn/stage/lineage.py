@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import IO, Any
@@ -138,6 +139,19 @@ class Ancestry:
         for d in sorted(self.nodes):
             visit(self.nodes[d])
         return order
+
+
+def models_above(model: str, parents: Callable[[str], Iterable[dict[str, Any]]]) -> set[str]:
+    """`model` and every model above it: `parents(digest)` gives an artifact's parent links
+    ({type, digest, ...}, as manifests write them; nothing for one it does not know). The
+    release (over its ancestry) and the audit (over a bundle's manifests) both ask this."""
+    seen, todo = {model}, [model]
+    while todo:
+        for p in parents(todo.pop()):
+            if p.get("type") == "model" and p.get("digest") not in seen:
+                seen.add(p["digest"])
+                todo.append(p["digest"])
+    return seen
 
 
 # --- drawing flat graphs ----------------------------------------------------------------------

@@ -20,6 +20,7 @@ from cairn.stage import (
     provenance,
 )
 from cairn.stage.files import canonical_json, manifest_digest, sha256_file
+from cairn.stage.lineage import models_above
 from cairn.stage.usage import add
 from cairn.stages.release import contents
 from cairn.stages.release.cards import data_card, model_card
@@ -154,7 +155,7 @@ def _compute(bundle: Bundle, order: list[Ancestor], known: dict[str, Any]) -> di
 def _check_evals(evals: list[InputArtifact], nodes: Ancestry, model: str) -> None:
     """Each report scores the released model or one of its ancestors (a before/after pair: the
     model card compares them), never a model outside its lineage."""
-    lineage = _models_above(nodes, model)
+    lineage = models_above(model, lambda d: nodes[d].parents if d in nodes else ())
     for e in evals:
         evaluated = [p["digest"] for p in nodes[e.digest].parents if p["type"] == "model"]
         if len(evaluated) != 1 or evaluated[0] not in lineage:
@@ -165,17 +166,6 @@ def _check_evals(evals: list[InputArtifact], nodes: Ancestry, model: str) -> Non
                 "release's `evals` at evaluate steps whose input is the release's `model` (or an "
                 "earlier model of its lineage, to compare before and after)"
             )
-
-
-def _models_above(nodes: Ancestry, model: str) -> set[str]:
-    """The released model and every model in its ancestry."""
-    seen, todo = {model}, [model]
-    while todo:
-        for p in nodes[todo.pop()].parents:
-            if p["type"] == "model" and p["digest"] not in seen and p["digest"] in nodes:
-                seen.add(p["digest"])
-                todo.append(p["digest"])
-    return seen
 
 
 def _step_dirs(order: list[Ancestor]) -> dict[str, str]:
