@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from cairn.errors import CairnError
+from cairn.firstuse import migrating
 from cairn.settings import redact, scrub, url_secrets, with_database_password
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
@@ -56,9 +57,16 @@ def alembic_config(url: str):  # type: ignore[no-untyped-def]
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate to `revision`; processes that start together on a new database take turns
+    (`cairn.firstuse`), and those after the first find nothing to do."""
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    engine = make_engine(url)
+    try:
+        with migrating(url, engine):
+            command.upgrade(alembic_config(url), revision)
+    finally:
+        engine.dispose()
 
 
 def downgrade(url: str, revision: str = "base") -> None:

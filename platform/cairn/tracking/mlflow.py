@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from cairn.firstuse import migrating
 from cairn.settings import scrub, url_secrets
 from cairn.tracking import (
     STATUS,
@@ -67,8 +68,17 @@ class MlflowTracker:
     def __init__(self, tracking_uri: str, artifact_root: str) -> None:
         self._secrets = url_secrets(tracking_uri)  # first: _scrubbed needs them
         from mlflow import MlflowClient
+        from sqlalchemy import create_engine
 
-        self.client = MlflowClient(tracking_uri)
+        # MLflow creates or migrates a database store's schema when its client is made: one
+        # process at a time (cairn.firstuse). A tracking server migrates its own.
+        engine = create_engine(tracking_uri) if tracking_uri.startswith("postgresql") else None
+        try:
+            with migrating(tracking_uri, engine):
+                self.client = MlflowClient(tracking_uri)
+        finally:
+            if engine is not None:
+                engine.dispose()
         self._uri = tracking_uri
         self.artifact_root = artifact_root
         self._experiments: dict[str, str] = {}
@@ -77,15 +87,31 @@ class MlflowTracker:
     def _experiment(self, workflow: str) -> str:
         name = f"cairn/{workflow}"
         if name not in self._experiments:
+            from mlflow.exceptions import MlflowException
+
             exp = self.client.get_experiment_by_name(name)
-            self._experiments[name] = (
-                exp.experiment_id
-                if exp
-                else self.client.create_experiment(
-                    name, artifact_location=f"{self.artifact_root}/{workflow}"
-                )
-            )
+            if exp is None:
+                try:
+                    self._experiments[name] = self.client.create_experiment(
+                        name, artifact_location=self._artifact_location(workflow)
+                    )
+                    return self._experiments[name]
+                except MlflowException as e:  # another run created it since
+                    if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                    exp = self.client.get_experiment_by_name(name)
+                    if exp is None:
+                        raise
+            self._experiments[name] = exp.experiment_id
         return self._experiments[name]
+
+    def _artifact_location(self, workflow: str) -> str | None:
+        """Where an experiment's artifacts go: a tracking server's own artifact store (None: the
+        server decides; a client-side folder would put every client's models on its own disk),
+        else the embedded store's folder under the Cairn home."""
+        if urlparse(self._uri).scheme in ("http", "https"):
+            return None
+        return f"{self.artifact_root}/{workflow}"
 
     @_scrubbed
     def start_run(
