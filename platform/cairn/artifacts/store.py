@@ -25,6 +25,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from cairn.errors import CairnError
+from cairn.settings import redact
 from cairn.stage.files import (
     MANIFEST,
     MANIFEST_FORMAT,
@@ -50,16 +51,35 @@ class Sealed:
     manifest_digest: str
 
 
+# Where a remote store's downloads go when the caller names no folder (the engine names its home's).
+DEFAULT_CACHE = Path.home() / ".cache" / "cairn"
+
+
 class ArtifactStore:
     """Artifacts under a root: a local directory or any fsspec URI (`s3://bucket/cairn`)."""
 
     def __init__(self, root: str | Path, cache_dir: Path | None = None) -> None:
         self.root = str(root)
-        self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
+        try:
+            self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
+        except ImportError as e:
+            scheme = self.root.partition("://")[0]
+            fix = (
+                "pip install -e '.[s3]' (Cairn's s3 extra, which `make` installs)"
+                if scheme in ("s3", "s3a")
+                else f"install the package that {scheme}:// needs"
+            )
+            raise CairnError(
+                f"CAIRN_STORE {redact(self.root)} needs a package that is not installed ({e}); "
+                f"fix: {fix}"
+            ) from None
         self.is_local = isinstance(self.fs, LocalFileSystem)
         if self.is_local:
             Path(self._root_path).mkdir(parents=True, exist_ok=True)
-        self.cache_dir = cache_dir or Path(self._root_path if self.is_local else ".") / ".cache"
+        # Downloads of a remote store's artifacts: an absolute folder, the same for a step and
+        # the Ray Train workers it starts (they run in other working directories).
+        default = Path(self._root_path) / ".cache" if self.is_local else DEFAULT_CACHE
+        self.cache_dir = (cache_dir or default).absolute()
 
     # -- writing ---------------------------------------------------------------------------
     def staging_dir(self, label: str) -> Path:

@@ -38,6 +38,9 @@ class StepPayload:
     fingerprint: str
     store_root: str
     checkpoint_dir: str
+    # The driver's download folder for a remote store's artifacts (absolute: the step and its
+    # training workers run in other working directories).
+    cache_dir: str = ""
     module: str | None = None  # where the kind's spec lives, for kinds registered at run time
     # The run's workflow: name, path, digest, git (commit of its repository) and text. Recorded
     # in every manifest (all but the text) and given to stages that describe a run (release).
@@ -51,7 +54,9 @@ class StepPayload:
 def execute_step(payload: StepPayload, reporter: Any) -> dict[str, Any]:
     spec = stages.get(payload.kind, payload.module)
     config = spec.config_model.model_validate(payload.config)
-    store = ArtifactStore(payload.store_root)
+    store = ArtifactStore(
+        payload.store_root, cache_dir=Path(payload.cache_dir) if payload.cache_dir else None
+    )
     inputs: dict[str, Any] = {}
     for slot, items in payload.inputs.items():
         arts = [

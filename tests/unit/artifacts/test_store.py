@@ -169,3 +169,45 @@ def test_inputs_are_read_from_their_own_filesystem_not_the_stores(tmp_path):
     assert (got / "a.txt").read_bytes() == b"alpha"
     fs.rm(uri, recursive=True)
     assert local.local_path(uri, "d2") == got  # cached: not fetched again
+
+
+def test_a_store_whose_filesystem_is_not_installed_is_refused_before_anything_is_made(tmp_path):
+    """`CAIRN_STORE=gs://…` without gcsfs: `cairn run` says what to install, with no traceback,
+    and creates no Cairn home (the store is opened before the database)."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("gcsfs") is not None:
+        pytest.skip("gcsfs is installed: gs:// needs nothing more here")
+    with pytest.raises(CairnError, match=r"CAIRN_STORE gs://bucket/cairn needs a package"):
+        ArtifactStore("gs://bucket/cairn")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.jsonl").write_text('{"text": "one two three"}\n')
+    (tmp_path / "wf.yaml").write_text(
+        "name: x\nsteps:\n  c:\n    kind: curate\n    inputs: {sources: [./d]}\n"
+    )
+    env = {**os.environ, "CAIRN_HOME": str(tmp_path / "home"), "CAIRN_STORE": "gs://bucket/cairn"}
+    env.pop("CAIRN_DATABASE_URL", None)
+    p = subprocess.run(
+        [sys.executable, "-m", "cairn", "run", "wf.yaml"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode != 0 and "Traceback" not in p.stderr + p.stdout, p.stderr[-2000:]
+    assert "needs a package that is not installed" in p.stderr and "fix: install" in p.stderr
+    assert not (tmp_path / "home").exists()
+
+
+def test_a_remote_stores_downloads_go_to_an_absolute_folder(tmp_path, monkeypatch):
+    """Training workers run in other working directories: a relative cache folder was theirs
+    to miss (FileNotFoundError: '.cache/artifacts/…')."""
+    monkeypatch.chdir(tmp_path)
+    store = ArtifactStore(f"memory://cairn-{uuid.uuid4().hex[:8]}")
+    assert store.cache_dir.is_absolute()
+    named = ArtifactStore(f"memory://cairn-{uuid.uuid4().hex[:8]}", cache_dir=Path("rel"))
+    assert named.cache_dir == tmp_path / "rel"
