@@ -173,3 +173,17 @@ class ApiToken(Base):
     created_by: Mapped[str | None] = mapped_column(String(128))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StepLease(Base):
+    """Who is computing a fingerprint now: one row per fingerprint being computed, so that runs
+    started together compute each step once (cairn.engine.leases). The holder is a run; the
+    lease is live while that run's driver is (its heartbeat, `Engine.driver_alive`), and a
+    run whose driver died leaves a lease that the next run to want the step takes over."""
+
+    __tablename__ = "step_leases"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    step: Mapped[str] = mapped_column(String(64))
+    taken_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cairn.artifacts import queries
@@ -166,7 +167,16 @@ class Recorder:
     ) -> None:
         """An external input digested where it lies: an artifact row with no producer. The
         licence the workflow states is kept in the row's manifest (outside its file list, so not
-        in its digest; the latest statement wins) and in the event."""
+        in its digest; the latest statement wins) and in the event. Runs that start together
+        digest the same sources at once: the one whose row lands second finds it there."""
+        try:
+            self._source(uri, text, digest, manifest, license)
+        except IntegrityError:  # another run inserted the row since this one looked
+            self._source(uri, text, digest, manifest, license)
+
+    def _source(
+        self, uri: str, text: str, digest: str, manifest: dict[str, Any], license: str | None
+    ) -> None:
         with self.sessions.begin() as s:
             row = s.get(ArtifactRow, digest)
             if row is None:
@@ -290,15 +300,41 @@ class Recorder:
                 mlflow_run_id=mlflow_run_id,
             )
             self._link(s, sr.id, inputs, arts)
+            by = _computed_by(s, fp, [a["digest"] for a in arts.values()])
             self.event(
                 s,
                 "cached",
                 f"{step.name}: cache hit, fingerprint {fp[:12]}"
+                + (f", computed by run {by}" if by else "")
                 + (f"; {reused}" if reused else ""),
                 sr.id,
                 step=step.name,
                 artifacts={k: v["digest"] for k, v in arts.items()},
+                **({"computed_by": by} if by else {}),
                 **({"reused": reused} if reused else {}),
+            )
+
+    def waiting(self, step: str, fp: str, holder: str, holder_step: str) -> None:
+        """Another live run holds the step's lease: this run waits for its result."""
+        with self.sessions.begin() as s:
+            self.event(
+                s,
+                "waiting",
+                f"{step}: run {holder} is computing it (its step {holder_step}, fingerprint "
+                f"{fp[:12]}); waiting for its result",
+                step=step,
+                holder=holder,
+            )
+
+    def lease_taken_over(self, step: str, fp: str, dead: str) -> None:
+        with self.sessions.begin() as s:
+            self.event(
+                s,
+                "lease_taken_over",
+                f"{step}: run {dead}, which was computing it (fingerprint {fp[:12]}), is gone; "
+                "computing it here",
+                step=step,
+                from_run=dead,
             )
 
     def not_reused(self, step: Step, fp: str, refused: list[tuple[str, str]]) -> None:
@@ -468,3 +504,19 @@ class Recorder:
             self.event(
                 s, "step_cancelled", f"{step.name}: cancelled ({why})", sr.id, step=step.name
             )
+
+
+def _computed_by(s: Session, fp: str, digests: list[str]) -> str | None:
+    """The run whose step run of `fp` made these artifacts (the first, if several did)."""
+    return s.scalar(
+        select(StepRun.run_id)
+        .join(StepRunArtifact, StepRunArtifact.step_run_id == StepRun.id)
+        .where(
+            StepRun.fingerprint == fp,
+            StepRun.state == "succeeded",
+            StepRunArtifact.role == "output",
+            StepRunArtifact.artifact_digest.in_(digests),
+        )
+        .order_by(StepRun.id)
+        .limit(1)
+    )

@@ -14,12 +14,13 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from cairn import db
 from cairn.artifacts.store import ArtifactStore
-from cairn.db.models import Event, Run, StepRun, utcnow
+from cairn.db.models import Event, Run, StepLease, StepRun, utcnow
+from cairn.engine import leases
 from cairn.engine.backends import Executor
 from cairn.engine.mirror import Mirror
 from cairn.engine.openlineage import Lineage
@@ -34,7 +35,6 @@ from cairn.tracking.background import BackgroundTracker
 from cairn.workflow import Workflow, parse_workflow
 
 HEARTBEAT_S = 5.0
-DRIVER_LOST_S = 30.0  # no heartbeat for this long: the driver is gone
 
 
 def new_run_id() -> str:
@@ -74,8 +74,10 @@ class Engine:
         display: Display | None = None,
     ) -> None:
         self.settings = settings
-        self.sessions = db.sessions(settings.database_url)
+        # The store first: one that cannot be reached (its filesystem's package missing) is
+        # refused before a database is created for nothing.
         self.store = ArtifactStore(settings.store, cache_dir=settings.home / "cache")
+        self.sessions = db.sessions(settings.database_url)
         self._executor = executor
         self._tracker = tracker
         self._background: BackgroundTracker | None = None
@@ -222,16 +224,7 @@ class Engine:
 
     def driver_alive(self, run: Run) -> bool:
         """Is the process driving `run` still there? Exact on its own host, by heartbeat elsewhere."""
-        if run.driver_host == socket.gethostname() and run.driver_pid:
-            try:
-                os.kill(run.driver_pid, 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                pass  # exists, owned by someone else
-        if run.heartbeat_at is None:
-            return run.state == "pending" and _age(run.created_at) < DRIVER_LOST_S * 4
-        return _age(run.heartbeat_at) < DRIVER_LOST_S
+        return leases.driver_alive(run)
 
     def mark_lost(self, s: Session, run: Run) -> None:
         """A run whose driver is gone: failed, with its steps, staging and MLflow runs settled."""
@@ -253,6 +246,7 @@ class Engine:
         # own (`cairn server` starts one), and this process may never run one.
         self.tracker.start()
         swept = self.store.discard_staging(run.id)
+        s.execute(delete(StepLease).where(StepLease.run_id == run.id))  # free for other runs
         s.add(
             Event(
                 run_id=run.id, type="driver_lost", message=f"{msg}; removed {swept} staging dir(s)"
@@ -305,9 +299,3 @@ def local_user() -> str:
     except (KeyError, OSError):  # no passwd entry (some containers)
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
-
-
-def _age(ts: datetime) -> float:
-    if ts.tzinfo is None:  # SQLite hands back naive datetimes
-        ts = ts.replace(tzinfo=UTC)
-    return (datetime.now(UTC) - ts).total_seconds()

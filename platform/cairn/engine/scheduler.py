@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cairn.artifacts.store import ArtifactStore, describe_source
-from cairn.engine import cache, handoff
+from cairn.engine import cache, handoff, leases
 from cairn.engine.attempt import StepPayload
 from cairn.engine.backends import Executor
 from cairn.engine.cluster import request_text
@@ -34,7 +34,18 @@ from cairn.tracking import MetricPoint, TrackingError
 from cairn.workflow import Step, Workflow, repo_relative
 
 METRICS_FLUSH_S = 5.0
+LEASE_POLL_S = 0.5  # how often a step waiting for another run's lease looks again
 PROGRESS_LOG_S = 5.0  # progress lines in the step log, at most this often
+
+
+@dataclass
+class WaitingStep:
+    """A step another live run is computing (it holds the fingerprint's lease)."""
+
+    step: Step
+    fingerprint: str
+    inputs: Inputs
+    holder: str
 
 
 @dataclass
@@ -85,6 +96,8 @@ class Scheduler:
         self.results = {n: StepResult(n, st.kind) for n, st in wf.steps.items()}
         self.outputs: dict[str, dict[str, dict[str, Any]]] = {}  # step -> output -> artifact info
         self.running: dict[str, RunningStep] = {}
+        self.waiting: dict[str, WaitingStep] = {}
+        self._last_look = 0.0
         self.sources: dict[str, dict[str, Any]] = {}
         self.resumed: set[str] = set()  # what the run being resumed made (cache: false too)
         self.workflow_info: dict[str, Any] = {}
@@ -121,13 +134,15 @@ class Scheduler:
             try:
                 self._cancel_all(f"engine error: {error}")
             finally:
+                leases.release(self.recorder.sessions, self.run_id)
                 self._finish(error)  # the run never stays `running` behind a dead driver
             raise
+        leases.release(self.recorder.sessions, self.run_id)  # any a cancel left
         return self._finish(error)
 
     def _loop(self) -> None:
         pending = list(self.wf.steps)
-        while pending or self.running:
+        while pending or self.running or self.waiting:
             self._heartbeat_and_cancel()
             if self.cancelled:
                 self._cancel_all("run cancelled")
@@ -144,8 +159,11 @@ class Scheduler:
                 elif all(u in self.outputs for u in ups):
                     pending.remove(name)
                     self._start(step)
+            self._look_again()
             if self.running:
                 self._poll()
+            elif self.waiting:
+                time.sleep(LEASE_POLL_S / 5)
 
     def _heartbeat_and_cancel(self) -> None:
         if time.monotonic() - self._last_beat < 1.0:
@@ -222,6 +240,7 @@ class Scheduler:
             self.results[r.step.name].state = "cancelled"
             self.results[r.step.name].error = why
         self.running.clear()
+        self.waiting.clear()  # still `pending`: skipped below
         for name, res in self.results.items():
             if res.state == "pending":
                 self._skip(self.wf.steps[name], why)
@@ -245,19 +264,50 @@ class Scheduler:
             self._licenses(step),
         )
         self.results[step.name].fingerprint = fp
+        self._lease_then_run(step, fp, inputs)
+
+    def _lease_then_run(self, step: Step, fp: str, inputs: Inputs) -> None:
+        """Take the step's lease (cairn.engine.leases), then reuse a cached result or start
+        the step; while another live run holds the lease, wait for its result. The cache is
+        looked at while the lease is held, so no run can seal the step in between."""
+        got: leases.Taken | leases.Held = leases.Taken()
+        if step.spec.cacheable:  # a kind that always runs shares nothing to wait for
+            got = leases.take(self.recorder.sessions, fp, self.run_id, step.name)
+        if isinstance(got, leases.Held):
+            if step.name not in self.waiting:
+                self.recorder.waiting(step.name, fp, got.run_id, got.step)
+                self.display.update(step.name, state="waiting", message=f"run {got.run_id}")
+            self.waiting[step.name] = WaitingStep(step, fp, inputs, got.run_id)
+            return
+        self.waiting.pop(step.name, None)
         hit = cache.lookup(step, fp, self.recorder, self.store, self.display, self.resumed)
         if hit is not None:
-            mid = self.mirror.cached(step, fp, inputs, hit.artifacts)
-            self.recorder.cached(step, fp, inputs, hit.artifacts, mid, hit.reused)
-            self.lineage.step_cached(step, fp, inputs, hit.artifacts, hit.reused)
-            self._done(step, "cached", hit.artifacts, attempts=1)
+            leases.release(self.recorder.sessions, self.run_id, fp)
+            self._cached(step, fp, inputs, hit)
         elif why := self.executor.check(step.resources, step.spec.launcher, step.name):
             self.recorder.unschedulable(step, fp, why)
             self.lineage.step_not_run(step, "failed", why, fp)
             self.results[step.name].error = why
             self._done(step, "failed", {}, attempts=1)
         else:
+            if got.from_run:
+                self.recorder.lease_taken_over(step.name, fp, got.from_run)
             self._submit(step, fp, inputs, attempt=1)
+
+    def _cached(self, step: Step, fp: str, inputs: Inputs, hit: cache.Hit) -> None:
+        mid = self.mirror.cached(step, fp, inputs, hit.artifacts)
+        self.recorder.cached(step, fp, inputs, hit.artifacts, mid, hit.reused)
+        self.lineage.step_cached(step, fp, inputs, hit.artifacts, hit.reused)
+        self._done(step, "cached", hit.artifacts, attempts=1)
+
+    def _look_again(self) -> None:
+        """Steps waiting on another run: once it gave the lease back (its result sealed, or it
+        failed, or its driver died), the lease is this run's, and the cache says which."""
+        if not self.waiting or time.monotonic() - self._last_look < LEASE_POLL_S:
+            return
+        self._last_look = time.monotonic()
+        for w in list(self.waiting.values()):
+            self._lease_then_run(w.step, w.fingerprint, w.inputs)
 
     def _inputs(self, step: Step) -> Inputs:
         out: Inputs = {}
@@ -336,6 +386,7 @@ class Scheduler:
             resources=step.resources.model_dump(),
             fingerprint=fp,
             store_root=self.store.root,
+            cache_dir=str(self.store.cache_dir),
             checkpoint_dir=str(self.settings.checkpoint_dir(step.name, fp)),
             module=step.spec.run.__module__,
             workflow=self.workflow_info,
@@ -486,4 +537,6 @@ class Scheduler:
         }
         if state in ("succeeded", "cached"):
             self.outputs[step.name] = arts
+        if res.fingerprint and state != "cached":  # its lease, if this run held one: done with
+            leases.release(self.recorder.sessions, self.run_id, res.fingerprint)
         self.display.update(step.name, state=state, message=res.error or "")
