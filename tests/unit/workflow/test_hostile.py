@@ -595,14 +595,15 @@ def test_an_unreadable_source_is_an_issue_not_a_traceback(
     assert "readable" in issue.fix
 
 
-@pytest.mark.skipif(importlib.util.find_spec("s3fs") is not None, reason="s3fs is installed")
+# gs:// (gcsfs): s3fs is part of the install now (the s3 extra).
+@pytest.mark.skipif(importlib.util.find_spec("gcsfs") is not None, reason="gcsfs is installed")
 def test_a_known_scheme_whose_package_is_missing_names_it(workdir: Path) -> None:
     path = workdir / "wf.yaml"
-    path.write_text(CORPUS.replace("./data.jsonl", "s3://bucket/corpus/"))
+    path.write_text(CORPUS.replace("./data.jsonl", "gs://bucket/corpus/"))
     (issue,) = reject(path).issues
     assert issue.line == 6
-    assert issue.message.startswith("reading 's3://' needs a package that is not installed")
-    assert issue.fix == "pip install s3fs"
+    assert issue.message.startswith("reading 'gs://' needs a package that is not installed")
+    assert issue.fix == "pip install gcsfs"
 
 
 # --- what still loads, and how --------------------------------------------------------------------
