@@ -125,6 +125,21 @@ def test_concurrent_runs_on_postgres_compute_each_step_once(
     _check_each_step_computed_once(home, postgres_url, results)
 
 
+def _running(run_id: str, driver_pid: int) -> Run:
+    """A run row as a live driver on this host leaves it (beating), with `driver_pid`."""
+    return Run(
+        id=run_id,
+        workflow_name="w",
+        workflow_path="w.yaml",
+        workflow_text="",
+        workflow_digest="d",
+        state="running",
+        driver_host=socket.gethostname(),
+        driver_pid=driver_pid,
+        heartbeat_at=utcnow(),
+    )
+
+
 def _dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
@@ -136,20 +151,7 @@ def test_a_lease_is_held_while_its_driver_lives_and_taken_over_when_it_dies(tmp_
 
     maker = sessions(f"sqlite:///{tmp_path / 'cairn.db'}")
     with maker.begin() as s:
-        for rid in ("r-a", "r-b"):
-            s.add(
-                Run(
-                    id=rid,
-                    workflow_name="w",
-                    workflow_path="w.yaml",
-                    workflow_text="",
-                    workflow_digest="d",
-                    state="running",
-                    driver_host=socket.gethostname(),
-                    driver_pid=os.getpid(),
-                    heartbeat_at=utcnow(),
-                )
-            )
+        s.add_all([_running("r-a", os.getpid()), _running("r-b", os.getpid())])
     assert leases.take(maker, "fp1", "r-a", "fit") == leases.Taken()
     assert leases.take(maker, "fp1", "r-a", "fit") == leases.Taken()  # ours already
     assert leases.take(maker, "fp1", "r-b", "train") == leases.Held("r-a", "fit")
@@ -175,19 +177,7 @@ def test_a_run_takes_over_the_lease_of_a_dead_run_and_computes_the_step(tmp_path
     (tmp_path / "second" / "wf" / "data" / "a.txt").write_text("one\ntwo\nthree\n")
     engine = make_engine(tmp_path / "second")
     with engine.sessions.begin() as s:
-        s.add(
-            Run(
-                id="r-dead",
-                workflow_name="toy",
-                workflow_path="toy.yaml",
-                workflow_text="",
-                workflow_digest="d",
-                state="running",
-                driver_host=socket.gethostname(),
-                driver_pid=_dead_pid(),
-                heartbeat_at=utcnow(),
-            )
-        )
+        s.add(_running("r-dead", _dead_pid()))
         s.flush()
         for step, fp in fps.items():
             s.add(StepLease(fingerprint=fp, run_id="r-dead", step=step))
