@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .conftest import free_port
@@ -48,15 +48,7 @@ def cairn_server(env: dict[str, str], *args: str, port: int | None = None) -> It
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "cairn server did not start in 60 s"
-                time.sleep(0.2)
+        wait_http(proc, url + "/healthz", 60, lambda: proc.stderr.read() if proc.stderr else "")
         # The first token (if any) is printed before uvicorn starts: it is on stdout by now.
         first = None
         if "--no-auth" not in args:
@@ -65,6 +57,20 @@ def cairn_server(env: dict[str, str], *args: str, port: int | None = None) -> It
         yield Server(url, proc, first)
     finally:
         stop(proc)
+
+
+def wait_http(proc: subprocess.Popen, url: str, timeout: float, output: Callable[[], str]) -> None:
+    """Until `url` answers; the test fails with the process's `output()` if the process exits
+    first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, output()[-3000:]
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} did not answer in {timeout:.0f} s"
+            time.sleep(0.2)
 
 
 def stop(proc: subprocess.Popen) -> None:

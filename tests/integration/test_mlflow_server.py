@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import free_port
+from tests.integration.servers import wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -44,17 +43,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (root / "server.log").read_text()[-3000:]
-            time.sleep(0.3)
+        wait_http(proc, f"{url}/health", 120, (root / "server.log").read_text)
         yield url, artifacts
     finally:
         os.killpg(proc.pid, 15)

@@ -61,12 +61,13 @@ def upgrade(url: str, revision: str = "head") -> None:
     (`cairn.firstuse`), and those after the first find nothing to do."""
     from alembic import command
 
-    engine = make_engine(url)
+    engine = None if url.startswith("sqlite") else make_engine(url)  # PostgreSQL's lock needs one
     try:
         with migrating(url, engine):
             command.upgrade(alembic_config(url), revision)
     finally:
-        engine.dispose()
+        if engine is not None:
+            engine.dispose()
 
 
 def downgrade(url: str, revision: str = "base") -> None:

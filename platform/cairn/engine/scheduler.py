@@ -45,7 +45,6 @@ class WaitingStep:
     step: Step
     fingerprint: str
     inputs: Inputs
-    holder: str
 
 
 @dataclass
@@ -277,12 +276,11 @@ class Scheduler:
             if step.name not in self.waiting:
                 self.recorder.waiting(step.name, fp, got.run_id, got.step)
                 self.display.update(step.name, state="waiting", message=f"run {got.run_id}")
-            self.waiting[step.name] = WaitingStep(step, fp, inputs, got.run_id)
+            self.waiting[step.name] = WaitingStep(step, fp, inputs)
             return
         self.waiting.pop(step.name, None)
         hit = cache.lookup(step, fp, self.recorder, self.store, self.display, self.resumed)
         if hit is not None:
-            leases.release(self.recorder.sessions, self.run_id, fp)
             self._cached(step, fp, inputs, hit)
         elif why := self.executor.check(step.resources, step.spec.launcher, step.name):
             self.recorder.unschedulable(step, fp, why)
@@ -537,6 +535,6 @@ class Scheduler:
         }
         if state in ("succeeded", "cached"):
             self.outputs[step.name] = arts
-        if res.fingerprint and state != "cached":  # its lease, if this run held one: done with
+        if res.fingerprint:  # the step has ended: its lease, if this run held one, goes back
             leases.release(self.recorder.sessions, self.run_id, res.fingerprint)
         self.display.update(step.name, state=state, message=res.error or "")
