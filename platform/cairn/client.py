@@ -434,11 +434,13 @@ class Client:
 def audit(
     path: str | Path, *, load_model: bool = True, public_key: str | Path | None = None
 ) -> AuditReport:
-    """`Client.audit` without a deployment: an audit needs only the bundle."""
+    """`Client.audit` without a deployment: an audit needs only the bundle (a folder, or a URI
+    such as s3://bucket/..., downloaded first)."""
     from cairn.artifacts.audit import audit as run_audit
     from cairn.artifacts.signing import load_public_key
 
-    if not Path(path).is_dir():
+    is_uri = isinstance(path, str) and "://" in path
+    if not is_uri and not Path(path).is_dir():
         raise CairnError(f"{path}: no such directory; give the path of a release bundle")
     if public_key is not None:
         load_public_key(Path(public_key))  # a bad key is the caller's error, not a finding

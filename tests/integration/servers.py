@@ -1,4 +1,5 @@
-"""A real `cairn server` process for a test: started on a free loopback port, stopped after."""
+"""Real servers a test starts on a free loopback port and stops after: `cairn server`, and an
+S3-compatible object store (moto's server, in its own process)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from .conftest import free_port
 
@@ -111,3 +113,34 @@ def token(env: dict[str, str], name: str, role: str) -> str:
     )
     assert p.returncode == 0, p.stderr
     return str(json.loads(p.stdout)["token"])
+
+
+@contextlib.contextmanager
+def s3_server(folder: Path, bucket: str = "cairn") -> Iterator[dict[str, str]]:
+    """An S3-compatible server (moto's, over HTTP) with an empty `bucket`, until the block
+    ends: yields the environment an S3 client (s3fs, botocore, pyarrow) needs to reach it. The
+    keys are moto's own test values, not secrets."""
+    port = free_port()
+    log_path = folder / "s3-server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        env = {
+            "AWS_ENDPOINT_URL": url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        try:
+            wait_http(proc, f"{url}/moto-api/", 60, log_path.read_text)
+            req = urllib.request.Request(f"{url}/{bucket}", method="PUT")  # create the bucket
+            with urllib.request.urlopen(req, timeout=10) as r:
+                assert r.status == 200, r.read()
+            yield env
+        finally:
+            stop(proc)

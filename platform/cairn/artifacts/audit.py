@@ -22,6 +22,12 @@ Checks, each reported with the files it names:
 The release's identity is the sha256 of its SHA256SUMS, printed so it can be compared with the
 published one.
 
+A bundle on an object store (`cairn audit s3://bucket/cairn/release/...`, any fsspec URI) is
+downloaded first, file by file, into a private temporary folder, and that copy is audited: what is
+checked is exactly the bytes a reader of the store gets, and the confined reading below stays the
+one way a bundle is read. A key that would land outside the folder (`..`, an absolute path) is
+refused before anything is written.
+
 A bundle is untrusted input and is judged on its own files only (`confined.py` reads it): a link,
 a path in SHA256SUMS or lineage.json that leaves the bundle, a file of the wrong shape — each is a
 failed check naming the file and why, never a traceback, a hang, or a read outside the bundle.
@@ -32,16 +38,21 @@ bundle may drop or re-point it, so what was verified would not be what is publis
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from cairn.artifacts import lineage_checks, provenance, signing
 from cairn.artifacts.confined import Folder, Refused, parse_json, path_problem, shown
 from cairn.artifacts.lineage_checks import file_sha256
+from cairn.errors import CairnError
 from cairn.results import AuditReport, Check
 from cairn.stage.files import MANIFEST, artifact_digest
 
@@ -53,9 +64,69 @@ _SEALED = {"files": [{"path": str, "sha256": str, "size": int}]}
 
 
 def audit(path: str | Path, load_model: bool = True, public_key: Path | None = None) -> AuditReport:
-    """Verify the release bundle at `path`; never raises for a bad bundle (it reports it). With
-    `public_key`, the bundle must be signed by its private key."""
-    root = Path(path)
+    """Verify the release bundle at `path` (a folder, or a URI such as s3://...); never raises
+    for a bad bundle (it reports it). With `public_key`, the bundle must be signed by its
+    private key."""
+    if isinstance(path, Path) or "://" not in path:
+        return _audit_folder(Path(path), load_model, public_key)
+    uri = path.rstrip("/")
+    with _downloaded(uri) as (local, problems):
+        if problems:
+            return AuditReport(uri, [Check("checksums", problems)])
+        report = _audit_folder(local, load_model, public_key)
+    # The report names the URI, never the temporary copy it was read from.
+    here = str(local)
+    report.path = report.path.replace(here, uri, 1)
+    for check in report.checks:
+        check.problems = [p.replace(here, uri) for p in check.problems]
+    return report
+
+
+@contextlib.contextmanager
+def _downloaded(uri: str) -> Iterator[tuple[Path, list[str]]]:
+    """The folder at `uri` copied into a private temporary folder, with the problems that kept
+    it from being copied (the audit reports them instead of checking anything)."""
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(uri)
+    except (ImportError, ValueError) as e:
+        raise CairnError(
+            f"cannot read {uri}: {e}; fix: install the filesystem package its scheme needs "
+            "(s3:// comes with Cairn's s3 extra: pip install -e '.[s3]')"
+        ) from None
+    local = Path(tempfile.mkdtemp(prefix="cairn-audit-"))
+    try:
+        yield local, _copy_tree(fs, root.rstrip("/"), uri, local)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _copy_tree(fs: Any, root: str, uri: str, dest: Path) -> list[str]:
+    try:
+        if fs.isfile(root):
+            return [f"{uri}: a file, not a release bundle (give the bundle's folder)"]
+        found = fs.find(root, detail=True)
+    except (OSError, ValueError) as e:  # unreachable server, denied, malformed bucket name
+        return [f"{uri}: cannot be listed ({type(e).__name__}: {e})"]
+    if not found:
+        return [f"{uri}: no such bundle (nothing is stored under it)"]
+    files = {}
+    for name, info in found.items():
+        if info.get("type", "file") != "file":  # a folder marker: its files say what it holds
+            continue
+        rel = name[len(root) + 1 :] if name.startswith(root + "/") else name
+        if problem := path_problem(rel):
+            return [f"{uri}: the stored key {shown(rel)} {problem}: refused before download"]
+        files[rel] = name
+    for rel, name in sorted(files.items()):
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(name, str(target))
+    return []
+
+
+def _audit_folder(root: Path, load_model: bool, public_key: Path | None) -> AuditReport:
     seal = None
     if not os.path.lexists(root / SUMS) and _is_regular(root / MANIFEST):
         inner = _inner_bundles(root)

@@ -76,7 +76,12 @@ def lineage(
 
 @app.command()
 def audit(
-    path: Annotated[str, typer.Argument(help="a release bundle directory (or one artifact)")],
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="a release bundle directory (or one artifact), local or a URI (s3://bucket/...)"
+        ),
+    ],
     no_load: Annotated[
         bool, typer.Option("--no-load", help="skip loading the model (faster)")
     ] = False,
@@ -101,7 +106,8 @@ def audit(
     provenance, signature, model loads.
 
     Exit code 0 only when every check holds; each failure names the file. Needs only the
-    bundle: no database, store or network. A signed bundle's `release.sig` is always checked
+    bundle, no database: a folder, or a URI such as s3://bucket/... (downloaded to a temporary
+    folder first; s3:// needs Cairn's s3 extra and the usual AWS_* settings). A signed bundle's `release.sig` is always checked
     against the files; `--verify-signature --public-key PUB.pem` also requires it and has
     model-signing verify who signed it (see `cairn release sign --help`).
     """

@@ -106,9 +106,12 @@ def run(
 
 def report_result(result: RunResult, as_json: bool, audit_releases: bool = False) -> None:
     """A finished run: its steps, releases (audited on request), data cards and kept servers."""
-    audits: list[AuditReport] = (
-        [recorded_audit(p) for p in result.releases] if audit_releases else []
-    )
+    try:
+        audits: list[AuditReport] = (
+            [recorded_audit(p) for p in result.releases] if audit_releases else []
+        )
+    except CairnError as problem:  # a release that cannot be read back (store unreachable, ...)
+        fail(CairnError(f"run {result.run_id} {result.state}, but its audit: {problem}"), as_json)
     if as_json:
         data = result.to_dict()
         data["releases"] = result.releases
