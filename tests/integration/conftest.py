@@ -98,7 +98,9 @@ def tiny(
     eval_tasks: bool = True,
     cache: bool = True,
 ) -> str:
-    """The text of a tiny curate → pretrain workflow (see TINY)."""
+    """The text of a tiny curate → pretrain workflow (see TINY). A test about something other
+    than training on several workers passes `workers=1`: each worker is a process that imports
+    torch, transformers and Ray Train, about 5 s of a core's time on the 2-core CI machine."""
     return TINY.format(
         name=name,
         model=model,

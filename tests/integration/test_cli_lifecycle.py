@@ -88,7 +88,9 @@ def visible_artifacts_all_sealed(store: Path) -> list[str]:
 
 def test_sigkill_driver_then_resume(trail: Trail):
     home = trail.home
-    wf = trail.workflow("sigkill.yaml", tiny("sigkill", max_steps=120, checkpoint_every=20))
+    wf = trail.workflow(
+        "sigkill.yaml", tiny("sigkill", max_steps=120, checkpoint_every=20, workers=1)
+    )
     before = run_folders(trail)
     checkpoints = set(home.glob("checkpoints/model-*/train/step-00000040"))
     driver = subprocess.Popen(
@@ -149,7 +151,9 @@ def test_sigkill_driver_then_resume(trail: Trail):
 
 
 def test_cancel_stops_a_training_step(trail: Trail):
-    wf = trail.workflow("cancelled.yaml", tiny("cancelled", max_steps=5000, checkpoint_every=50))
+    wf = trail.workflow(
+        "cancelled.yaml", tiny("cancelled", max_steps=5000, checkpoint_every=50, workers=1)
+    )
     before = run_folders(trail)
     driver = subprocess.Popen(
         [*CAIRN, "run", str(wf), "--json"],
@@ -249,7 +253,9 @@ def ray_head():
 
 
 def test_submit_to_a_ray_head_then_status_and_logs(trail: Trail, ray_head):
-    wf = trail.workflow("submitted.yaml", tiny("submitted", max_steps=4, checkpoint_every=4))
+    wf = trail.workflow(
+        "submitted.yaml", tiny("submitted", max_steps=4, checkpoint_every=4, workers=1)
+    )
     sub = cairn_json(trail, "submit", str(wf), "--address", ray_head)
     assert "run_id" in sub, sub  # an error object instead says why the submission failed
     run_id = sub["run_id"]

@@ -27,7 +27,9 @@ EVALUATE = """
 
 
 def workflow(folder, checked: bool, allow: bool):
-    path = write_tiny(folder, max_steps=2, checkpoint_every=2, eval_every=2, eval_tasks=checked)
+    path = write_tiny(
+        folder, max_steps=2, checkpoint_every=2, eval_every=2, eval_tasks=checked, workers=1
+    )
     text = path.read_text()
     path.write_text(text + EVALUATE.format(allow=", allow_contaminated: true" if allow else ""))
     return load_workflow(path)

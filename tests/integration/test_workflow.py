@@ -48,7 +48,7 @@ def test_cache_reruns_and_corruption(trail: Trail):
     ids = tok("Shall I compare thee", return_tensors="pt").input_ids
     assert model.generate(ids, max_new_tokens=5, do_sample=False).shape[1] == ids.shape[1] + 5
 
-    changed = trail.workflow("changed.yaml", tiny("changed", lr=0.002))
+    changed = trail.workflow("changed.yaml", tiny("changed", lr=0.002, workers=1))
     changed_model = engine.run(load_workflow(changed))
     assert states(changed_model) == {"corpus": "cached", "model": "succeeded"}
 
