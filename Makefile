@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_overhead.py
 	$(BIN)/python bench/hostile_yaml.py
 	$(BIN)/python bench/server.py
+	$(BIN)/python bench/serving.py
 
 clean:
 	rm -rf .cairn

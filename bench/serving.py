@@ -195,7 +195,9 @@ def main() -> None:
             "results": results,
         }
         print(f"\nload average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-        print(f"{'engine':<16}{'start s':>8}{'req/s':>8}{'tok/s':>8}{'p50 s':>8}{'p95 s':>8}{'tok':>6}")
+        print(
+            f"{'engine':<16}{'start s':>8}{'req/s':>8}{'tok/s':>8}{'p50 s':>8}{'p95 s':>8}{'tok':>6}"
+        )
         for r in results:
             if "error" in r:
                 print(f"{r['engine']:<16} failed: {r['error'][:200]}")
