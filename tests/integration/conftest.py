@@ -184,6 +184,41 @@ def trail(tmp_path_factory: pytest.TempPathFactory, ray_local) -> Trail:
     return Trail(folder, home, result)
 
 
+# A LoRA fine-tune of the trail's model and its release (issue 16), for the session: test_lora
+# checks the adapter, the merge and the release; test_serve serves that release with vLLM and
+# the transformers engine, which shows that vLLM loads a merged model without a start of its own.
+LORA = """
+  tune:
+    kind: sft
+    inputs: {model: model.model, data: ./chat/sft.jsonl}
+    config:
+      max_steps: 4
+      warmup_steps: 1
+      global_batch_size: 4
+      max_length: 64
+      log_every: 1
+      lr: 0.01
+      lora: {r: 4, alpha: 8}
+    resources: {num_workers: 1, cpus_per_worker: 1}
+  ship:
+    kind: release
+    inputs: {model: tune.model}
+    config: {name: lora-release}
+"""
+
+
+@pytest.fixture(scope="session")
+def lora_run(trail: Trail) -> RunResult:
+    """The trail's curate and pretrain steps (cache hits), then `tune` (sft with LoRA) and
+    `ship` (its release), in the trail's home."""
+    from cairn.workflow import load_workflow
+
+    path = trail.workflow("lora.yaml", tiny("lora", **TRAIL_MODEL) + LORA)  # type: ignore[arg-type]
+    result = trail.engine().run(load_workflow(path))
+    assert result.state == "succeeded", {n: s.error for n, s in result.steps.items()}
+    return result
+
+
 @pytest.fixture
 def cairn_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh CAIRN_HOME with its own SQLite database, MLflow store and artifact store."""

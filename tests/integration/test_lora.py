@@ -1,7 +1,9 @@
 """LoRA through a workflow (issue 16): an sft step with `lora:` on the trail's tiny pretrained
-model (cache hits in the trail's home), then a release of its merged model. (dpo with LoRA,
-whose first loss must stay ln 2, runs in-process in tests/unit/stages/test_lora.py: a second
-Ray Train step here would cost the suite more than it checks.)
+model (cache hits in the trail's home), then a release of its merged model: the session's
+`lora_run` (conftest). test_serve serves that release with vLLM, which loads the merged model as
+it loads any Hugging Face model. (dpo with LoRA, whose first loss must stay ln 2, runs in-process
+in tests/unit/stages/test_lora.py: a second Ray Train step here would cost the suite more than
+it checks.)
 
 What a user of the result relies on: the merged model is a plain Hugging Face model equal to the
 base with its adapter loaded by peft; the adapter is an artifact of its own; the step's log,
@@ -15,54 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from cairn.results import RunResult
-from tests.integration.conftest import TRAIL_MODEL, Trail, settings_for, tiny
-
-LORA = """
-  tune:
-    kind: sft
-    inputs: {model: model.model, data: ./chat/sft.jsonl}
-    config:
-      max_steps: 4
-      warmup_steps: 1
-      global_batch_size: 4
-      max_length: 64
-      log_every: 1
-      lr: 0.01
-      lora: {r: 4, alpha: 8}
-    resources: {num_workers: 1, cpus_per_worker: 1}
-  served:
-    kind: serve
-    inputs: {model: tune.model}
-    config: {engine: vllm, enforce_eager: true, smoke_max_tokens: 4}
-  ship:
-    kind: release
-    inputs: {model: tune.model}
-    config: {name: lora-release}
-"""
-
-
-@pytest.fixture(scope="module")
-def lora_run(trail: Trail) -> RunResult:
-    from cairn.workflow import load_workflow
-
-    path = trail.workflow("lora.yaml", tiny("lora", **TRAIL_MODEL) + LORA)  # type: ignore[arg-type]
-    result = trail.engine().run(load_workflow(path))
-    assert result.state == "succeeded", {n: s.error for n, s in result.steps.items()}
-    return result
-
-
-def test_vllm_serves_the_merged_model(lora_run: RunResult) -> None:
-    """The merge is a plain Hugging Face model: vLLM (its CPU build here) loads it and answers
-    the serve step's smoke requests through the `openai` client."""
-    art = lora_run.steps["served"].artifacts["endpoint"]
-    meta = manifest(art)["metadata"]
-    assert meta["engine"] == "vllm", meta
-    assert meta["model_digest"] == lora_run.steps["tune"].artifacts["model"].digest
-    record = json.loads((Path(art.uri) / "endpoint.json").read_text())
-    assert record["smoke"] and all(r["response"] for r in record["smoke"])
+from tests.integration.conftest import Trail, settings_for
 
 
 def manifest(artifact: Any) -> dict[str, Any]:

