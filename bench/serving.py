@@ -64,16 +64,18 @@ def build_model(out: Path, hidden: int, layers: int) -> Path:
 
 
 def argv_for(engine: str, model: Path, port: int) -> list[str]:
+    """The command that starts `engine` serving `model` on `port`, as the serve stage starts it."""
     py = sys.executable
     where = ["--host", "127.0.0.1", "--port", str(port)]
-    if engine == "cairn":
-        return [py, "-m", "cairn.serving.hf_server", "--model", str(model)]
     if engine.startswith("transformers"):
         cli = str(Path(py).parent / "transformers")
         extra = ["--continuous-batching"] if engine == "transformers-cb" else []
         return [cli, "serve", str(model), "--device", "cpu", *extra, *where]
+    named = ["--model", str(model), "--served-model-name", NAME, *where]
+    if engine == "cairn":
+        return [py, "-m", "cairn.serving.hf_server", *named]
     return [
-        *(py, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)),
+        *(py, "-m", "vllm.entrypoints.openai.api_server", *named),
         *("--gpu-memory-utilization", "0.1", "--disable-log-stats"),
         "--disable-uvicorn-access-log",
     ]
@@ -82,8 +84,6 @@ def argv_for(engine: str, model: Path, port: int) -> list[str]:
 def start(engine: str, model: Path, log: Path) -> tuple[subprocess.Popen, str, float]:
     port = free_port()
     argv = argv_for(engine, model, port)
-    if engine in ("cairn", "vllm"):
-        argv += ["--served-model-name", NAME, "--host", "127.0.0.1", "--port", str(port)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
     t0 = time.monotonic()
     proc = subprocess.Popen(

@@ -437,10 +437,10 @@ def audit(
     """`Client.audit` without a deployment: an audit needs only the bundle (a folder, or a URI
     such as s3://bucket/..., downloaded first)."""
     from cairn.artifacts.audit import audit as run_audit
+    from cairn.artifacts.audit import is_uri
     from cairn.artifacts.signing import load_public_key
 
-    is_uri = isinstance(path, str) and "://" in path
-    if not is_uri and not Path(path).is_dir():
+    if not is_uri(path) and not Path(path).is_dir():
         raise CairnError(f"{path}: no such directory; give the path of a release bundle")
     if public_key is not None:
         load_public_key(Path(public_key))  # a bad key is the caller's error, not a finding

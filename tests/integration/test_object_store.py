@@ -136,7 +136,7 @@ def test_hostile_or_missing_bundles_on_the_server_are_refused_plainly(on_s3: dic
         "s3://cairn/hostile/bundle: the stored key ../../escaped.txt climbs out through '..', "
         "which leaves the bundle: refused before download"
     ]
-    # Downloaded into /tmp/cairn-audit-XXXX, the key would have landed two levels up.
+    # Downloaded into the audit's temporary folder, the key would have landed two levels up.
     assert (
         not Path("/escaped.txt").exists()
         and not Path(tempfile.gettempdir(), "escaped.txt").exists()

@@ -67,9 +67,9 @@ def audit(path: str | Path, load_model: bool = True, public_key: Path | None = N
     """Verify the release bundle at `path` (a folder, or a URI such as s3://...); never raises
     for a bad bundle (it reports it). With `public_key`, the bundle must be signed by its
     private key."""
-    if isinstance(path, Path) or "://" not in path:
+    if not is_uri(path):
         return _audit_folder(Path(path), load_model, public_key)
-    uri = path.rstrip("/")
+    uri = str(path).rstrip("/")
     with _downloaded(uri) as (local, problems):
         if problems:
             return AuditReport(uri, [Check("checksums", problems)])
@@ -80,6 +80,11 @@ def audit(path: str | Path, load_model: bool = True, public_key: Path | None = N
     for check in report.checks:
         check.problems = [p.replace(here, uri) for p in check.problems]
     return report
+
+
+def is_uri(path: str | Path) -> bool:
+    """Whether `path` names a bundle by URI (s3://...), which the audit downloads first."""
+    return isinstance(path, str) and "://" in path
 
 
 @contextlib.contextmanager

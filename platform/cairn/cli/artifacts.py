@@ -107,9 +107,10 @@ def audit(
 
     Exit code 0 only when every check holds; each failure names the file. Needs only the
     bundle, no database: a folder, or a URI such as s3://bucket/... (downloaded to a temporary
-    folder first; s3:// needs Cairn's s3 extra and the usual AWS_* settings). A signed bundle's `release.sig` is always checked
-    against the files; `--verify-signature --public-key PUB.pem` also requires it and has
-    model-signing verify who signed it (see `cairn release sign --help`).
+    folder first; s3:// needs Cairn's s3 extra and the usual AWS_* settings). A signed
+    bundle's `release.sig` is always checked against the files; `--verify-signature
+    --public-key PUB.pem` also requires it and has model-signing verify who signed it (see
+    `cairn release sign --help`).
     """
     if verify_signature != (public_key is not None):
         fail(
